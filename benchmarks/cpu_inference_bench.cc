@@ -1,0 +1,230 @@
+// CPU decode and prefill throughput on a --load-format dummy model of a real shape, each figure
+// next to its physical bound:
+// - decode tokens/s vs the memory-bandwidth bound: read bandwidth (measured here, same threads)
+//   divided by the weight bytes one decode step reads;
+// - prefill tokens/s vs the same memory bound and vs a compute bound: 2 x parameters FLOPs per
+//   token at the GEMM throughput measured here on a large bf16 GEMM through the backend.
+// Medians over repeated runs. Usage:
+//   cpu_inference_bench MODEL_DIR [--threads N] [--repeats R] [--decode-tokens N]
+//                       [--prefill-tokens N] [--markdown FILE]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "common/topology.h"
+#include "common/units.h"
+#include "engine/llm_engine.h"
+
+namespace tierserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Read bandwidth of a buffer far larger than the caches, summed by `threads` threads: the
+// physical bound of weight streaming on this machine. Median of `repeats` passes, bytes/s.
+double measure_read_bandwidth(int threads, int repeats) {
+  const size_t bytes = 1ull << 30;
+  const size_t n = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; ++i) buf[i] = i;
+  Topology topology;
+  ThreadPool pool(threads, &topology);
+  std::vector<double> rates;
+  volatile uint64_t sink = 0;
+  for (int r = 0; r < repeats + 1; ++r) {
+    std::vector<uint64_t> partial(static_cast<size_t>(pool.num_threads()) * 64 + 64);
+    std::atomic<int> slot{0};
+    auto t0 = Clock::now();
+    pool.parallel_for(static_cast<int64_t>(n), 1 << 20, [&](int64_t b, int64_t e) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const uint64_t* p = buf.data();
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        s0 += p[i];
+        s1 += p[i + 1];
+        s2 += p[i + 2];
+        s3 += p[i + 3];
+      }
+      for (; i < e; ++i) s0 += p[i];
+      partial[static_cast<size_t>(slot.fetch_add(1) % 64) * 8] += s0 + s1 + s2 + s3;
+    });
+    double t = seconds_since(t0);
+    for (uint64_t v : partial) sink = sink + v;
+    if (r > 0) rates.push_back(static_cast<double>(bytes) / t);  // first pass warms up
+  }
+  return median(rates);
+}
+
+// bf16 GEMM throughput of the backend on a large prefill-like shape, FLOP/s.
+double measure_gemm_flops(Backend* backend, int repeats) {
+  const int64_t m = 512, n = 4096, k = 4096;
+  std::vector<float> x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n));
+  std::vector<uint16_t> w(static_cast<size_t>(n * k), f32_to_bf16(0.02f));
+  TensorView xv = TensorView::contiguous(x.data(), DType::kF32, {m, k});
+  TensorView wv = TensorView::contiguous(w.data(), DType::kBF16, {n, k});
+  TensorView yv = TensorView::contiguous(y.data(), DType::kF32, {m, n});
+  std::vector<double> rates;
+  for (int r = 0; r < repeats + 1; ++r) {
+    auto t0 = Clock::now();
+    backend->gemm(xv, wv, nullptr, yv);
+    backend->synchronize();
+    double t = seconds_since(t0);
+    if (r > 0) rates.push_back(2.0 * m * n * k / t);
+  }
+  return median(rates);
+}
+
+struct Args {
+  std::string model_dir;
+  int threads = 0;
+  int repeats = 5;
+  int decode_tokens = 32;
+  int prefill_tokens = 256;
+  std::string markdown;
+};
+
+int run(const Args& a) {
+  EngineOptions options;
+  options.load_format = LoadFormat::kDummy;
+  options.backend.num_threads = a.threads;
+  options.max_model_len = a.prefill_tokens + a.decode_tokens + 8;
+  options.max_num_batched_tokens = a.prefill_tokens;
+  auto engine_or = LlmEngine::create(a.model_dir, options);
+  if (!engine_or.is_ok()) {
+    std::fprintf(stderr, "error: %s\n", engine_or.status().message().c_str());
+    return 1;
+  }
+  LlmEngine& engine = *engine_or.value();
+  const ModelConfig& c = engine.config();
+  const int threads = a.threads > 0 ? a.threads : Topology().num_cores();
+
+  // Bytes one decode step reads: every weight but the embedding table (one row is read), plus
+  // the lm_head, which is the embedding table again when tied.
+  const uint64_t elem = dtype_size(c.dtype);
+  const uint64_t embed_bytes = static_cast<uint64_t>(c.vocab_size) * c.hidden_size * elem;
+  uint64_t step_bytes = engine.weight_bytes() - embed_bytes;
+  if (c.tie_word_embeddings) step_bytes += embed_bytes;
+  const double params = static_cast<double>(engine.weight_bytes()) / static_cast<double>(elem);
+
+  std::fprintf(stderr, "measuring read bandwidth and GEMM throughput...\n");
+  const double bandwidth = measure_read_bandwidth(threads, a.repeats);
+  auto backend = create_backend(options.backend);
+  const double gemm_flops = measure_gemm_flops(backend.value().get(), a.repeats);
+
+  std::vector<int32_t> short_prompt(16), long_prompt(static_cast<size_t>(a.prefill_tokens));
+  for (size_t i = 0; i < long_prompt.size(); ++i) {
+    long_prompt[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(c.vocab_size));
+  }
+  std::copy(long_prompt.begin(), long_prompt.begin() + 16, short_prompt.begin());
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.ignore_eos = true;
+
+  std::vector<double> decode_rates, prefill_rates;
+  std::fprintf(stderr, "running %d repeats...\n", a.repeats);
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    // Decode: the time of N more tokens after the same prefill.
+    p.max_tokens = 1;
+    auto t0 = Clock::now();
+    (void)engine.generate(short_prompt, p);
+    double t_prefill_only = seconds_since(t0);
+    p.max_tokens = 1 + a.decode_tokens;
+    t0 = Clock::now();
+    (void)engine.generate(short_prompt, p);
+    double t_with_decode = seconds_since(t0);
+    // Prefill: one step over the long prompt (max_num_batched_tokens = prefill_tokens).
+    p.max_tokens = 1;
+    t0 = Clock::now();
+    (void)engine.generate(long_prompt, p);
+    double t_long = seconds_since(t0);
+    if (r == 0) continue;  // warm-up
+    decode_rates.push_back(a.decode_tokens / std::max(t_with_decode - t_prefill_only, 1e-9));
+    prefill_rates.push_back(a.prefill_tokens / t_long);
+  }
+  const double decode = median(decode_rates), prefill = median(prefill_rates);
+  const double decode_bound = bandwidth / static_cast<double>(step_bytes);
+  const double prefill_mem_bound = decode_bound * a.prefill_tokens;
+  const double prefill_compute_bound = gemm_flops / (2.0 * params);
+
+  char table[4096];
+  std::snprintf(
+      table, sizeof(table),
+      "| figure | value | bound | ratio |\n"
+      "|---|---|---|---|\n"
+      "| read bandwidth (%d threads) | %.2f GB/s | - | - |\n"
+      "| bf16 GEMM 512x4096x4096 | %.1f GFLOP/s | - | - |\n"
+      "| weights read per decode step | %s | - | - |\n"
+      "| decode, batch 1 | %.2f tok/s | %.2f tok/s (memory) | %.1f%% |\n"
+      "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (GEMM compute) | %.1f%% |\n"
+      "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (memory) | %.1f%% |\n",
+      threads, bandwidth / 1e9, gemm_flops / 1e9, format_bytes(step_bytes).c_str(), decode,
+      decode_bound, 100.0 * decode / decode_bound, a.prefill_tokens, prefill,
+      prefill_compute_bound, 100.0 * prefill / prefill_compute_bound, a.prefill_tokens, prefill,
+      prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
+  std::printf("model: %s (%s, %d layers, dummy weights), medians of %d runs\n%s",
+              c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(),
+              c.num_layers, a.repeats, table);
+  if (!a.markdown.empty()) {
+    std::ofstream out(a.markdown, std::ios::app);
+    out << table;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tierserve
+
+int main(int argc, char** argv) {
+  tierserve::Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", arg.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--threads") {
+      a.threads = std::atoi(next().c_str());
+    } else if (arg == "--repeats") {
+      a.repeats = std::max(1, std::atoi(next().c_str()));
+    } else if (arg == "--decode-tokens") {
+      a.decode_tokens = std::max(1, std::atoi(next().c_str()));
+    } else if (arg == "--prefill-tokens") {
+      a.prefill_tokens = std::max(1, std::atoi(next().c_str()));
+    } else if (arg == "--markdown") {
+      a.markdown = next();
+    } else if (!arg.empty() && arg[0] == '-') {
+      std::fprintf(stderr, "error: unknown flag %s\n", arg.c_str());
+      return 2;
+    } else {
+      a.model_dir = arg;
+    }
+  }
+  if (a.model_dir.empty()) {
+    std::fprintf(stderr,
+                 "usage: cpu_inference_bench MODEL_DIR [--threads N] [--repeats R] "
+                 "[--decode-tokens N] [--prefill-tokens N] [--markdown FILE]\n");
+    return 2;
+  }
+  return tierserve::run(a);
+}

@@ -1,0 +1,73 @@
+// The decoder forward pass of the Llama family (Llama, Qwen2, Qwen3, Mistral) over a batch of
+// sequences and the paged KV cache (DESIGN.md §3). The model owns only activation buffers,
+// allocated once at creation; weights come from a WeightProvider and KV from the pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "common/status.h"
+#include "engine/model_config.h"
+#include "engine/rope.h"
+#include "kernels/backend.h"
+#include "offload/weight_provider.h"
+
+namespace tierserve {
+
+// The inputs of one forward step, prepared by the caller (host arrays on the CPU backend).
+struct ForwardBatch {
+  const int32_t* token_ids = nullptr;  // [attn.num_tokens]
+  const int32_t* positions = nullptr;  // [attn.num_tokens] position of each token in its sequence
+  AttentionMetadata attn;              // sequences, block tables, slots for new K/V
+  const int32_t* logit_rows = nullptr; // [num_logit_rows] token rows whose logits are wanted
+  int32_t num_logit_rows = 0;
+};
+
+class Model {
+ public:
+  // `backend` and `weights` must outlive the model. Buffers hold up to `max_num_tokens` tokens
+  // per step and `max_logit_rows` logit rows; positions must stay below `max_positions`.
+  static Result<std::unique_ptr<Model>> create(const ModelConfig& config, Backend* backend,
+                                               WeightProvider* weights, int32_t max_num_tokens,
+                                               int32_t max_logit_rows, int32_t max_positions);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs every layer over the batch: writes the new tokens' K/V into `cache` and returns the
+  // logits [batch.num_logit_rows, vocab_size] (f32), valid until the next forward. Fails only
+  // when a weight unit cannot be acquired.
+  Result<TensorView> forward(const ForwardBatch& batch, const KvCacheView& cache);
+
+ private:
+  Model(const ModelConfig& config, Backend* backend, WeightProvider* weights,
+        int32_t max_num_tokens, int32_t max_logit_rows, int32_t max_positions);
+  Status allocate_buffers();
+  Status run_layer(int32_t layer, const WeightUnit& w, const ForwardBatch& batch,
+                   const KvCacheView& cache, int32_t num_tokens, bool first_layer);
+
+  ModelConfig config_;
+  Backend* backend_;
+  WeightProvider* weights_;
+  int32_t max_num_tokens_;
+  int32_t max_logit_rows_;
+  RopeCache rope_;
+
+  // Activation buffers, [max_num_tokens, width] f32 unless noted; one allocation.
+  void* arena_ = nullptr;
+  float* residual_ = nullptr;  // [T, d] running hidden state
+  float* x_ = nullptr;         // [T, d] normed input of a block, then its output
+  float* q_ = nullptr;         // [T, num_heads * head_dim]
+  float* k_ = nullptr;         // [T, num_kv_heads * head_dim]
+  float* v_ = nullptr;         // [T, num_kv_heads * head_dim]
+  float* attn_ = nullptr;      // [T, num_heads * head_dim]
+  float* gate_ = nullptr;      // [T, f]
+  float* up_ = nullptr;        // [T, f]
+  float* last_ = nullptr;      // [R, d] residual rows that produce logits
+  float* last_out_ = nullptr;  // [R, d] their last block output, then their final norm
+  float* logits_ = nullptr;    // [R, vocab]
+};
+
+}  // namespace tierserve

@@ -1,0 +1,202 @@
+#include "engine/model_weights.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "common/logging.h"
+#include "common/units.h"
+#include "engine/safetensors.h"
+#include "offload/resident_weight_provider.h"
+
+namespace tierserve {
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+TensorView make_view(void* data, DType dtype, const std::vector<int64_t>& shape,
+                     DeviceKind device) {
+  if (shape.size() == 1) return TensorView::contiguous(data, dtype, {shape[0]}, device);
+  return TensorView::contiguous(data, dtype, {shape[0], shape[1]}, device);
+}
+
+// splitmix64: a small, fast, well-mixed generator for dummy weights.
+uint64_t next_random(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Fills `n` elements of `dtype` at `dst`: 1.0 for norm weights, else uniform with the standard
+// deviation of N(0, 0.02) (uniform(-a, a) has std a / sqrt(3)).
+void fill_dummy(void* dst, DType dtype, int64_t n, bool is_norm, uint64_t seed) {
+  uint64_t state = seed;
+  const float a = 0.02f * std::sqrt(3.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = 1.0f;
+    if (!is_norm) {
+      float u = static_cast<float>(next_random(state) >> 40) * (1.0f / 16777216.0f);
+      v = (2.0f * u - 1.0f) * a;
+    }
+    switch (dtype) {
+      case DType::kF32:
+        static_cast<float*>(dst)[i] = v;
+        break;
+      case DType::kBF16:
+        static_cast<uint16_t*>(dst)[i] = f32_to_bf16(v);
+        break;
+      default:
+        static_cast<uint16_t*>(dst)[i] = f32_to_f16(v);
+        break;
+    }
+  }
+}
+
+bool is_float(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
+}
+
+}  // namespace
+
+bool parse_load_format(const std::string& name, LoadFormat* out) {
+  if (name == "auto" || name == "safetensors") {
+    *out = LoadFormat::kAuto;
+    return true;
+  }
+  if (name == "dummy") {
+    *out = LoadFormat::kDummy;
+    return true;
+  }
+  return false;
+}
+
+std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size, v = c.vocab_size;
+  const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  std::vector<WeightSpec> specs;
+  specs.push_back({kEmbeddingUnit, kEmbedTokens, "model.embed_tokens.weight", {v, d}});
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const int32_t u = layer_unit(l);
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    specs.push_back({u, kInputNorm, p + "input_layernorm.weight", {d}});
+    specs.push_back({u, kQProj, p + "self_attn.q_proj.weight", {q, d}});
+    specs.push_back({u, kKProj, p + "self_attn.k_proj.weight", {kv, d}});
+    specs.push_back({u, kVProj, p + "self_attn.v_proj.weight", {kv, d}});
+    specs.push_back({u, kOProj, p + "self_attn.o_proj.weight", {d, q}});
+    if (c.qkv_bias) {
+      specs.push_back({u, kQBias, p + "self_attn.q_proj.bias", {q}});
+      specs.push_back({u, kKBias, p + "self_attn.k_proj.bias", {kv}});
+      specs.push_back({u, kVBias, p + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.o_bias) specs.push_back({u, kOBias, p + "self_attn.o_proj.bias", {d}});
+    if (c.qk_norm) {
+      specs.push_back({u, kQNorm, p + "self_attn.q_norm.weight", {c.head_dim}});
+      specs.push_back({u, kKNorm, p + "self_attn.k_norm.weight", {c.head_dim}});
+    }
+    specs.push_back({u, kPostAttnNorm, p + "post_attention_layernorm.weight", {d}});
+    specs.push_back({u, kGateProj, p + "mlp.gate_proj.weight", {f, d}});
+    specs.push_back({u, kUpProj, p + "mlp.up_proj.weight", {f, d}});
+    specs.push_back({u, kDownProj, p + "mlp.down_proj.weight", {d, f}});
+    if (c.mlp_bias) {
+      specs.push_back({u, kGateBias, p + "mlp.gate_proj.bias", {f}});
+      specs.push_back({u, kUpBias, p + "mlp.up_proj.bias", {f}});
+      specs.push_back({u, kDownBias, p + "mlp.down_proj.bias", {d}});
+    }
+  }
+  specs.push_back({head_unit(c), kFinalNorm, "model.norm.weight", {d}});
+  if (!c.tie_word_embeddings) specs.push_back({head_unit(c), kLmHead, "lm_head.weight", {v, d}});
+  return specs;
+}
+
+Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
+                                                     const std::filesystem::path& model_dir,
+                                                     LoadFormat format, Backend* backend,
+                                                     uint64_t seed) {
+  const std::vector<WeightSpec> specs = weight_specs(config);
+
+  // Resolve every tensor (and its dtype) before allocating anything.
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::vector<CheckpointTensor> sources(specs.size());
+  std::vector<DType> dtypes(specs.size(), config.dtype);
+  if (format == LoadFormat::kAuto) {
+    TS_ASSIGN_OR_RETURN(checkpoint, Checkpoint::open(model_dir));
+    for (size_t i = 0; i < specs.size(); ++i) {
+      TS_ASSIGN_OR_RETURN(sources[i], checkpoint->find(specs[i].name));
+      const SafetensorsEntry& e = *sources[i].entry;
+      const std::string file = sources[i].file->path().filename().string();
+      if (!is_float(e.dtype)) {
+        return unimplemented(file + ": tensor '" + e.name + "' has dtype " +
+                             std::string(dtype_name(e.dtype)) + ", expected f32, f16 or bf16");
+      }
+      if (e.shape != specs[i].shape) {
+        return invalid_argument(file + ": tensor '" + e.name + "' has shape " +
+                                shape_string(e.shape) + ", expected " +
+                                shape_string(specs[i].shape) + " from config.json");
+      }
+      dtypes[i] = e.dtype;
+    }
+  }
+
+  // One arena for all units, each tensor 64-byte aligned.
+  std::vector<uint64_t> offsets(specs.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    offsets[i] = total;
+    total = align_up(total + static_cast<uint64_t>(numel(specs[i].shape)) * dtype_size(dtypes[i]),
+                     64);
+  }
+  auto arena_or = backend->allocate(total);
+  if (!arena_or.is_ok()) {
+    return arena_or.status().with_context("weights of " + format_bytes(total) +
+                                          " in the device tier");
+  }
+  char* arena = static_cast<char*>(arena_or.value());
+
+  std::vector<WeightUnit> units(static_cast<size_t>(head_unit(config)) + 1);
+  units[kEmbeddingUnit].name = "embedding";
+  units[kEmbeddingUnit].tensors.resize(kNumEmbeddingSlots);
+  for (int32_t l = 0; l < config.num_layers; ++l) {
+    units[static_cast<size_t>(layer_unit(l))].name = "layer " + std::to_string(l);
+    units[static_cast<size_t>(layer_unit(l))].tensors.resize(kNumLayerSlots);
+  }
+  units[static_cast<size_t>(head_unit(config))].name = "head";
+  units[static_cast<size_t>(head_unit(config))].tensors.resize(kNumHeadSlots);
+
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const WeightSpec& s = specs[i];
+    void* dst = arena + offsets[i];
+    const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(dtypes[i]);
+    if (format == LoadFormat::kAuto) {
+      backend->copy(dst, sources[i].data, bytes);
+    } else {
+      bool is_norm = s.name.find("norm") != std::string::npos;
+      fill_dummy(dst, dtypes[i], numel(s.shape), is_norm, seed * 1000003ull + i);
+    }
+    units[static_cast<size_t>(s.unit)].tensors[static_cast<size_t>(s.slot)] =
+        make_view(dst, dtypes[i], s.shape, backend->device());
+  }
+  if (config.tie_word_embeddings) {
+    units[static_cast<size_t>(head_unit(config))].tensors[kLmHead] =
+        units[kEmbeddingUnit].tensors[kEmbedTokens];
+  }
+  if (checkpoint != nullptr) {
+    // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).
+    size_t unused = checkpoint->names().size() - specs.size();
+    if (unused > 0) TS_LOG(Info) << "checkpoint has " << unused << " tensors the model does not use";
+  }
+  return std::unique_ptr<WeightProvider>(
+      new ResidentWeightProvider(backend, arena, total, std::move(units)));
+}
+
+}  // namespace tierserve

@@ -1,0 +1,78 @@
+// The tensors of a Llama-family model (Llama, Qwen2, Qwen3, Mistral), their checkpoint names and
+// expected shapes, and loading them into a WeightProvider from a checkpoint or as dummy weights.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/model_config.h"
+#include "kernels/backend.h"
+#include "offload/weight_provider.h"
+
+namespace tierserve {
+
+// Slots of a decoder layer's WeightUnit. Optional tensors (biases, q/k norms) have null data
+// when the config does not use them.
+enum LayerSlot : int32_t {
+  kInputNorm,     // [d]
+  kQProj,         // [num_heads * head_dim, d]
+  kKProj,         // [num_kv_heads * head_dim, d]
+  kVProj,         // [num_kv_heads * head_dim, d]
+  kOProj,         // [d, num_heads * head_dim]
+  kQBias,         // [num_heads * head_dim]      qkv_bias
+  kKBias,         // [num_kv_heads * head_dim]   qkv_bias
+  kVBias,         // [num_kv_heads * head_dim]   qkv_bias
+  kOBias,         // [d]                         o_bias
+  kQNorm,         // [head_dim]                  qk_norm
+  kKNorm,         // [head_dim]                  qk_norm
+  kPostAttnNorm,  // [d]
+  kGateProj,      // [f, d]
+  kUpProj,        // [f, d]
+  kDownProj,      // [d, f]
+  kGateBias,      // [f]                         mlp_bias
+  kUpBias,        // [f]                         mlp_bias
+  kDownBias,      // [d]                         mlp_bias
+  kNumLayerSlots,
+};
+
+// Slots of the embedding unit and the head unit.
+enum EmbeddingSlot : int32_t { kEmbedTokens, kNumEmbeddingSlots };  // [vocab, d]
+enum HeadSlot : int32_t { kFinalNorm, kLmHead, kNumHeadSlots };     // [d], [vocab, d]
+
+// Unit numbering: 0 is the embedding, 1..num_layers the decoder layers, num_layers + 1 the head.
+inline int32_t layer_unit(int32_t layer) { return 1 + layer; }
+inline int32_t head_unit(const ModelConfig& config) { return config.num_layers + 1; }
+inline constexpr int32_t kEmbeddingUnit = 0;
+
+// One tensor the model expects: where it goes, its checkpoint name and its shape.
+struct WeightSpec {
+  int32_t unit = 0;            // WeightUnit index
+  int32_t slot = 0;            // slot within the unit
+  std::string name;            // Hugging Face checkpoint name
+  std::vector<int64_t> shape;  // expected shape from config.json
+};
+
+// Every tensor `config` requires, in unit order. A tied lm_head is not listed (it shares
+// model.embed_tokens.weight).
+std::vector<WeightSpec> weight_specs(const ModelConfig& config);
+
+enum class LoadFormat : uint8_t {
+  kAuto,   // safetensors from the model directory
+  kDummy,  // random weights of the config's shapes and dtype; no checkpoint read
+};
+bool parse_load_format(const std::string& name, LoadFormat* out);
+
+// Loads every weight into the device tier of `backend` (one arena) and returns a provider that
+// keeps them resident. Errors name the file and tensor: a missing tensor, a shape that disagrees
+// with config.json, a non-float dtype. Dummy weights are drawn from a fixed-seed generator
+// (`seed`) with magnitudes like a trained model's (norm weights 1, projections ~N(0, 0.02)).
+Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
+                                                     const std::filesystem::path& model_dir,
+                                                     LoadFormat format, Backend* backend,
+                                                     uint64_t seed = 0);
+
+}  // namespace tierserve

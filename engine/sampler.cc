@@ -1,0 +1,126 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace tierserve {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// log_softmax(logits)[token], computed in double for stability.
+float raw_logprob(const float* logits, int32_t n, int32_t token) {
+  float max = *std::max_element(logits, logits + n);
+  double sum = 0.0;
+  for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
+  return static_cast<float>(static_cast<double>(logits[token] - max) - std::log(sum));
+}
+
+}  // namespace
+
+Sampler::Sampler(const SamplingParams& params, int32_t vocab_size, uint64_t default_seed)
+    : params_(params),
+      vocab_size_(vocab_size),
+      rng_(params.seed.value_or(default_seed)),
+      counts_(static_cast<size_t>(vocab_size)),
+      seen_(static_cast<size_t>(vocab_size)),
+      order_(static_cast<size_t>(vocab_size)),
+      probs_(static_cast<size_t>(vocab_size)),
+      candidate_probs_(static_cast<size_t>(vocab_size)) {}
+
+void Sampler::apply_penalties(float* logits, const std::vector<int32_t>& prompt,
+                              const std::vector<int32_t>& output) {
+  const bool rep = params_.repetition_penalty != 1.0;
+  const bool pres_freq = params_.presence_penalty != 0.0 || params_.frequency_penalty != 0.0;
+  if (!rep && !pres_freq) return;
+  std::fill(counts_.begin(), counts_.end(), 0);
+  std::fill(seen_.begin(), seen_.end(), 0);
+  for (int32_t t : prompt) seen_[static_cast<size_t>(t)] = 1;
+  for (int32_t t : output) {
+    seen_[static_cast<size_t>(t)] = 1;
+    ++counts_[static_cast<size_t>(t)];
+  }
+  const float rp = static_cast<float>(params_.repetition_penalty);
+  for (int32_t i = 0; i < vocab_size_; ++i) {
+    float& l = logits[i];
+    // Hugging Face's RepetitionPenaltyLogitsProcessor over prompt and output tokens.
+    if (rep && seen_[static_cast<size_t>(i)]) l = l > 0.0f ? l / rp : l * rp;
+    // OpenAI's presence and frequency penalties over output tokens.
+    int32_t c = counts_[static_cast<size_t>(i)];
+    if (c > 0) {
+      l -= static_cast<float>(params_.frequency_penalty) * static_cast<float>(c) +
+           static_cast<float>(params_.presence_penalty);
+    }
+  }
+}
+
+SampledToken Sampler::sample(float* logits, const std::vector<int32_t>& prompt,
+                             const std::vector<int32_t>& output,
+                             const std::vector<int32_t>& suppressed) {
+  const int32_t n = vocab_size_;
+  // The reported log-probability is of the raw distribution; remember it before processing.
+  std::vector<float>& raw = probs_;
+  std::copy(logits, logits + n, raw.begin());
+
+  apply_penalties(logits, prompt, output);
+  for (int32_t t : suppressed) {
+    if (t >= 0 && t < n) logits[t] = kNegInf;
+  }
+
+  int32_t token;
+  if (params_.greedy()) {
+    token = static_cast<int32_t>(std::max_element(logits, logits + n) - logits);
+  } else {
+    const float inv_t = static_cast<float>(1.0 / params_.temperature);
+    // Candidates sorted by logit, descending; ties by id for determinism.
+    std::iota(order_.begin(), order_.end(), 0);
+    int32_t k = n;
+    if (params_.top_k > 0 && params_.top_k < n) k = params_.top_k;
+    auto by_logit = [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), by_logit);
+    // Softmax over the top-k candidates with temperature.
+    const float max = logits[order_[0]] * inv_t;
+    std::vector<double>& p = candidate_probs_;
+    double sum = 0.0;
+    for (int32_t i = 0; i < k; ++i) {
+      p[static_cast<size_t>(i)] = std::exp(static_cast<double>(logits[order_[i]] * inv_t - max));
+      sum += p[static_cast<size_t>(i)];
+    }
+    for (int32_t i = 0; i < k; ++i) p[static_cast<size_t>(i)] /= sum;
+    // top-p: keep the smallest prefix whose mass reaches top_p (at least one token).
+    int32_t keep = k;
+    if (params_.top_p < 1.0) {
+      double cum = 0.0;
+      for (int32_t i = 0; i < k; ++i) {
+        cum += p[static_cast<size_t>(i)];
+        if (cum >= params_.top_p) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    // min-p: drop tokens below min_p times the most likely one.
+    if (params_.min_p > 0.0) {
+      const double floor = params_.min_p * p[0];
+      while (keep > 1 && p[static_cast<size_t>(keep - 1)] < floor) --keep;
+    }
+    double mass = 0.0;
+    for (int32_t i = 0; i < keep; ++i) mass += p[static_cast<size_t>(i)];
+    double u = std::uniform_real_distribution<double>(0.0, mass)(rng_);
+    token = order_[static_cast<size_t>(keep - 1)];
+    for (int32_t i = 0; i < keep; ++i) {
+      u -= p[static_cast<size_t>(i)];
+      if (u < 0.0) {
+        token = order_[static_cast<size_t>(i)];
+        break;
+      }
+    }
+  }
+  return {token, raw_logprob(raw.data(), n, token)};
+}
+
+}  // namespace tierserve

@@ -1,0 +1,38 @@
+// How one request samples and when it stops. Field meanings follow vLLM's SamplingParams.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/model_config.h"
+
+namespace tierserve {
+
+struct SamplingParams {
+  double temperature = 1.0;         // 0 = greedy; otherwise logits are divided by it
+  double top_p = 1.0;               // nucleus: smallest set with cumulative probability >= top_p
+  int32_t top_k = 0;                // keep the k most likely tokens; 0 or -1 = all
+  double min_p = 0.0;               // drop tokens with p < min_p * p(most likely)
+  double repetition_penalty = 1.0;  // > 1 discourages tokens of the prompt and the output
+  double presence_penalty = 0.0;    // subtracted once from tokens present in the output
+  double frequency_penalty = 0.0;   // subtracted per occurrence in the output
+  std::optional<uint64_t> seed;     // per-request generator seed; absent = engine's generator
+  int32_t max_tokens = 16;          // generated tokens at most
+  int32_t min_tokens = 0;           // EOS and stop tokens are suppressed until this many
+  std::vector<int32_t> stop_token_ids;  // extra tokens that end generation (kept in the output)
+  bool ignore_eos = false;          // do not stop at the model's EOS tokens
+
+  // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,
+  // repetition_penalty > 0, penalties in [-2, 2], max_tokens >= 1, min_tokens <= max_tokens),
+  // naming the offending field.
+  Status validate() const;
+  bool greedy() const { return temperature < 1e-5; }
+};
+
+// Fills unset fields of `params` from the model's generation_config.json defaults; a field is
+// "unset" when it holds the struct default.
+void apply_generation_defaults(const GenerationDefaults& defaults, SamplingParams* params);
+
+}  // namespace tierserve

@@ -1,0 +1,114 @@
+// Backend: one compute device's memory and the op set the model needs (DESIGN.md §2). The CPU
+// backend implements every op and is the reference; every other backend is tested against it.
+//
+// Conventions for all ops:
+// - Activations (hidden states, q/k/v, attention output, logits) are f32, row-major, contiguous
+//   unless a parameter says otherwise. Weights are f32, bf16 or f16 as stored in the checkpoint.
+// - Shapes are checked with TS_CHECK: a mismatch is a bug in the caller, not bad input.
+// - Ops are issued on the backend's compute stream in order; on the CPU backend they complete
+//   before returning. synchronize() waits for everything issued.
+// - A backend is used by one thread at a time (the engine thread).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "common/status.h"
+#include "kernels/paged_kv.h"
+#include "kernels/tensor.h"
+
+namespace tierserve {
+
+// How rotary embedding pairs elements within the rotated part of a head.
+enum class RopeStyle : uint8_t {
+  kNeox,         // pairs (i, i + rotary_dim/2): Hugging Face's rotate_half (Llama, Qwen, Mistral)
+  kInterleaved,  // pairs (2i, 2i + 1): GPT-J / ChatGLM
+};
+
+// Precomputed rotary tables: cos[p][i] and sin[p][i] for position p and frequency i, with any
+// scaling (linear, llama3, ...) already applied. Host memory on the CPU backend.
+struct RopeTable {
+  const float* cos = nullptr;  // [max_positions, rotary_dim / 2]
+  const float* sin = nullptr;  // [max_positions, rotary_dim / 2]
+  int32_t rotary_dim = 0;      // rotated elements at the start of each head (<= head_dim, even)
+  int32_t max_positions = 0;   // rows in the tables; positions must be below this
+  RopeStyle style = RopeStyle::kNeox;
+};
+
+struct AttentionParams {
+  float scale = 1.0f;          // multiplies q.k before softmax (usually 1/sqrt(head_dim))
+  int32_t sliding_window = 0;  // if > 0, a query at position p sees keys at positions
+                               // (p - sliding_window, p]; 0 means no window (all of [0, p])
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu", "cuda".
+  virtual std::string_view name() const = 0;
+  virtual DeviceKind device() const = 0;
+
+  // --- Device-tier memory -------------------------------------------------------------------
+  // Allocates `bytes` aligned to at least 64 bytes (4096 where `bytes` >= 4096), or returns
+  // kResourceExhausted. Called at start-up, never in the step loop.
+  virtual Result<void*> allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr) = 0;
+  // Copies between host and device memory (either direction, or within one side).
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // Waits until all issued work has completed.
+  virtual void synchronize() = 0;
+
+  // --- Ops ---------------------------------------------------------------------------------
+  // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]). x and y f32; w f32, bf16 or f16 (a Hugging Face
+  // Linear weight, [out_features, in_features]); bias f32, bf16 or f16, or null. Accumulates in
+  // f32. x may have a row stride (stride(0) >= k); y is contiguous.
+  virtual void gemm(const TensorView& x, const TensorView& w, const TensorView* bias,
+                    const TensorView& y) = 0;
+
+  // y[m, d] = x / sqrt(mean(x^2) + eps) * weight[d], computed in f32 (Hugging Face's RMSNorm).
+  // x and y f32 and may alias; weight f32, bf16 or f16.
+  virtual void rmsnorm(const TensorView& x, const TensorView& weight, float eps,
+                       const TensorView& y) = 0;
+
+  // residual[m, d] += x[m, d]; then y = rmsnorm(residual, weight, eps). All activations f32;
+  // y may alias x (not residual).
+  virtual void add_rmsnorm(const TensorView& residual, const TensorView& x,
+                           const TensorView& weight, float eps, const TensorView& y) = 0;
+
+  // Rotates q[t, num_heads, head_dim] and k[t, num_kv_heads, head_dim] in place, f32, token i at
+  // positions[i] (host i32 array of t entries). Elements past table.rotary_dim are unchanged.
+  virtual void rope(const TensorView& q, const TensorView& k, const int32_t* positions,
+                    const RopeTable& table) = 0;
+
+  // out[m, f] = silu(gate[m, f]) * up[m, f], f32. gate and up may have a row stride; out may
+  // alias gate.
+  virtual void silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) = 0;
+
+  // out[t, d] = table[ids[t], :] converted to f32. ids are host i32; every id must be below
+  // table.dim(0) (checked).
+  virtual void embedding(const int32_t* ids, const TensorView& table, const TensorView& out) = 0;
+
+  // dst[r, d] = src[rows[r], :] for r < dst.dim(0); f32.
+  virtual void gather_rows(const TensorView& src, const int32_t* rows, const TensorView& dst) = 0;
+
+  // Row-wise softmax of x[m, n] in place, f32, numerically stable (max subtracted).
+  virtual void softmax(const TensorView& x) = 0;
+
+  // Stores k and v ([num_tokens, num_kv_heads, head_dim], f32) of `layer` into the cache slots
+  // meta.slot_mapping[i], converting to the cache's dtype.
+  virtual void write_kv(int32_t layer, const TensorView& k, const TensorView& v,
+                        const AttentionMetadata& meta, const KvCacheView& cache) = 0;
+
+  // Causal attention of q[num_tokens, num_heads, head_dim] (f32) over `layer`'s K and V read
+  // through meta.block_tables, with grouped-query heads (head h uses KV head
+  // h / (num_heads / num_kv_heads)). The current step's K/V must already be written. Writes
+  // out[num_tokens, num_heads, head_dim] (f32).
+  virtual void paged_attention(int32_t layer, const TensorView& q, const AttentionMetadata& meta,
+                               const KvCacheView& cache, const AttentionParams& params,
+                               const TensorView& out) = 0;
+};
+
+}  // namespace tierserve

@@ -1,0 +1,113 @@
+#include "server/generate_command.h"
+
+#include <charconv>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace tierserve {
+
+Result<std::vector<int32_t>> parse_token_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
+    int32_t id = 0;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || id < 0) {
+      return invalid_argument("--prompt-ids: item " + std::to_string(ids.size() + 1) + " ('" +
+                              item + "') is not a non-negative integer token id");
+    }
+    ids.push_back(id);
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+Status GenerateCommandOptions::validate() const {
+  if (model_dir.empty()) return invalid_argument("a model directory is required");
+  LoadFormat format;
+  if (!parse_load_format(load_format, &format)) {
+    return invalid_argument("--load-format must be auto or dummy, got '" + load_format + "'");
+  }
+  TS_RETURN_IF_ERROR(engine.validate());
+  return sampling.validate();
+}
+
+CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& o) {
+  CLI::App* cmd = app.add_subcommand("generate", "Generate tokens for one prompt of token ids");
+  cmd->add_option("model", o.model_dir, "Hugging Face model directory")->required();
+  cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt token ids, comma-separated")->required();
+  cmd->add_option("--max-tokens", o.sampling.max_tokens, "Tokens to generate at most")
+      ->capture_default_str();
+  cmd->add_option("--min-tokens", o.sampling.min_tokens, "Tokens before EOS may end generation");
+  cmd->add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str();
+  cmd->add_option("--top-k", o.sampling.top_k, "Keep the k most likely tokens; 0 = all");
+  cmd->add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass");
+  cmd->add_option("--min-p", o.sampling.min_p, "Minimum probability relative to the top token");
+  cmd->add_option("--repetition-penalty", o.sampling.repetition_penalty,
+                  "Penalty for tokens already in prompt or output (> 1 discourages)");
+  cmd->add_option("--presence-penalty", o.sampling.presence_penalty,
+                  "Penalty for tokens present in the output");
+  cmd->add_option("--frequency-penalty", o.sampling.frequency_penalty,
+                  "Penalty per occurrence in the output");
+  cmd->add_option("--stop-token-ids", o.sampling.stop_token_ids, "Extra token ids that stop")
+      ->delimiter(',');
+  cmd->add_option("--seed", o.seed, "Sampling seed");
+  cmd->add_flag("--ignore-eos", o.sampling.ignore_eos, "Do not stop at the model's EOS tokens");
+  cmd->add_option("--load-format", o.load_format, "auto (safetensors) or dummy (random weights)")
+      ->capture_default_str();
+  cmd->add_option("--max-model-len", o.engine.max_model_len,
+                  "Context length (default: the model's)");
+  cmd->add_option("--block-size", o.engine.block_size, "Tokens per KV block")
+      ->capture_default_str();
+  cmd->add_option("--max-num-batched-tokens", o.engine.max_num_batched_tokens,
+                  "Tokens per forward step (prefill chunk)")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.engine.backend.num_threads, "CPU threads (0 = one per core)");
+  cmd->add_option("--cpu-isa", o.engine.backend.cpu_isa, "auto, avx512, avx2 or scalar")
+      ->capture_default_str();
+  cmd->add_flag("--json", o.json, "Print one JSON object");
+  return cmd;
+}
+
+int run_generate_command(GenerateCommandOptions& o) {
+  auto fail = [](const Status& s) {
+    std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    return 1;
+  };
+  if (o.seed >= 0) {
+    o.sampling.seed = static_cast<uint64_t>(o.seed);
+    o.engine.seed = static_cast<uint64_t>(o.seed);
+  }
+  parse_load_format(o.load_format, &o.engine.load_format);
+  if (Status s = o.validate(); !s.is_ok()) return fail(s);
+  auto prompt = parse_token_ids(o.prompt_ids);
+  if (!prompt.is_ok()) return fail(prompt.status());
+  auto engine = LlmEngine::create(o.model_dir, o.engine);
+  if (!engine.is_ok()) return fail(engine.status());
+  auto result = engine.value()->generate(prompt.value(), o.sampling);
+  if (!result.is_ok()) return fail(result.status());
+  const GenerateResult& r = result.value();
+  if (o.json) {
+    nlohmann::ordered_json j;  // keys in the documented order
+    j["prompt_token_ids"] = r.prompt_token_ids;
+    j["token_ids"] = r.token_ids;
+    j["logprobs"] = r.logprobs;
+    j["finish_reason"] = r.finish_reason;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::string line;
+    for (size_t i = 0; i < r.token_ids.size(); ++i) {
+      line += (i ? "," : "") + std::to_string(r.token_ids[i]);
+    }
+    std::printf("%s\nfinish_reason: %s\n", line.c_str(), r.finish_reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace tierserve

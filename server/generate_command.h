@@ -1,0 +1,35 @@
+// `tierserve generate`: one prompt of token ids in, generated token ids out (text prompts arrive
+// with the tokenizer).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "engine/llm_engine.h"
+
+namespace tierserve {
+
+struct GenerateCommandOptions {
+  std::string model_dir;            // Hugging Face model directory
+  std::string prompt_ids;           // "1,2,3"
+  EngineOptions engine;             // backend, load format, block size, context length
+  SamplingParams sampling;          // sampling and stopping
+  std::string load_format = "auto"; // "auto" or "dummy"
+  int64_t seed = -1;                // -1 = none given
+  bool json = false;                // print one JSON object instead of a line of ids
+
+  Status validate() const;
+};
+
+// Registers the subcommand on `app`; `run` is set to the command's entry point.
+CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& options);
+
+// Runs the command; returns the process exit code (0 on success, 1 with a one-line error on
+// stderr otherwise).
+int run_generate_command(GenerateCommandOptions& options);
+
+// Parses "1, 2,3" into ids; errors name the offending item.
+Result<std::vector<int32_t>> parse_token_ids(const std::string& text);
+
+}  // namespace tierserve

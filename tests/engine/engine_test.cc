@@ -1,0 +1,147 @@
+// LlmEngine's input checks, stopping rules and dummy loading, on the fixture models.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "engine/llm_engine.h"
+
+namespace tierserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<LlmEngine> open_engine(const std::string& model, LoadFormat format,
+                                       int32_t max_model_len = 128) {
+  EngineOptions options;
+  options.max_model_len = max_model_len;
+  options.load_format = format;
+  auto engine = LlmEngine::create(fs::path(TIERSERVE_FIXTURES_DIR) / model, options);
+  EXPECT_TRUE(engine.is_ok()) << engine.status().to_string();
+  return engine.is_ok() ? std::move(engine).value() : nullptr;
+}
+
+TEST(EngineTest, RejectsBadPrompts) {
+  auto engine = open_engine("llama_gqa_f32", LoadFormat::kAuto, 64);
+  ASSERT_NE(engine, nullptr);
+  SamplingParams p;
+  auto empty = engine->generate({}, p);
+  EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument);
+  auto out_of_vocab = engine->generate({1, engine->config().vocab_size}, p);
+  EXPECT_NE(out_of_vocab.status().message().find("outside the vocabulary"), std::string::npos);
+  p.max_tokens = 60;
+  auto too_long = engine->generate(std::vector<int32_t>(10, 1), p);
+  EXPECT_NE(too_long.status().message().find("maximum context length is 64"),
+            std::string::npos);
+  // The engine is still usable after rejected requests.
+  p.max_tokens = 4;
+  auto ok = engine->generate({1, 2, 3}, p);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok.value().token_ids.size(), 4u);
+}
+
+TEST(EngineTest, StopsAtStopTokensAndEos) {
+  auto engine = open_engine("llama_gqa_f32", LoadFormat::kAuto);
+  ASSERT_NE(engine, nullptr);
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.ignore_eos = true;
+  p.max_tokens = 8;
+  auto free_run = engine->generate({1, 5, 9, 13}, p);
+  ASSERT_TRUE(free_run.is_ok());
+  const auto& tokens = free_run.value().token_ids;
+  ASSERT_EQ(tokens.size(), 8u);
+  EXPECT_EQ(free_run.value().finish_reason, "length");
+  EXPECT_EQ(free_run.value().logprobs.size(), 8u);
+  for (float lp : free_run.value().logprobs) EXPECT_LE(lp, 0.0f);
+
+  // A stop token ends generation at its first occurrence, and is kept.
+  p.stop_token_ids = {tokens[2]};
+  auto stopped = engine->generate({1, 5, 9, 13}, p);
+  ASSERT_TRUE(stopped.is_ok());
+  size_t first = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), tokens[2]) -
+                                     tokens.begin());
+  EXPECT_EQ(stopped.value().token_ids.size(), first + 1);
+  EXPECT_EQ(stopped.value().finish_reason, "stop");
+
+  // min_tokens suppresses the stop token until enough tokens exist.
+  p.min_tokens = static_cast<int32_t>(first) + 2;
+  auto delayed = engine->generate({1, 5, 9, 13}, p);
+  ASSERT_TRUE(delayed.is_ok());
+  EXPECT_GE(delayed.value().token_ids.size(), first + 2);
+}
+
+TEST(EngineTest, SeededSamplingIsReproducible) {
+  auto engine = open_engine("qwen2_f32", LoadFormat::kAuto);
+  ASSERT_NE(engine, nullptr);
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.top_k = 20;
+  p.seed = 42;
+  p.max_tokens = 12;
+  p.ignore_eos = true;
+  auto a = engine->generate({1, 2, 3}, p);
+  auto b = engine->generate({1, 2, 3}, p);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  EXPECT_EQ(a.value().token_ids, b.value().token_ids);
+}
+
+TEST(EngineTest, DummyWeightsNeedOnlyTheConfig) {
+  // A directory holding config.json alone loads with --load-format dummy.
+  fs::path dir = fs::temp_directory_path() / ("tierserve_dummy_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(TIERSERVE_FIXTURES_DIR) / "qwen3_bf16" / "config.json",
+                dir / "config.json", fs::copy_options::overwrite_existing);
+  EngineOptions options;
+  options.max_model_len = 64;
+  options.load_format = LoadFormat::kDummy;
+  auto engine = LlmEngine::create(dir, options);
+  ASSERT_TRUE(engine.is_ok()) << engine.status().to_string();
+  SamplingParams p;
+  p.max_tokens = 5;
+  p.ignore_eos = true;
+  auto out = engine.value()->generate({1, 2, 3}, p);
+  ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+  EXPECT_EQ(out.value().token_ids.size(), 5u);
+  // Without dummy, the missing weights are named.
+  options.load_format = LoadFormat::kAuto;
+  auto missing = LlmEngine::create(dir, options);
+  EXPECT_FALSE(missing.is_ok());
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tierserve
+
+namespace tierserve {
+namespace {
+
+TEST(EngineTest, ShapeDisagreeingWithConfigIsNamed) {
+  fs::path src = fs::path(TIERSERVE_FIXTURES_DIR) / "llama_gqa_f32";
+  fs::path dir = fs::temp_directory_path() / ("tierserve_shape_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(src, dir, fs::copy_options::recursive);
+  std::ifstream in(dir / "config.json");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const std::string key = "\"intermediate_size\": ";
+  size_t pos = text.find(key);
+  ASSERT_NE(pos, std::string::npos) << text;
+  size_t end = text.find_first_of(",}", pos);
+  text.replace(pos, end - pos, key + "96");
+  std::ofstream(dir / "config.json") << text;
+  EngineOptions options;
+  options.max_model_len = 64;
+  auto engine = LlmEngine::create(dir, options);
+  ASSERT_FALSE(engine.is_ok());
+  const std::string& msg = engine.status().message();
+  EXPECT_NE(msg.find("model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight'"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("expected [96, "), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tierserve

@@ -1,0 +1,151 @@
+#include "engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+namespace tierserve {
+namespace {
+
+const std::vector<int32_t> kNone;
+
+std::vector<float> logits_of(std::initializer_list<float> v) { return std::vector<float>(v); }
+
+SampledToken sample_once(const SamplingParams& p, std::vector<float> logits,
+                         const std::vector<int32_t>& prompt = kNone,
+                         const std::vector<int32_t>& output = kNone,
+                         const std::vector<int32_t>& suppressed = kNone, uint64_t seed = 0) {
+  Sampler s(p, static_cast<int32_t>(logits.size()), seed);
+  return s.sample(logits.data(), prompt, output, suppressed);
+}
+
+TEST(SamplerTest, GreedyTakesArgMaxAndReportsRawLogprob) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  auto t = sample_once(p, logits_of({0.5f, 2.0f, -1.0f, 1.9f}));
+  EXPECT_EQ(t.token, 1);
+  double z = std::exp(0.5) + std::exp(2.0) + std::exp(-1.0) + std::exp(1.9);
+  EXPECT_NEAR(t.logprob, 2.0 - std::log(z), 1e-6);
+}
+
+TEST(SamplerTest, SeedMakesSamplingReproducible) {
+  SamplingParams p;
+  p.seed = 1234;
+  std::vector<float> logits(50);
+  for (int i = 0; i < 50; ++i) logits[static_cast<size_t>(i)] = std::sin(static_cast<float>(i));
+  std::vector<int32_t> a, b;
+  Sampler sa(p, 50, 0), sb(p, 50, 99);  // params.seed wins over the default seed
+  for (int i = 0; i < 20; ++i) {
+    auto la = logits, lb = logits;
+    a.push_back(sa.sample(la.data(), kNone, kNone, kNone).token);
+    b.push_back(sb.sample(lb.data(), kNone, kNone, kNone).token);
+  }
+  EXPECT_EQ(a, b);
+}
+
+TEST(SamplerTest, FrequenciesFollowTemperatureSoftmax) {
+  SamplingParams p;
+  p.temperature = 0.7;
+  const std::vector<float> logits = {1.0f, 0.0f, -0.5f, 0.3f};
+  Sampler s(p, 4, 7);
+  std::vector<int> counts(4);
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) {
+    auto l = logits;
+    counts[static_cast<size_t>(s.sample(l.data(), kNone, kNone, kNone).token)]++;
+  }
+  double z = 0;
+  for (float l : logits) z += std::exp(l / 0.7);
+  for (size_t i = 0; i < 4; ++i) {
+    double expected = std::exp(logits[i] / 0.7) / z;
+    EXPECT_NEAR(counts[i] / static_cast<double>(n), expected, 0.01) << i;
+  }
+}
+
+TEST(SamplerTest, TopKTopPMinPRestrictCandidates) {
+  const std::vector<float> logits = {3.0f, 2.9f, 0.0f, -1.0f, 2.8f};
+  for (int trial = 0; trial < 3; ++trial) {
+    SamplingParams p;
+    if (trial == 0) p.top_k = 2;
+    if (trial == 1) p.top_p = 0.5;   // top two hold ~0.36 + 0.33 of the mass
+    if (trial == 2) p.min_p = 0.95;  // only tokens within 5% of the best
+    Sampler s(p, 5, static_cast<uint64_t>(trial));
+    for (int i = 0; i < 2000; ++i) {
+      auto l = logits;
+      int32_t t = s.sample(l.data(), kNone, kNone, kNone).token;
+      if (trial == 0) EXPECT_TRUE(t == 0 || t == 1) << t;
+      if (trial == 1) EXPECT_TRUE(t == 0 || t == 1) << t;
+      if (trial == 2) EXPECT_EQ(t, 0);  // p1 / p0 = e^-0.1 = 0.905 < 0.95
+    }
+  }
+}
+
+TEST(SamplerTest, MinPKeepsOnlyCloseTokens) {
+  SamplingParams p;
+  p.min_p = 0.5;
+  const std::vector<float> logits = {2.0f, 2.0f + std::log(0.6f), -5.0f};
+  // p1 / p0 = 0.6 >= 0.5 is kept, p2 is dropped.
+  Sampler s(p, 3, 3);
+  bool saw1 = false;
+  for (int i = 0; i < 2000; ++i) {
+    auto l = logits;
+    int32_t t = s.sample(l.data(), kNone, kNone, kNone).token;
+    EXPECT_NE(t, 2);
+    saw1 |= t == 1;
+  }
+  EXPECT_TRUE(saw1);
+}
+
+TEST(SamplerTest, RepetitionPenaltyAsHuggingFace) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.repetition_penalty = 2.0;
+  // Token 0 (in the prompt) drops from 2.0 to 1.0; token 1 (negative, in the output) from -0.2
+  // to -0.4; token 2 (1.5) wins.
+  std::vector<float> l = {2.0f, -0.2f, 1.5f, -0.3f};
+  Sampler s(p, 4, 0);
+  EXPECT_EQ(s.sample(l.data(), {0}, {1}, kNone).token, 2);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);
+  EXPECT_FLOAT_EQ(l[1], -0.4f);
+  EXPECT_FLOAT_EQ(l[3], -0.3f);
+}
+
+TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountOutputOnly) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.presence_penalty = 0.5;
+  p.frequency_penalty = 0.25;
+  std::vector<float> l = {2.0f, 1.0f, 1.0f};
+  Sampler s(p, 3, 0);
+  // Token 0 appears twice in the output: 2 - 0.5 - 2 * 0.25 = 1.0; the prompt does not count.
+  s.sample(l.data(), {1}, {0, 0}, kNone);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);
+  EXPECT_FLOAT_EQ(l[1], 1.0f);
+}
+
+TEST(SamplerTest, SuppressedTokensAreNeverChosen) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  auto t = sample_once(p, logits_of({5.0f, 1.0f, 0.0f}), kNone, kNone, {0});
+  EXPECT_EQ(t.token, 1);
+}
+
+TEST(SamplingParamsTest, ValidateNamesTheField) {
+  SamplingParams p;
+  p.top_p = 0.0;
+  EXPECT_NE(p.validate().message().find("top_p"), std::string::npos);
+  p = SamplingParams{};
+  p.temperature = -1;
+  EXPECT_NE(p.validate().message().find("temperature"), std::string::npos);
+  p = SamplingParams{};
+  p.max_tokens = 0;
+  EXPECT_NE(p.validate().message().find("max_tokens"), std::string::npos);
+  p = SamplingParams{};
+  p.min_tokens = 20;
+  EXPECT_NE(p.validate().message().find("min_tokens"), std::string::npos);
+  EXPECT_TRUE(SamplingParams{}.validate().is_ok());
+}
+
+}  // namespace
+}  // namespace tierserve

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end checks of the tierserve command line: usage: cli_test.sh TIERSERVE FIXTURES_DIR
+set -u
+bin=$1
+models=$2
+failures=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect NAME WANT_RC PATTERN -- command...: runs the command, checks its exit status and that its
+# output (stdout + stderr) matches PATTERN (an extended regex).
+expect() {
+  local name=$1 want_rc=$2 pattern=$3
+  shift 4
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if { [ "$want_rc" = nonzero ] && [ "$rc" -eq 0 ]; } ||
+     { [ "$want_rc" != nonzero ] && [ "$rc" -ne "$want_rc" ]; }; then
+    echo "FAIL $name: exit status $rc, wanted $want_rc; output: $out"
+    failures=$((failures + 1))
+  elif ! grep -qE -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: output does not match /$pattern/: $out"
+    failures=$((failures + 1))
+  elif [ "$rc" -ne 0 ] && [ "$(grep -c . <<<"$out")" -ne 1 ]; then
+    echo "FAIL $name: an error must be one line, got: $out"
+    failures=$((failures + 1))
+  else
+    echo "ok   $name"
+  fi
+}
+
+m=$models/llama_gqa_f32
+expect version 0 '^tierserve [0-9]+\.[0-9]+\.[0-9]+' -- "$bin" --version
+expect help 0 'generate' -- "$bin" --help
+expect generate_json 0 '^\{"prompt_token_ids":\[1,2,3\],"token_ids":\[[0-9]+(,[0-9]+){3}\],"logprobs":\[[^]]+\],"finish_reason":"length"\}$' -- \
+  "$bin" generate "$m" --prompt-ids 1,2,3 --max-tokens 4 --temperature 0 --ignore-eos --json
+expect generate_sampled 0 'finish_reason: (length|stop)' -- \
+  "$bin" generate "$m" --prompt-ids 4,5 --max-tokens 6 --temperature 0.8 --top-k 10 --top-p 0.9 \
+  --min-p 0.05 --seed 7 --repetition-penalty 1.1
+expect dummy 0 '"finish_reason"' -- \
+  "$bin" generate "$m" --prompt-ids 1,2 --max-tokens 3 --load-format dummy --json
+expect missing_model nonzero 'config.json' -- "$bin" generate "$tmp/nope" --prompt-ids 1
+expect bad_ids nonzero "item 2 \('x'\)" -- "$bin" generate "$m" --prompt-ids 1,x
+expect unknown_flag nonzero 'frobnicate' -- "$bin" generate "$m" --prompt-ids 1 --frobnicate
+expect bad_temperature nonzero 'temperature' -- "$bin" generate "$m" --prompt-ids 1 --temperature -1
+expect bad_load_format nonzero 'load-format' -- "$bin" generate "$m" --prompt-ids 1 --load-format pt
+expect out_of_vocab nonzero 'outside the vocabulary' -- "$bin" generate "$m" --prompt-ids 1,99999
+
+mkdir -p "$tmp/bad_json" && echo '{"architectures": ["LlamaForCausalLM"], ' >"$tmp/bad_json/config.json"
+expect malformed_config nonzero 'config.json' -- "$bin" generate "$tmp/bad_json" --prompt-ids 1
+mkdir -p "$tmp/truncated" && cp "$m/config.json" "$tmp/truncated/" &&
+  head -c 1000 "$m/model.safetensors" >"$tmp/truncated/model.safetensors"
+expect truncated_weights nonzero 'model.safetensors' -- "$bin" generate "$tmp/truncated" --prompt-ids 1
+mkdir -p "$tmp/arch" && sed 's/LlamaForCausalLM/GPT2LMHeadModel/' "$m/config.json" >"$tmp/arch/config.json"
+expect unsupported_arch nonzero 'GPT2LMHeadModel' -- "$bin" generate "$tmp/arch" --prompt-ids 1
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures CLI check(s) failed"
+  exit 1
+fi
+echo "all CLI checks passed"
