@@ -165,23 +165,22 @@ int run(const Args& a) {
   const double prefill_compute_bound = gemm_flops / (2.0 * params);
 
   char table[4096];
-  std::snprintf(
-      table, sizeof(table),
-      "| figure | value | bound | ratio |\n"
-      "|---|---|---|---|\n"
-      "| read bandwidth (%d threads) | %.2f GB/s | - | - |\n"
-      "| bf16 GEMM 512x4096x4096 | %.1f GFLOP/s | - | - |\n"
-      "| weights read per decode step | %s | - | - |\n"
-      "| decode, batch 1 | %.2f tok/s | %.2f tok/s (memory) | %.1f%% |\n"
-      "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (GEMM compute) | %.1f%% |\n"
-      "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (memory) | %.1f%% |\n",
-      threads, bandwidth / 1e9, gemm_flops / 1e9, format_bytes(step_bytes).c_str(), decode,
-      decode_bound, 100.0 * decode / decode_bound, a.prefill_tokens, prefill,
-      prefill_compute_bound, 100.0 * prefill / prefill_compute_bound, a.prefill_tokens, prefill,
-      prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
+  std::snprintf(table, sizeof(table),
+                "| figure | value | bound | ratio |\n"
+                "|---|---|---|---|\n"
+                "| read bandwidth (%d threads) | %.2f GB/s | - | - |\n"
+                "| bf16 GEMM 512x4096x4096 | %.1f GFLOP/s | - | - |\n"
+                "| weights read per decode step | %s | - | - |\n"
+                "| decode, batch 1 | %.2f tok/s | %.2f tok/s (memory) | %.1f%% |\n"
+                "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (GEMM compute) | %.1f%% |\n"
+                "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (memory) | %.1f%% |\n",
+                threads, bandwidth / 1e9, gemm_flops / 1e9, format_bytes(step_bytes).c_str(),
+                decode, decode_bound, 100.0 * decode / decode_bound, a.prefill_tokens, prefill,
+                prefill_compute_bound, 100.0 * prefill / prefill_compute_bound, a.prefill_tokens,
+                prefill, prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
   std::printf("model: %s (%s, %d layers, dummy weights), medians of %d runs\n%s",
-              c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(),
-              c.num_layers, a.repeats, table);
+              c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(), c.num_layers,
+              a.repeats, table);
   if (!a.markdown.empty()) {
     std::ofstream out(a.markdown, std::ios::app);
     out << table;

@@ -24,8 +24,8 @@ struct Voidify {
 
 }  // namespace tierserve::internal
 
-#define TS_CHECK(cond)             \
-  (cond) ? (void)0                 \
+#define TS_CHECK(cond)                        \
+  (cond) ? (void)0                            \
          : ::tierserve::internal::Voidify() & \
                ::tierserve::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 

@@ -44,12 +44,12 @@ bool parse_dtype(std::string_view name, DType* out) {
     DType dtype;
   };
   static constexpr Entry kNames[] = {
-      {"f32", DType::kF32},        {"float32", DType::kF32},  {"float", DType::kF32},
-      {"F32", DType::kF32},        {"f16", DType::kF16},      {"float16", DType::kF16},
-      {"half", DType::kF16},       {"F16", DType::kF16},      {"bf16", DType::kBF16},
-      {"bfloat16", DType::kBF16},  {"BF16", DType::kBF16},    {"i32", DType::kI32},
-      {"I32", DType::kI32},        {"int32", DType::kI32},    {"i64", DType::kI64},
-      {"I64", DType::kI64},        {"int64", DType::kI64},    {"u8", DType::kU8},
+      {"f32", DType::kF32},       {"float32", DType::kF32}, {"float", DType::kF32},
+      {"F32", DType::kF32},       {"f16", DType::kF16},     {"float16", DType::kF16},
+      {"half", DType::kF16},      {"F16", DType::kF16},     {"bf16", DType::kBF16},
+      {"bfloat16", DType::kBF16}, {"BF16", DType::kBF16},   {"i32", DType::kI32},
+      {"I32", DType::kI32},       {"int32", DType::kI32},   {"i64", DType::kI64},
+      {"I64", DType::kI64},       {"int64", DType::kI64},   {"u8", DType::kU8},
       {"U8", DType::kU8},
   };
   for (const Entry& e : kNames) {
@@ -92,7 +92,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&bits, &f, sizeof(bits));
   uint32_t sign = (bits >> 16) & 0x8000u;
   uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to inf
   if (abs < 0x38800000u) {  // result is subnormal or zero
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);

@@ -12,6 +12,11 @@ void set_log_level(LogLevel level);
 LogLevel log_level();
 
 namespace internal {
+// Lets `cond ? (void)0 : LogVoidify() & stream` type-check.
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
+
 // Buffers one message and writes it with its level prefix when destroyed.
 class LogMessage {
  public:
@@ -27,7 +32,10 @@ class LogMessage {
 
 }  // namespace tierserve
 
-#define TS_LOG(level)                                                       \
-  if (::tierserve::LogLevel::k##level < ::tierserve::log_level()) {         \
-  } else                                                                    \
-    ::tierserve::internal::LogMessage(::tierserve::LogLevel::k##level).stream()
+// TS_LOG(Info) << "message"; the stream is not evaluated when the level is disabled. An
+// expression, so it is safe inside an unbraced if.
+#define TS_LOG(level)                                          \
+  (::tierserve::LogLevel::k##level < ::tierserve::log_level()) \
+      ? (void)0                                                \
+      : ::tierserve::internal::LogVoidify() &                  \
+            ::tierserve::internal::LogMessage(::tierserve::LogLevel::k##level).stream()

@@ -11,13 +11,13 @@ namespace tierserve {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,   // a bad flag, request or value
-  kNotFound,          // a missing file or name
-  kDataLoss,          // a malformed, truncated or corrupted file or transfer
-  kUnimplemented,     // a valid input this build does not support (architecture, dtype)
-  kResourceExhausted, // a full tier or a request that can never fit
-  kIoError,           // an operating-system call failed
-  kInternal,          // a bug surfaced as an error rather than an abort
+  kInvalidArgument,    // a bad flag, request or value
+  kNotFound,           // a missing file or name
+  kDataLoss,           // a malformed, truncated or corrupted file or transfer
+  kUnimplemented,      // a valid input this build does not support (architecture, dtype)
+  kResourceExhausted,  // a full tier or a request that can never fit
+  kIoError,            // an operating-system call failed
+  kInternal,           // a bug surfaced as an error rather than an abort
 };
 
 // Returns a short name such as "invalid argument".
@@ -56,7 +56,7 @@ Status internal_error(std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     if (status_.is_ok()) status_ = internal_error("Result constructed from an OK status");
   }
@@ -98,10 +98,10 @@ void Result<T>::check_ok() const {
 #define TS_STATUS_CONCAT(a, b) TS_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is an error.
-#define TS_RETURN_IF_ERROR(expr)                     \
-  do {                                               \
-    ::tierserve::Status ts_status_ = (expr);         \
-    if (!ts_status_.is_ok()) return ts_status_;      \
+#define TS_RETURN_IF_ERROR(expr)                \
+  do {                                          \
+    ::tierserve::Status ts_status_ = (expr);    \
+    if (!ts_status_.is_ok()) return ts_status_; \
   } while (0)
 
 // `TS_ASSIGN_OR_RETURN(auto x, f())` declares x from a Result, or returns its error.

@@ -11,8 +11,7 @@ namespace tierserve {
 Status EngineOptions::validate() const {
   TS_RETURN_IF_ERROR(backend.validate());
   if (block_size <= 0 || block_size > 1024) {
-    return invalid_argument("--block-size must be in [1, 1024], got " +
-                            std::to_string(block_size));
+    return invalid_argument("--block-size must be in [1, 1024], got " + std::to_string(block_size));
   }
   if (max_model_len < 0) {
     return invalid_argument("--max-model-len must be positive, got " +
@@ -39,8 +38,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   e->options_ = options;
   TS_ASSIGN_OR_RETURN(e->config_, load_model_config(model_dir, &e->generation_defaults_));
   const ModelConfig& c = e->config_;
-  e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len
-                                                : c.max_position_embeddings;
+  e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
   if (e->max_model_len_ <= 0) {
     return invalid_argument(model_dir.string() +
                             "/config.json: no max_position_embeddings; pass --max-model-len");
@@ -159,8 +157,8 @@ Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
   result.finish_reason = "length";
   while (logits_or.is_ok()) {
     const bool too_early = static_cast<int32_t>(result.token_ids.size()) < params.min_tokens;
-    SampledToken t = sampler.sample(const_cast<float*>(logits_or.value()), prompt,
-                                    result.token_ids, too_early ? stop_ids : none);
+    SampledToken t = sampler.sample(const_cast<float*>(logits_or.value()), prompt, result.token_ids,
+                                    too_early ? stop_ids : none);
     result.token_ids.push_back(t.token);
     result.logprobs.push_back(t.logprob);
     if (std::find(stop_ids.begin(), stop_ids.end(), t.token) != stop_ids.end()) {

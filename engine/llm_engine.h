@@ -21,12 +21,12 @@
 namespace tierserve {
 
 struct EngineOptions {
-  BackendOptions backend;                  // which backend and how many threads
+  BackendOptions backend;                      // which backend and how many threads
   LoadFormat load_format = LoadFormat::kAuto;  // checkpoint or dummy weights
-  int32_t block_size = 16;                 // tokens per KV block
-  int32_t max_model_len = 0;               // context length; 0 = the model's
-  int32_t max_num_batched_tokens = 512;    // tokens per forward step (prefill chunk size)
-  uint64_t seed = 0;                       // default sampling seed and dummy-weight seed
+  int32_t block_size = 16;                     // tokens per KV block
+  int32_t max_model_len = 0;                   // context length; 0 = the model's
+  int32_t max_num_batched_tokens = 512;        // tokens per forward step (prefill chunk size)
+  uint64_t seed = 0;                           // default sampling seed and dummy-weight seed
 
   Status validate() const;
 };
@@ -56,8 +56,7 @@ class LlmEngine {
 
   // Generates a continuation of `prompt`. Invalid input (empty prompt, token ids outside the
   // vocabulary, prompt + max_tokens beyond max_model_len, bad sampling params) is kInvalidArgument.
-  Result<GenerateResult> generate(const std::vector<int32_t>& prompt,
-                                  const SamplingParams& params);
+  Result<GenerateResult> generate(const std::vector<int32_t>& prompt, const SamplingParams& params);
 
   // Teacher forcing, for tests and evaluation: feeds `prompt` (in chunks of `chunk_size` tokens,
   // 0 = max_num_batched_tokens), then each token of `continuation` one at a time, and returns the

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "engine/model_weights.h"
 
 namespace tierserve {
 namespace {
@@ -50,10 +51,19 @@ Status Model::allocate_buffers() {
   const int64_t d = config_.hidden_size, f = config_.intermediate_size;
   const int64_t qd = static_cast<int64_t>(config_.num_heads) * config_.head_dim;
   const int64_t kvd = static_cast<int64_t>(config_.num_kv_heads) * config_.head_dim;
-  const int64_t sizes[] = {t * d, t * d, t * qd, t * kvd, t * kvd, t * qd, t * f, t * f,
-                           r * d, r * d, r * config_.vocab_size};
-  float** ptrs[] = {&residual_, &x_,   &q_,        &k_,         &v_,      &attn_,
-                    &gate_,     &up_,  &last_,     &last_out_,  &logits_};
+  const int64_t sizes[] = {t * d,
+                           t * d,
+                           t * qd,
+                           t * kvd,
+                           t * kvd,
+                           t * qd,
+                           t * f,
+                           t * f,
+                           r * d,
+                           r * d,
+                           r * config_.vocab_size};
+  float** ptrs[] = {&residual_, &x_,  &q_,    &k_,        &v_,     &attn_,
+                    &gate_,     &up_, &last_, &last_out_, &logits_};
   size_t total = 0;
   for (int64_t s : sizes) total += (static_cast<size_t>(s) * sizeof(float) + 63) & ~size_t{63};
   TS_ASSIGN_OR_RETURN(arena_, backend_->allocate(total));

@@ -29,35 +29,35 @@ enum class RopeScalingType : uint8_t {
 // rope_scaling (or transformers v5's rope_parameters). Fields unused by a type keep defaults.
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::kNone;
-  double factor = 1.0;                           // linear and llama3
-  double low_freq_factor = 1.0;                  // llama3
-  double high_freq_factor = 4.0;                 // llama3
+  double factor = 1.0;                              // linear and llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
   int32_t original_max_position_embeddings = 8192;  // llama3
 };
 
 struct ModelConfig {
   std::string architecture_name;  // as in config.json's "architectures"[0]
   Architecture architecture = Architecture::kLlama;
-  int32_t vocab_size = 0;         // rows of embed_tokens and lm_head
-  int32_t hidden_size = 0;        // model width d
-  int32_t intermediate_size = 0;  // MLP width f
-  int32_t num_layers = 0;         // num_hidden_layers
-  int32_t num_heads = 0;          // num_attention_heads
-  int32_t num_kv_heads = 0;       // num_key_value_heads; num_heads % num_kv_heads == 0
-  int32_t head_dim = 0;           // explicit head_dim, else hidden_size / num_heads
+  int32_t vocab_size = 0;               // rows of embed_tokens and lm_head
+  int32_t hidden_size = 0;              // model width d
+  int32_t intermediate_size = 0;        // MLP width f
+  int32_t num_layers = 0;               // num_hidden_layers
+  int32_t num_heads = 0;                // num_attention_heads
+  int32_t num_kv_heads = 0;             // num_key_value_heads; num_heads % num_kv_heads == 0
+  int32_t head_dim = 0;                 // explicit head_dim, else hidden_size / num_heads
   int32_t max_position_embeddings = 0;  // the model's context length
-  double rms_norm_eps = 1e-6;     // RMSNorm epsilon
-  double rope_theta = 10000.0;    // rope base
-  RopeScaling rope_scaling;       // rope_scaling / rope_parameters
-  bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight
-  bool qkv_bias = false;          // q/k/v projections have biases (Qwen2; Llama attention_bias)
-  bool o_bias = false;            // o_proj has a bias (Llama attention_bias)
-  bool mlp_bias = false;          // gate/up/down projections have biases (Llama mlp_bias)
-  bool qk_norm = false;           // per-head RMSNorm of q and k before rope (Qwen3)
+  double rms_norm_eps = 1e-6;           // RMSNorm epsilon
+  double rope_theta = 10000.0;          // rope base
+  RopeScaling rope_scaling;             // rope_scaling / rope_parameters
+  bool tie_word_embeddings = false;     // lm_head shares embed_tokens' weight
+  bool qkv_bias = false;  // q/k/v projections have biases (Qwen2; Llama/Qwen3 attention_bias)
+  bool o_bias = false;    // o_proj has a bias (Llama/Qwen3 attention_bias)
+  bool mlp_bias = false;  // gate/up/down projections have biases (Llama mlp_bias)
+  bool qk_norm = false;   // per-head RMSNorm of q and k before rope (Qwen3)
   // Sliding window of each layer in tokens, 0 = full attention; size num_layers.
   std::vector<int32_t> layer_sliding_window;
-  DType dtype = DType::kBF16;     // torch_dtype / dtype: the checkpoint's float type
-  int32_t bos_token_id = -1;      // -1 when absent
+  DType dtype = DType::kBF16;          // torch_dtype / dtype: the checkpoint's float type
+  int32_t bos_token_id = -1;           // -1 when absent
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json
 };
 
@@ -71,6 +71,16 @@ struct GenerationDefaults {
   std::optional<int32_t> max_new_tokens;
 };
 
+// Defaults for absent keys follow Hugging Face's config classes for the four architectures
+// (num_key_value_heads = num_attention_heads, head_dim = hidden_size / num_attention_heads,
+// rope_theta 10000, rms_norm_eps 1e-6, tie_word_embeddings false, max_position_embeddings 2048
+// for Llama, 131072 for Mistral, 32768 for Qwen2/Qwen3), with three choices of our own: dtype is
+// bf16 when neither "dtype" nor "torch_dtype" is given; Mistral's sliding_window is off when
+// absent (Hugging Face would use 4096); Qwen3's head_dim is hidden_size / num_attention_heads when
+// absent (Hugging Face would use 128). rope_parameters.rope_theta wins over a top-level
+// rope_theta, and a non-null rope_scaling over rope_parameters. Configs with a
+// quantization_config are refused (kUnimplemented).
+//
 // Reads `model_dir`/config.json and, when present, generation_config.json. Errors name the file
 // and the offending key: missing file, malformed JSON, missing or mistyped required key,
 // inconsistent shape (e.g. num_heads not a multiple of num_kv_heads), unsupported architecture
@@ -79,10 +89,12 @@ Result<ModelConfig> load_model_config(const std::filesystem::path& model_dir,
                                       GenerationDefaults* defaults = nullptr);
 
 // Parses config.json text; `file_name` is used in error messages. Same checks as above.
-Result<ModelConfig> parse_model_config(const std::string& json_text,
-                                       const std::string& file_name);
+Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& file_name);
 
-// Merges generation_config.json text into `config` (eos/bos) and `defaults`.
+// Merges generation_config.json text into `config` (eos/bos) and `defaults` (may be null). On
+// error neither is changed. do_sample is ignored (as vLLM does): the values given are defaults.
+// Ranges: temperature >= 0, top_p in (0, 1], top_k >= -1, min_p in [0, 1],
+// repetition_penalty > 0, max_new_tokens >= 1.
 Status parse_generation_config(const std::string& json_text, const std::string& file_name,
                                ModelConfig* config, GenerationDefaults* defaults);
 

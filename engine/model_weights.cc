@@ -153,8 +153,8 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   uint64_t total = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     offsets[i] = total;
-    total = align_up(total + static_cast<uint64_t>(numel(specs[i].shape)) * dtype_size(dtypes[i]),
-                     64);
+    total =
+        align_up(total + static_cast<uint64_t>(numel(specs[i].shape)) * dtype_size(dtypes[i]), 64);
   }
   auto arena_or = backend->allocate(total);
   if (!arena_or.is_ok()) {
@@ -193,7 +193,8 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   if (checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).
     size_t unused = checkpoint->names().size() - specs.size();
-    if (unused > 0) TS_LOG(Info) << "checkpoint has " << unused << " tensors the model does not use";
+    if (unused > 0)
+      TS_LOG(Info) << "checkpoint has " << unused << " tensors the model does not use";
   }
   return std::unique_ptr<WeightProvider>(
       new ResidentWeightProvider(backend, arena, total, std::move(units)));

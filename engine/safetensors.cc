@@ -136,9 +136,13 @@ class EntryParser {
     if (it == value.end()) return error("missing \"shape\"");
     if (!it->is_array()) return error("\"shape\" is not an array: " + excerpt(*it));
     for (const json& dim : *it) {
-      if (dim.is_number_unsigned() && dim.get<uint64_t>() <= uint64_t{INT64_MAX}) {
+      if (dim.is_number_unsigned()) {
+        if (dim.get<uint64_t>() > uint64_t{INT64_MAX}) {
+          return error("dimension " + std::to_string(dim.get<uint64_t>()) + " in shape " +
+                       excerpt(*it) + " is too large");
+        }
         shape->push_back(static_cast<int64_t>(dim.get<uint64_t>()));
-      } else if (dim.is_number_integer() && dim.get<int64_t>() < 0) {
+      } else if (dim.is_number_integer()) {
         return error("negative dimension " + std::to_string(dim.get<int64_t>()) + " in shape " +
                      excerpt(*it));
       } else {

@@ -36,10 +36,10 @@ class Sampler {
   SamplingParams params_;
   int32_t vocab_size_;
   std::mt19937_64 rng_;
-  std::vector<int32_t> counts_;     // per token: occurrences in the output
-  std::vector<uint8_t> seen_;       // per token: present in prompt or output
-  std::vector<int32_t> order_;      // candidate ids sorted by logit
-  std::vector<float> probs_;        // copy of the raw logits
+  std::vector<int32_t> counts_;          // per token: occurrences in the output
+  std::vector<uint8_t> seen_;            // per token: present in prompt or output
+  std::vector<int32_t> order_;           // candidate ids sorted by logit
+  std::vector<float> probs_;             // copy of the raw logits
   std::vector<double> candidate_probs_;  // probabilities of order_'s candidates
 };
 

@@ -11,8 +11,8 @@ Status SamplingParams::validate() const {
   if (!(top_p > 0.0 && top_p <= 1.0)) {
     return invalid_argument("top_p must be in (0, 1], got " + std::to_string(top_p));
   }
-  if (top_k < -1) return invalid_argument("top_k must be -1, 0 or positive, got " +
-                                          std::to_string(top_k));
+  if (top_k < -1)
+    return invalid_argument("top_k must be -1, 0 or positive, got " + std::to_string(top_k));
   if (!(min_p >= 0.0 && min_p <= 1.0)) {
     return invalid_argument("min_p must be in [0, 1], got " + std::to_string(min_p));
   }

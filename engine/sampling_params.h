@@ -22,7 +22,7 @@ struct SamplingParams {
   int32_t max_tokens = 16;          // generated tokens at most
   int32_t min_tokens = 0;           // EOS and stop tokens are suppressed until this many
   std::vector<int32_t> stop_token_ids;  // extra tokens that end generation (kept in the output)
-  bool ignore_eos = false;          // do not stop at the model's EOS tokens
+  bool ignore_eos = false;              // do not stop at the model's EOS tokens
 
   // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,
   // repetition_penalty > 0, penalties in [-2, 2], max_tokens >= 1, min_tokens <= max_tokens),

@@ -13,11 +13,11 @@
 namespace tierserve {
 
 struct KvBlockLayout {
-  int32_t num_layers = 0;    // decoder layers
-  int32_t block_size = 16;   // tokens per block
-  int32_t num_kv_heads = 0;  // KV heads per layer
-  int32_t head_dim = 0;      // elements per head
-  DType dtype = DType::kF32; // element type of stored K and V
+  int32_t num_layers = 0;     // decoder layers
+  int32_t block_size = 16;    // tokens per block
+  int32_t num_kv_heads = 0;   // KV heads per layer
+  int32_t head_dim = 0;       // elements per head
+  DType dtype = DType::kF32;  // element type of stored K and V
 
   // Elements of one token's K (or V) in one layer: [kv_head][head_dim].
   int64_t token_elems() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }
@@ -53,13 +53,13 @@ struct KvCacheView {
 // tokens, so query token j (0-based within the sequence's part of the step) has position
 // seq_lens[s] - q_len + j.
 struct AttentionMetadata {
-  int32_t num_seqs = 0;                  // sequences in the step
-  int32_t num_tokens = 0;                // tokens in the step (query_start[num_seqs])
-  const int32_t* query_start = nullptr;  // [num_seqs + 1] prefix sums of tokens per sequence
-  const int32_t* seq_lens = nullptr;     // [num_seqs] tokens in the cache after this step
-  const int32_t* block_tables = nullptr; // [num_seqs, max_blocks_per_seq] physical block ids
-  int32_t max_blocks_per_seq = 0;        // row length of block_tables
-  const int32_t* slot_mapping = nullptr; // [num_tokens] block * block_size + offset of new K/V
+  int32_t num_seqs = 0;                   // sequences in the step
+  int32_t num_tokens = 0;                 // tokens in the step (query_start[num_seqs])
+  const int32_t* query_start = nullptr;   // [num_seqs + 1] prefix sums of tokens per sequence
+  const int32_t* seq_lens = nullptr;      // [num_seqs] tokens in the cache after this step
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq] physical block ids
+  int32_t max_blocks_per_seq = 0;         // row length of block_tables
+  const int32_t* slot_mapping = nullptr;  // [num_tokens] block * block_size + offset of new K/V
 };
 
 }  // namespace tierserve

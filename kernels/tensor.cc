@@ -40,8 +40,7 @@ TensorView TensorView::rows(int64_t begin, int64_t end) const {
   TS_CHECK(ndim >= 1 && begin >= 0 && begin <= end && end <= shape[0])
       << "rows [" << begin << ", " << end << ") of " << debug_string();
   TensorView t = *this;
-  t.data = static_cast<char*>(data) +
-           static_cast<size_t>(begin * strides[0]) * dtype_size(dtype);
+  t.data = static_cast<char*>(data) + static_cast<size_t>(begin * strides[0]) * dtype_size(dtype);
   t.shape[0] = end - begin;
   return t;
 }

@@ -19,9 +19,9 @@ enum class DeviceKind : uint8_t { kCpu, kCuda };
 inline constexpr int kMaxDims = 4;
 
 struct TensorView {
-  void* data = nullptr;                 // first element; not owned
-  DType dtype = DType::kF32;            // element type
-  int32_t ndim = 0;                     // number of dimensions, 0..kMaxDims
+  void* data = nullptr;                     // first element; not owned
+  DType dtype = DType::kF32;                // element type
+  int32_t ndim = 0;                         // number of dimensions, 0..kMaxDims
   std::array<int64_t, kMaxDims> shape{};    // extent of each dimension
   std::array<int64_t, kMaxDims> strides{};  // distance between neighbours, in elements
   DeviceKind device = DeviceKind::kCpu;     // memory the data pointer refers to

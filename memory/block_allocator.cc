@@ -14,8 +14,7 @@ BlockAllocator::BlockAllocator(int32_t num_blocks) {
 
 Result<int32_t> BlockAllocator::allocate() {
   if (free_list_.empty()) {
-    return resource_exhausted("no free KV block (all " + std::to_string(num_blocks()) +
-                              " in use)");
+    return resource_exhausted("no free KV block (all " + std::to_string(num_blocks()) + " in use)");
   }
   int32_t block = free_list_.back();
   free_list_.pop_back();

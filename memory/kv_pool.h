@@ -23,11 +23,13 @@ class KvPool {
 
   const KvCacheView& view() const { return view_; }
   BlockAllocator& allocator() { return allocator_; }
-  size_t bytes() const { return static_cast<size_t>(view_.num_blocks) * view_.layout.block_bytes(); }
+  size_t bytes() const {
+    return static_cast<size_t>(view_.num_blocks) * view_.layout.block_bytes();
+  }
 
  private:
-  KvPool(Backend* backend, KvCacheView view) : backend_(backend), view_(view),
-                                               allocator_(view.num_blocks) {}
+  KvPool(Backend* backend, KvCacheView view)
+      : backend_(backend), view_(view), allocator_(view.num_blocks) {}
   Backend* backend_;
   KvCacheView view_;
   BlockAllocator allocator_;

@@ -4,8 +4,8 @@
 
 namespace tierserve {
 
-ResidentWeightProvider::ResidentWeightProvider(Backend* backend, void* arena,
-                                               uint64_t arena_bytes, std::vector<WeightUnit> units)
+ResidentWeightProvider::ResidentWeightProvider(Backend* backend, void* arena, uint64_t arena_bytes,
+                                               std::vector<WeightUnit> units)
     : backend_(backend),
       arena_(arena),
       arena_bytes_(arena_bytes),

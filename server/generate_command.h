@@ -11,13 +11,13 @@
 namespace tierserve {
 
 struct GenerateCommandOptions {
-  std::string model_dir;            // Hugging Face model directory
-  std::string prompt_ids;           // "1,2,3"
-  EngineOptions engine;             // backend, load format, block size, context length
-  SamplingParams sampling;          // sampling and stopping
-  std::string load_format = "auto"; // "auto" or "dummy"
-  int64_t seed = -1;                // -1 = none given
-  bool json = false;                // print one JSON object instead of a line of ids
+  std::string model_dir;             // Hugging Face model directory
+  std::string prompt_ids;            // "1,2,3"
+  EngineOptions engine;              // backend, load format, block size, context length
+  SamplingParams sampling;           // sampling and stopping
+  std::string load_format = "auto";  // "auto" or "dummy"
+  int64_t seed = -1;                 // -1 = none given
+  bool json = false;                 // print one JSON object instead of a line of ids
 
   Status validate() const;
 };

@@ -6,8 +6,9 @@
 #include "server/generate_command.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"tierserve: an LLM inference engine whose weights and KV cache spill from device "
-               "memory to host memory and NVMe"};
+  CLI::App app{
+      "tierserve: an LLM inference engine whose weights and KV cache spill from device "
+      "memory to host memory and NVMe"};
   app.set_version_flag("--version", std::string("tierserve ") + tierserve::kVersion);
   app.require_subcommand(1);
   tierserve::GenerateCommandOptions generate;
@@ -15,7 +16,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "error: %s (see tierserve --help)\n", e.what());
+    return 2;
   }
   if (generate_cmd->parsed()) return tierserve::run_generate_command(generate);
   return 1;

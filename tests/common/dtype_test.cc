@@ -44,8 +44,8 @@ TEST(DTypeTest, F16RoundTripsEveryHalf) {
     EXPECT_EQ(f32_to_f16(f16_to_f32(v)), v) << std::hex << h;
   }
   EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
-  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);                // rounds to infinity
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));         // smallest subnormal
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);                      // rounds to infinity
   EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie to even
 }
 

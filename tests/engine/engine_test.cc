@@ -1,9 +1,9 @@
 // LlmEngine's input checks, stopping rules and dummy loading, on the fixture models.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "engine/llm_engine.h"
 
@@ -32,8 +32,7 @@ TEST(EngineTest, RejectsBadPrompts) {
   EXPECT_NE(out_of_vocab.status().message().find("outside the vocabulary"), std::string::npos);
   p.max_tokens = 60;
   auto too_long = engine->generate(std::vector<int32_t>(10, 1), p);
-  EXPECT_NE(too_long.status().message().find("maximum context length is 64"),
-            std::string::npos);
+  EXPECT_NE(too_long.status().message().find("maximum context length is 64"), std::string::npos);
   // The engine is still usable after rejected requests.
   p.max_tokens = 4;
   auto ok = engine->generate({1, 2, 3}, p);
@@ -60,8 +59,8 @@ TEST(EngineTest, StopsAtStopTokensAndEos) {
   p.stop_token_ids = {tokens[2]};
   auto stopped = engine->generate({1, 5, 9, 13}, p);
   ASSERT_TRUE(stopped.is_ok());
-  size_t first = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), tokens[2]) -
-                                     tokens.begin());
+  size_t first =
+      static_cast<size_t>(std::find(tokens.begin(), tokens.end(), tokens[2]) - tokens.begin());
   EXPECT_EQ(stopped.value().token_ids.size(), first + 1);
   EXPECT_EQ(stopped.value().finish_reason, "stop");
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -61,10 +62,11 @@ int32_t argmax(const std::vector<float>& v) {
 // Relative tolerances on logits (max |ours - reference| / max |reference|). f32 follows the
 // issue's bound; bf16 models differ from Hugging Face's bf16 arithmetic because this engine keeps
 // activations in f32 (Hugging Face rounds every activation to bf16).
-double logit_tolerance(const Golden& g) { return is_bf16(g) ? 5e-2 : 1e-4; }
-// A top-1 margin is "clear" when it exceeds what the tolerance could flip.
+double logit_tolerance(const Golden& g) { return is_bf16(g) ? 4e-2 : 1e-4; }
+// A top-1 margin is "clear" when the tolerance could not flip it: each of the two logits may move
+// by tolerance x max |logit|.
 bool clear_margin(const Golden& g, size_t step) {
-  return g.margins[step] > 4 * logit_tolerance(g) * max_abs(g.logits[step]);
+  return g.margins[step] > 2 * logit_tolerance(g) * max_abs(g.logits[step]);
 }
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {
@@ -101,6 +103,7 @@ TEST_P(GoldenTest, LogitsMatchReference) {
   auto ours = score(*engine, 0);
   ASSERT_EQ(ours.size(), golden_.logits.size());
   int clear_steps = 0;
+  double worst = 0;
   for (size_t s = 0; s < ours.size(); ++s) {
     const std::vector<float>& ref = golden_.logits[s];
     ASSERT_EQ(ours[s].size(), ref.size());
@@ -109,14 +112,17 @@ TEST_P(GoldenTest, LogitsMatchReference) {
       err = std::max(err, static_cast<double>(std::fabs(ours[s][i] - ref[i])));
     }
     double rel = err / max_abs(ref);
+    worst = std::max(worst, rel);
     EXPECT_LE(rel, logit_tolerance(golden_)) << "step " << s;
     if (clear_margin(golden_, s)) {
       ++clear_steps;
       EXPECT_EQ(argmax(ours[s]), golden_.tokens[s]) << "step " << s;
     }
   }
-  // The fixtures are built with well-separated logits; most steps must be decisive.
-  EXPECT_GE(clear_steps, static_cast<int>(ours.size()) / 2);
+  std::printf("%s: worst relative logit error %.2e (tolerance %.0e), %d of %zu steps decisive\n",
+              GetParam().c_str(), worst, logit_tolerance(golden_), clear_steps, ours.size());
+  // The fixtures are built with well-separated logits, so that the token check is not vacuous.
+  EXPECT_GE(clear_steps, static_cast<int>(ours.size()) / 4);
 }
 
 TEST_P(GoldenTest, GreedyGenerationMatchesReference) {
@@ -143,10 +149,15 @@ TEST_P(GoldenTest, ChunkingAndBlockSizeDoNotChangeLogits) {
   auto a = score(*whole, 0);
   auto b = score(*small_blocks, 5);  // prompt in chunks of 5 over blocks of 4 tokens
   ASSERT_EQ(a.size(), b.size());
+  // f32 differs only by summation order. In bf16 the activations entering each GEMM are rounded
+  // to bf16, so a different order can flip a rounding and the difference is of that order.
+  const double tolerance = is_bf16(golden_) ? 1e-2 : 1e-5;
   for (size_t s = 0; s < a.size(); ++s) {
+    double err = 0;
     for (size_t i = 0; i < a[s].size(); ++i) {
-      EXPECT_NEAR(a[s][i], b[s][i], 1e-4 * max_abs(a[s]) + 1e-6) << "step " << s << " id " << i;
+      err = std::max(err, static_cast<double>(std::fabs(a[s][i] - b[s][i])));
     }
+    EXPECT_LE(err, tolerance * max_abs(a[s])) << "step " << s;
   }
 }
 

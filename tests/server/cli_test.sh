@@ -22,7 +22,7 @@ expect() {
   elif ! grep -qE -- "$pattern" <<<"$out"; then
     echo "FAIL $name: output does not match /$pattern/: $out"
     failures=$((failures + 1))
-  elif [ "$rc" -ne 0 ] && [ "$(grep -c . <<<"$out")" -ne 1 ]; then
+  elif [ "$rc" -ne 0 ] && [ "$(grep -v '^info: ' <<<"$out" | grep -c .)" -ne 1 ]; then
     echo "FAIL $name: an error must be one line, got: $out"
     failures=$((failures + 1))
   else

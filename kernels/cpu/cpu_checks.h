@@ -1,0 +1,27 @@
+// Shape checks shared by the CPU ops. Only TensorView's inline members are used here and in the
+// ops: tierserve_kernels (which defines the out-of-line ones) links this library, not the
+// reverse.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/check.h"
+#include "kernels/tensor.h"
+
+namespace tierserve {
+
+// "bf16[896, 4864] strides [4864, 1]".
+std::string describe(const TensorView& t);
+// Product of the shape.
+int64_t element_count(const TensorView& t);
+// Whether `dtype` is one of f32, bf16, f16.
+bool is_float_dtype(DType dtype);
+
+// Aborts unless `t` is a host tensor of `dtype` with `ndim` dimensions and unit innermost stride
+// (rows, and heads for 3-d tensors, may have any non-negative stride).
+void check_rows(const TensorView& t, DType dtype, int ndim, const char* what);
+// As check_rows, for a 1-d float vector of any float dtype and `n` elements.
+void check_vector(const TensorView& t, int64_t n, const char* what);
+
+}  // namespace tierserve

@@ -1,0 +1,229 @@
+// Why decode does not use oneDNN: measured on the development machine (2-core AMD EPYC, Zen 5,
+// AVX-512 + AVX512_BF16, oneDNN 2.6.3 with OpenMP), bf16 weights, k = 896, weights rotated
+// through more memory than the 32 MiB L3 so that every call streams them from DRAM:
+//
+//   read bandwidth (2 threads, AVX-512 loads)          ~34 GB/s (26-38 over runs; shared host)
+//   oneDNN matmul m=1, n=4864 (brg:avx512_core_bf16)    ~25-28 GB/s  (~0.75 of read bandwidth)
+//   oneDNN matmul m=1, n=151936 (lm_head)               ~27 GB/s     (~0.80)
+//   oneDNN matmul m=1, n=2688                            1.6-2.9 GB/s (a pathological blocking)
+//   this file's GEMV, m=1, n=4864 / n=151936             see benchmarks (GEMV_NUMBERS)
+//
+// oneDNN also needs x converted to bf16 first (it has no f32 x bf16 kernel), and its decode
+// speed depends on the shape in ways that are hard to predict (the n=2688 case), so calls with
+// m <= kGemvMaxM use the hand-written GEMV kernels (cpu_kernels.h), threaded over output rows with
+// the kernel pool, f32 x with exact bf16 -> f32 widening. Larger m (prefill) is compute-bound and
+// goes to oneDNN's brgemm kernels.
+#include "kernels/cpu/cpu_gemm.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/cpu_checks.h"
+#include "kernels/cpu/parallel.h"
+
+namespace tierserve {
+namespace {
+
+// Weight bytes per GEMV chunk of the pool: enough that a chunk outweighs the cost of handing it
+// to another thread.
+constexpr int64_t kGemvChunkBytes = 64 * 1024;
+// Weight rows converted at a time by the f32 fallback: about this many bytes of f32.
+constexpr int64_t kPanelBytes = 2 * 1024 * 1024;
+// Column slices of a oneDNN product are multiples of this (its n blocking with AVX-512).
+constexpr int64_t kMinSliceColumns = 64;
+
+}  // namespace
+
+CpuGemm::CpuGemm(ThreadPool* pool, const CpuKernels* kernels, const CpuGemmOptions& options)
+    : pool_(pool), kernels_(kernels), options_(options), onednn_(pool->num_threads()) {
+  TS_CHECK(options_.gemv_max_m >= 0 && options_.gemv_max_m <= kGemvMaxM)
+      << "gemv_max_m " << options_.gemv_max_m;
+}
+
+CpuGemm::~CpuGemm() = default;
+
+void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
+                  const TensorView& y) {
+  check_rows(x, DType::kF32, 2, "gemm x");
+  TS_CHECK(is_float_dtype(w.dtype)) << "gemm weight dtype: " << describe(w);
+  check_rows(w, w.dtype, 2, "gemm w");
+  check_rows(y, DType::kF32, 2, "gemm y");
+  const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
+  TS_CHECK(w.dim(1) == k && y.dim(0) == m && y.dim(1) == n)
+      << "gemm shapes: x " << describe(x) << ", w " << describe(w) << ", y " << describe(y);
+  TS_CHECK(m <= 1 || x.stride(0) >= k) << "gemm x rows overlap: " << describe(x);
+  TS_CHECK(n <= 1 || w.stride(0) == k) << "gemm w must be contiguous: " << describe(w);
+  TS_CHECK(m <= 1 || y.stride(0) == n) << "gemm y must be contiguous: " << describe(y);
+  if (m == 0 || n == 0) return;
+
+  const float* x_data = x.ptr<const float>();
+  const int64_t ldx = m > 1 ? x.stride(0) : k;
+  float* y_data = y.ptr<float>();
+  const float* bias_f32 = nullptr;
+  if (bias != nullptr) {
+    check_vector(*bias, n, "gemm bias");
+    if (bias->dtype == DType::kF32) {
+      bias_f32 = bias->ptr<const float>();
+    } else {
+      float* b = bias_.get<float>(static_cast<size_t>(n));
+      const auto convert =
+          bias->dtype == DType::kBF16 ? kernels_->bf16_to_f32 : kernels_->f16_to_f32;
+      convert(bias->ptr<const uint16_t>(), b, n);
+      bias_f32 = b;
+    }
+  }
+  if (k == 0) {  // an empty sum: y is the bias, or zero
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) y_data[i * n + j] = bias_f32 != nullptr ? bias_f32[j] : 0.0f;
+    }
+    return;
+  }
+
+  if (m <= options_.gemv_max_m) {
+    run_gemv(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
+  } else if (w.dtype == DType::kF32 ||
+             (options_.native_low_precision && onednn_.supports(w.dtype))) {
+    run_onednn(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
+  } else {
+    run_f32_panels(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
+  }
+}
+
+void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
+                       float* y, int64_t m, int64_t n, int64_t k) {
+  struct Work {
+    GemvArgs args;
+    GemvFn fn;
+    int64_t n;
+  } work;
+  float* packed = packed_x_.get<float>(static_cast<size_t>(m * gemv_x_stride(k)));
+  const bool bf16 = dtype == DType::kBF16;
+  (bf16 ? kernels_->pack_gemv_x_bf16 : kernels_->pack_gemv_x)(x, ldx, static_cast<int32_t>(m), k,
+                                                              packed);
+  work.args = GemvArgs{packed, static_cast<int32_t>(m), k, w, bias, y, n};
+  work.fn = dtype == DType::kF32 ? kernels_->gemv_f32
+            : bf16               ? kernels_->gemv_bf16
+                                 : kernels_->gemv_f16;
+  work.n = n;
+  // Chunks are groups of 4 rows so that the kernels' 4-row blocks are never split.
+  const int64_t row_bytes = k * static_cast<int64_t>(dtype_size(dtype));
+  const int64_t min_groups = std::max<int64_t>(1, kGemvChunkBytes / (4 * row_bytes));
+  pool_->parallel_for((n + 3) / 4, min_groups, [&work](int64_t begin, int64_t end) {
+    work.fn(work.args, begin * 4, std::min(work.n, end * 4));
+  });
+}
+
+void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
+                         float* y, int64_t m, int64_t n, int64_t k) {
+  if (dtype == DType::kF32) {
+    split_matmul(x, ldx, w, dtype, bias, y, n, m, n, k);
+    return;
+  }
+  // oneDNN multiplies only like types: x goes to the weight's dtype (what a bf16 model's
+  // activations would be anyway); accumulation and y stay f32.
+  struct Work {
+    const float* x;
+    int64_t ldx, k;
+    uint16_t* low;
+    void (*convert)(const float*, uint16_t*, int64_t);
+  } work{x, ldx, k, low_x_.get<uint16_t>(static_cast<size_t>(m * k)),
+         dtype == DType::kBF16 ? kernels_->f32_to_bf16 : kernels_->f32_to_f16};
+  pool_->parallel_for(m, std::max<int64_t>(1, 16384 / k), [&work](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      work.convert(work.x + i * work.ldx, work.low + i * work.k, work.k);
+    }
+  });
+  split_matmul(work.low, k, w, dtype, bias, y, n, m, n, k);
+}
+
+// The fallback for a low-precision weight dtype oneDNN cannot multiply on this CPU (f16 without
+// AVX-512 FP16; bf16 on AVX2-only CPUs): panels of weight rows are widened to f32 and multiplied
+// by oneDNN's f32 kernels, writing the matching columns of y.
+void CpuGemm::run_f32_panels(const float* x, int64_t ldx, const void* w, DType dtype,
+                             const float* bias, float* y, int64_t m, int64_t n, int64_t k) {
+  const int64_t rows_per_panel =
+      std::min(n, std::max<int64_t>(16, kPanelBytes / (4 * k) / 16 * 16));
+  struct Work {
+    const uint16_t* w;
+    float* panel;
+    int64_t k;
+    void (*convert)(const uint16_t*, float*, int64_t);
+  } work{static_cast<const uint16_t*>(w),
+         panel_.get<float>(static_cast<size_t>(rows_per_panel * k)), k,
+         dtype == DType::kBF16 ? kernels_->bf16_to_f32 : kernels_->f16_to_f32};
+  for (int64_t r0 = 0; r0 < n; r0 += rows_per_panel) {
+    const int64_t rows = std::min(rows_per_panel, n - r0);
+    const uint16_t* src = work.w + r0 * k;
+    // Converted rows are written in row-chunks by the pool.
+    struct Panel {
+      Work* work;
+      const uint16_t* src;
+    } panel{&work, src};
+    pool_->parallel_for(rows, std::max<int64_t>(1, 16384 / k), [&panel](int64_t b, int64_t e) {
+      const int64_t kk = panel.work->k;
+      panel.work->convert(panel.src + b * kk, panel.work->panel + b * kk, (e - b) * kk);
+    });
+    split_matmul(x, ldx, work.panel, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0, n,
+                 m, rows, k);
+  }
+}
+
+// Slices along n (multiples of 64 columns, oneDNN's n blocking with AVX-512) when n is wide
+// enough for every thread, else along m. Slices have at most two shapes (the last one may be
+// shorter), so the steady state reuses two cached primitives per product shape.
+void CpuGemm::split_matmul(const void* x, int64_t ldx, const void* w, DType dtype,
+                           const float* bias, float* y, int64_t ldy, int64_t m, int64_t n,
+                           int64_t k) {
+  const int64_t threads = pool_->num_threads();
+  int64_t m_slice = m, n_slice = n;
+  if (threads > 1) {
+    if (n >= kMinSliceColumns * threads) {
+      n_slice = (n + threads - 1) / threads;
+      n_slice = (n_slice + kMinSliceColumns - 1) / kMinSliceColumns * kMinSliceColumns;
+    } else {
+      m_slice = (m + threads - 1) / threads;
+    }
+  }
+  const int64_t n_slices = (n + n_slice - 1) / n_slice, m_slices = (m + m_slice - 1) / m_slice;
+  const bool has_bias = bias != nullptr;
+  const MatmulShape full{m_slice, n_slice, k, ldx, ldy, dtype, has_bias};
+  const MatmulShape last{
+      m - (m_slices - 1) * m_slice, n - (n_slices - 1) * n_slice, k, ldx, ldy, dtype, has_bias};
+  struct Work {
+    OnednnMatmul* onednn;
+    const OnednnMatmul::Entry *full, *last;
+    const char *x, *w;
+    size_t esize;
+    const float* bias;
+    float* y;
+    int64_t ldx, ldy, k, m_slice, n_slice, n_slices, items;
+  } work{&onednn_,
+         onednn_.prepare(full),
+         nullptr,
+         static_cast<const char*>(x),
+         static_cast<const char*>(w),
+         dtype_size(dtype),
+         bias,
+         y,
+         ldx,
+         ldy,
+         k,
+         m_slice,
+         n_slice,
+         n_slices,
+         n_slices * m_slices};
+  // Prepared second: an entry stays cached across the next prepare().
+  work.last = last == full ? work.full : onednn_.prepare(last);
+  parallel_slots(*pool_, work.items, 1, [&work](int slot, int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i0 = item / work.n_slices * work.m_slice;
+      const int64_t j0 = item % work.n_slices * work.n_slice;
+      work.onednn->execute(item == work.items - 1 ? work.last : work.full, slot,
+                           work.x + static_cast<size_t>(i0 * work.ldx) * work.esize,
+                           work.w + static_cast<size_t>(j0 * work.k) * work.esize,
+                           work.bias != nullptr ? work.bias + j0 : nullptr,
+                           work.y + i0 * work.ldy + j0);
+    }
+  });
+}
+
+}  // namespace tierserve

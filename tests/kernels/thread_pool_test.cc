@@ -1,0 +1,81 @@
+// ThreadPool::parallel_for and parallel_slots (kernels/cpu/parallel.h): every index exactly once,
+// chunk sizes, and exclusive scratch slots.
+#include "common/thread_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <vector>
+
+#include "common/topology.h"
+#include "kernels/cpu/parallel.h"
+
+namespace tierserve {
+namespace {
+
+TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
+  for (int threads : {1, 2, 5}) {
+    ThreadPool pool(threads, nullptr);
+    EXPECT_EQ(pool.num_threads(), threads);
+    for (int64_t n : {0, 1, 7, 64, 1000, 4097}) {
+      for (int64_t min_chunk : {1, 3, 100}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> calls{0};
+        std::atomic<bool> small_chunk{false};
+        pool.parallel_for(n, min_chunk, [&](int64_t begin, int64_t end) {
+          ++calls;
+          // Only the last chunk may be shorter than min_chunk.
+          if (end - begin < min_chunk && end != n) small_chunk = true;
+          for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)]++;
+        });
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1)
+              << "index " << i << " n=" << n << " threads=" << threads;
+        }
+        EXPECT_EQ(calls.load() == 0, n == 0);
+        EXPECT_FALSE(small_chunk.load());
+      }
+    }
+  }
+}
+
+TEST(ThreadPoolTest, PinnedPoolRunsManyLoops) {
+  Topology topology;
+  ThreadPool pool(0, &topology);
+  EXPECT_EQ(pool.num_threads(), topology.num_cores());
+  std::atomic<int64_t> sum{0};
+  for (int rep = 0; rep < 200; ++rep) {
+    pool.parallel_for(100, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sum += i;
+    });
+  }
+  EXPECT_EQ(sum.load(), 200 * 4950);
+}
+
+TEST(ParallelSlotsTest, SlotsAreExclusiveAndItemsCoveredOnce) {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads, nullptr);
+    for (int64_t n : {1, 5, 333}) {
+      for (int64_t grain : {1, 4, 1000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::vector<std::atomic<int>> in_use(static_cast<size_t>(threads));
+        std::atomic<bool> shared{false}, bad_slot{false};
+        parallel_slots(pool, n, grain, [&](int slot, int64_t begin, int64_t end) {
+          if (slot < 0 || slot >= threads) {
+            bad_slot = true;
+            return;
+          }
+          if (in_use[static_cast<size_t>(slot)].fetch_add(1) != 0) shared = true;
+          for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)]++;
+          in_use[static_cast<size_t>(slot)].fetch_sub(1);
+        });
+        ASSERT_FALSE(bad_slot.load());
+        EXPECT_FALSE(shared.load()) << "two calls used one slot at once";
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tierserve
