@@ -16,12 +16,6 @@ std::string describe(const TensorView& t) {
   return s;
 }
 
-int64_t element_count(const TensorView& t) {
-  int64_t n = 1;
-  for (int i = 0; i < t.ndim; ++i) n *= t.shape[static_cast<size_t>(i)];
-  return n;
-}
-
 bool is_float_dtype(DType dtype) {
   return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
 }
@@ -37,7 +31,7 @@ void check_rows(const TensorView& t, DType dtype, int ndim, const char* what) {
     TS_CHECK(t.shape[static_cast<size_t>(i)] >= 0 && t.stride(i) >= 0)
         << what << ": negative extent or stride in " << describe(t);
   }
-  TS_CHECK(t.data != nullptr || element_count(t) == 0) << what << ": null data";
+  TS_CHECK(t.data != nullptr || t.numel() == 0) << what << ": null data";
 }
 
 void check_vector(const TensorView& t, int64_t n, const char* what) {

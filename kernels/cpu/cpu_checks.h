@@ -1,6 +1,4 @@
-// Shape checks shared by the CPU ops. Only TensorView's inline members are used here and in the
-// ops: tierserve_kernels (which defines the out-of-line ones) links this library, not the
-// reverse.
+// Shape checks shared by the CPU ops.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +11,6 @@ namespace tierserve {
 
 // "bf16[896, 4864] strides [4864, 1]".
 std::string describe(const TensorView& t);
-// Product of the shape.
-int64_t element_count(const TensorView& t);
 // Whether `dtype` is one of f32, bf16, f16.
 bool is_float_dtype(DType dtype);
 

@@ -1,18 +1,24 @@
-// Why decode does not use oneDNN: measured on the development machine (2-core AMD EPYC, Zen 5,
-// AVX-512 + AVX512_BF16, oneDNN 2.6.3 with OpenMP), bf16 weights, k = 896, weights rotated
-// through more memory than the 32 MiB L3 so that every call streams them from DRAM:
+// Why decode does not use oneDNN. Measured on the development machine (2-core AMD EPYC Zen 5 VM,
+// AVX-512 + AVX512_BF16, oneDNN 2.6.3 on OpenMP, a host shared with other jobs, so figures vary
+// by about 20% between runs), k = 896 and weights rotated through more memory than the 32 MiB
+// L3 so that every call streams them from DRAM:
 //
-//   read bandwidth (2 threads, AVX-512 loads)          ~34 GB/s (26-38 over runs; shared host)
-//   oneDNN matmul m=1, n=4864 (brg:avx512_core_bf16)    ~25-28 GB/s  (~0.75 of read bandwidth)
-//   oneDNN matmul m=1, n=151936 (lm_head)               ~27 GB/s     (~0.80)
-//   oneDNN matmul m=1, n=2688                            1.6-2.9 GB/s (a pathological blocking)
-//   this file's GEMV, m=1, n=4864 / n=151936             see benchmarks (GEMV_NUMBERS)
+//   read bandwidth, 2 threads of AVX-512 loads                36-38 GB/s (the bound)
+//   oneDNN matmul m=1, own OpenMP threads, bf16 [4864, 896]    24-28 GB/s (0.63-0.75)
+//                                          bf16 [151936, 896]  27 GB/s    (0.72)
+//                                          bf16 [2688, 896]    1.6-18 GB/s (pathological in 2
+//                                                                           of 4 runs)
+//   oneDNN m=1 split over the pool (split_matmul), bf16 [4864]  26-32 GB/s (0.74-0.88)
+//   GEMV kernels below, AVX-512, m=1, bf16 [4864, 896]        33-35 GB/s (0.87-0.96)
+//                                     bf16 [151936, 896]      37-40 GB/s (0.98-1.0)
+//                                     f32 [4864, 896]         33-35 GB/s (0.88-0.96)
+//                               m=4,  bf16 [4864, 896]        26-27 GB/s (0.68-0.75)
+//   GEMV kernels, AVX2, m=1, bf16 [4864, 896] / [151936, 896] 28-32 / 32-36 GB/s (0.83-1.0)
 //
-// oneDNN also needs x converted to bf16 first (it has no f32 x bf16 kernel), and its decode
-// speed depends on the shape in ways that are hard to predict (the n=2688 case), so calls with
-// m <= kGemvMaxM use the hand-written GEMV kernels (cpu_kernels.h), threaded over output rows with
-// the kernel pool, f32 x with exact bf16 -> f32 widening. Larger m (prefill) is compute-bound and
-// goes to oneDNN's brgemm kernels.
+// oneDNN also multiplies only like types, so x would first be rounded to bf16, where the GEMV
+// kernels widen bf16 weights exactly and keep x in f32. So calls with m <= kGemvMaxM use the
+// GEMV kernels (cpu_kernels.h), threaded over output rows with the kernel pool; larger m
+// (prefill) is compute-bound and goes to oneDNN's brgemm kernels through split_matmul.
 #include "kernels/cpu/cpu_gemm.h"
 
 #include <algorithm>
@@ -93,7 +99,6 @@ void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, 
   struct Work {
     GemvArgs args;
     GemvFn fn;
-    int64_t n;
   } work;
   float* packed = packed_x_.get<float>(static_cast<size_t>(m * gemv_x_stride(k)));
   const bool bf16 = dtype == DType::kBF16;
@@ -103,13 +108,9 @@ void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, 
   work.fn = dtype == DType::kF32 ? kernels_->gemv_f32
             : bf16               ? kernels_->gemv_bf16
                                  : kernels_->gemv_f16;
-  work.n = n;
-  // Chunks are groups of 4 rows so that the kernels' 4-row blocks are never split.
   const int64_t row_bytes = k * static_cast<int64_t>(dtype_size(dtype));
-  const int64_t min_groups = std::max<int64_t>(1, kGemvChunkBytes / (4 * row_bytes));
-  pool_->parallel_for((n + 3) / 4, min_groups, [&work](int64_t begin, int64_t end) {
-    work.fn(work.args, begin * 4, std::min(work.n, end * 4));
-  });
+  pool_->parallel_for(n, std::max<int64_t>(1, kGemvChunkBytes / row_bytes),
+                      [&work](int64_t begin, int64_t end) { work.fn(work.args, begin, end); });
 }
 
 void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,

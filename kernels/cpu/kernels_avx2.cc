@@ -277,104 +277,114 @@ void widen_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 // --- GEMV ---------------------------------------------------------------------------------------
 //
-// As in the AVX-512 path: R weight rows share each load of x, M * R accumulators stay in the 16
-// ymm registers (R = 4 for M <= 2, else 2).
+// As in the AVX-512 path: one weight row at a time (a single linear stream for the prefetcher),
+// U independent accumulators per row of x to hide FMA latency (U independent of m, so results
+// are batch-invariant within this path), x read from L1.
 
 int64_t padded(int64_t k) { return (k + kGemvBlock - 1) / kGemvBlock * kGemvBlock; }
 
-void store_results(const GemvArgs& a, int64_t r0, int m, int rows, const __m256* acc) {
-  for (int i = 0; i < m; ++i) {
-    for (int rr = 0; rr < rows; ++rr) {
-      const float b = a.bias != nullptr ? a.bias[r0 + rr] : 0.0f;
-      a.y[i * a.ldy + r0 + rr] = hsum(acc[i * rows + rr]) + b;
-    }
+template <int M, int U>
+void store_row(const GemvArgs& a, int64_t r, __m256 (&acc)[U][M]) {
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    __m256 sum = acc[0][i];
+#pragma GCC unroll 4
+    for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[u][i]);
+    a.y[i * a.ldy + r] = hsum(sum) + (a.bias != nullptr ? a.bias[r] : 0.0f);
   }
 }
 
 // f32 and f16 weights against plainly packed x, 8 elements per step.
-template <int M, int R, class W>
-void gemv_block_plain(const GemvArgs& a, int64_t r0) {
+template <int M, class W>
+void gemv_row_plain(const GemvArgs& a, int64_t r) {
+  constexpr int U = 2;  // not a function of M: see the section comment
   const int64_t xs = padded(a.k);
-  const typename W::T* w = static_cast<const typename W::T*>(a.w) + r0 * a.k;
-  __m256 acc[M * R];
-#pragma GCC unroll 16
-  for (int t = 0; t < M * R; ++t) acc[t] = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + kLanes <= a.k; j += kLanes) {
-    __m256 wv[R];
+  const typename W::T* w = static_cast<const typename W::T*>(a.w) + r * a.k;
+  __m256 acc[U][M];
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) wv[rr] = W::load(w + rr * a.k + j);
+  for (int u = 0; u < U; ++u) {
 #pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      const __m256 xv = _mm256_loadu_ps(a.x + i * xs + j);
-#pragma GCC unroll 4
-      for (int rr = 0; rr < R; ++rr) acc[i * R + rr] = _mm256_fmadd_ps(wv[rr], xv, acc[i * R + rr]);
-    }
+    for (int i = 0; i < M; ++i) acc[u][i] = _mm256_setzero_ps();
   }
-  if (j < a.k) {
+  int64_t j = 0;
+  for (; j + U * kLanes <= a.k; j += U * kLanes) {
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) {
-      const __m256 wv = W::load_head(w + rr * a.k + j, a.k - j);
+    for (int u = 0; u < U; ++u) {
+      const __m256 wv = W::load(w + j + u * kLanes);
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) {
-        acc[i * R + rr] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a.x + i * xs + j), acc[i * R + rr]);
+        acc[u][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a.x + i * xs + j + u * kLanes), acc[u][i]);
       }
     }
   }
-  store_results(a, r0, M, R, acc);
+  for (; j < a.k; j += kLanes) {
+    const __m256 wv = a.k - j >= kLanes ? W::load(w + j) : W::load_head(w + j, a.k - j);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      acc[0][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a.x + i * xs + j), acc[0][i]);
+    }
+  }
+  store_row<M, U>(a, r, acc);
 }
 
 // bf16 weights, 16 per step, split into even and odd elements by a shift and a mask (x is
-// packed as 8 even then 8 odd elements per 16-block by pack_x_bf16).
-template <int M, int R>
-void gemv_block_bf16(const GemvArgs& a, int64_t r0) {
+// packed as 8 even then 8 odd elements per 16-block by pack_x_bf16), each into its own
+// accumulator.
+template <int M>
+void gemv_row_bf16(const GemvArgs& a, int64_t r) {
+  constexpr int U = 1;  // not a function of M: see the section comment
   const int64_t xs = padded(a.k);
-  const uint16_t* w = static_cast<const uint16_t*>(a.w) + r0 * a.k;
+  const uint16_t* w = static_cast<const uint16_t*>(a.w) + r * a.k;
   const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  __m256 acc[M * R];
-#pragma GCC unroll 16
-  for (int t = 0; t < M * R; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < a.k; j += 2 * kLanes) {
-    const int64_t left = a.k - j;
-    __m256 even[R], odd[R];
+  __m256 even[U][M], odd[U][M];
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) {
-      const uint16_t* p = w + rr * a.k + j;
-      __m256i v;
-      if (left >= 2 * kLanes) {
-        v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-      } else {
-        alignas(32) uint16_t tmp[2 * kLanes] = {};
-        for (int64_t t = 0; t < left; ++t) tmp[t] = p[t];
-        v = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
-      }
-      even[rr] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-      odd[rr] = _mm256_castsi256_ps(_mm256_and_si256(v, hi_mask));
-    }
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) even[u][i] = odd[u][i] = _mm256_setzero_ps();
+  }
+  const auto step = [&](int u, int64_t j, __m256i v) {
+    const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, hi_mask));
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) {
-      const __m256 xe = _mm256_loadu_ps(a.x + i * xs + j);
-      const __m256 xo = _mm256_loadu_ps(a.x + i * xs + j + kLanes);
+      even[u][i] = _mm256_fmadd_ps(we, _mm256_loadu_ps(a.x + i * xs + j), even[u][i]);
+      odd[u][i] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(a.x + i * xs + j + kLanes), odd[u][i]);
+    }
+  };
+  int64_t j = 0;
+  for (; j + U * 2 * kLanes <= a.k; j += U * 2 * kLanes) {
 #pragma GCC unroll 4
-      for (int rr = 0; rr < R; ++rr) {
-        acc[i * R + rr] = _mm256_fmadd_ps(even[rr], xe, acc[i * R + rr]);
-        acc[i * R + rr] = _mm256_fmadd_ps(odd[rr], xo, acc[i * R + rr]);
-      }
+    for (int u = 0; u < U; ++u) {
+      step(u, j + u * 2 * kLanes,
+           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j + u * 2 * kLanes)));
     }
   }
-  store_results(a, r0, M, R, acc);
+  for (; j < a.k; j += 2 * kLanes) {
+    const int64_t left = a.k - j;
+    if (left >= 2 * kLanes) {
+      step(0, j, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j)));
+    } else {
+      alignas(32) uint16_t tmp[2 * kLanes] = {};
+      for (int64_t t = 0; t < left; ++t) tmp[t] = w[j + t];
+      step(0, j, _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp)));
+    }
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) even[u][i] = _mm256_add_ps(even[u][i], odd[u][i]);
+  }
+  store_row<M, U>(a, r, even);
 }
 
 template <int M, class W>
 void gemv_rows(const GemvArgs& a, int64_t r_begin, int64_t r_end) {
-  constexpr int R = M <= 2 ? 4 : 2;
-  int64_t r = r_begin;
-  if constexpr (W::kBf16) {
-    for (; r + R <= r_end; r += R) gemv_block_bf16<M, R>(a, r);
-    for (; r < r_end; ++r) gemv_block_bf16<M, 1>(a, r);
-  } else {
-    for (; r + R <= r_end; r += R) gemv_block_plain<M, R, W>(a, r);
-    for (; r < r_end; ++r) gemv_block_plain<M, 1, W>(a, r);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    if constexpr (W::kBf16) {
+      gemv_row_bf16<M>(a, r);
+    } else {
+      gemv_row_plain<M, W>(a, r);
+    }
   }
 }
 

@@ -270,100 +270,114 @@ void widen_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 // --- GEMV ---------------------------------------------------------------------------------------
 //
-// Decode (m <= 4) is memory-bound: each weight row is read once and dotted with every row of x.
-// R weight rows are processed together so that each load of x serves R rows; M * R accumulators
-// stay in registers (M * R <= 16 of the 32 zmm registers).
+// Decode (m <= 4) is memory-bound: each weight row is read once and dotted with every row of x
+// (x stays in L1). Rows are walked one at a time, so the weights are read as one linear stream,
+// which the hardware prefetcher follows best: interleaving 4 rows (1.8 KB apart for k = 896
+// bf16) measured 15-25% slower from DRAM. U independent accumulators per row of x keep enough
+// FMAs in flight to hide their latency. U does not depend on m, so y[i, r] is summed in the same
+// order whatever the other rows of x are: results are batch-invariant within this path.
 
 int64_t padded(int64_t k) { return (k + kGemvBlock - 1) / kGemvBlock * kGemvBlock; }
 
-void store_results(const GemvArgs& a, int64_t r0, int m, int rows, const __m512* acc) {
-  for (int i = 0; i < m; ++i) {
-    for (int rr = 0; rr < rows; ++rr) {
-      const float b = a.bias != nullptr ? a.bias[r0 + rr] : 0.0f;
-      a.y[i * a.ldy + r0 + rr] = hsum(acc[i * rows + rr]) + b;
-    }
+template <int M, int U>
+void store_row(const GemvArgs& a, int64_t r, __m512 (&acc)[U][M]) {
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    __m512 sum = acc[0][i];
+#pragma GCC unroll 4
+    for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][i]);
+    a.y[i * a.ldy + r] = hsum(sum) + (a.bias != nullptr ? a.bias[r] : 0.0f);
   }
 }
 
 // f32 and f16 weights against plainly packed x, 16 elements per step.
-template <int M, int R, class W>
-void gemv_block_plain(const GemvArgs& a, int64_t r0) {
+template <int M, class W>
+void gemv_row_plain(const GemvArgs& a, int64_t r) {
+  constexpr int U = 2;  // not a function of M: see the section comment
   const int64_t xs = padded(a.k);
-  const typename W::T* w = static_cast<const typename W::T*>(a.w) + r0 * a.k;
-  __m512 acc[M * R];
-#pragma GCC unroll 16
-  for (int t = 0; t < M * R; ++t) acc[t] = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + kLanes <= a.k; j += kLanes) {
-    __m512 wv[R];
+  const typename W::T* w = static_cast<const typename W::T*>(a.w) + r * a.k;
+  __m512 acc[U][M];
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) wv[rr] = W::load(w + rr * a.k + j);
+  for (int u = 0; u < U; ++u) {
 #pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      const __m512 xv = _mm512_loadu_ps(a.x + i * xs + j);
-#pragma GCC unroll 4
-      for (int rr = 0; rr < R; ++rr) acc[i * R + rr] = _mm512_fmadd_ps(wv[rr], xv, acc[i * R + rr]);
-    }
+    for (int i = 0; i < M; ++i) acc[u][i] = _mm512_setzero_ps();
   }
-  if (j < a.k) {
+  int64_t j = 0;
+  for (; j + U * kLanes <= a.k; j += U * kLanes) {
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) {
-      const __m512 wv = W::load_head(w + rr * a.k + j, a.k - j);
+    for (int u = 0; u < U; ++u) {
+      const __m512 wv = W::load(w + j + u * kLanes);
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) {
-        acc[i * R + rr] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(a.x + i * xs + j), acc[i * R + rr]);
+        acc[u][i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(a.x + i * xs + j + u * kLanes), acc[u][i]);
       }
     }
   }
-  store_results(a, r0, M, R, acc);
+  for (; j < a.k; j += kLanes) {
+    const __m512 wv = a.k - j >= kLanes ? W::load(w + j) : W::load_head(w + j, a.k - j);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      acc[0][i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(a.x + i * xs + j), acc[0][i]);
+    }
+  }
+  store_row<M, U>(a, r, acc);
 }
 
 // bf16 weights, 32 per step: the low halves of 32-bit lanes (even elements) become f32 by a
 // shift and the high halves (odd elements) by a mask, so x is packed as 16 even then 16 odd
-// elements per 32-block (pack_x_bf16) and no shuffle is needed.
-template <int M, int R>
-void gemv_block_bf16(const GemvArgs& a, int64_t r0) {
+// elements per 32-block (pack_x_bf16) and no shuffle is needed. Even and odd products go to
+// separate accumulators.
+template <int M>
+void gemv_row_bf16(const GemvArgs& a, int64_t r) {
+  constexpr int U = 2;  // not a function of M: see the section comment
   const int64_t xs = padded(a.k);
-  const uint16_t* w = static_cast<const uint16_t*>(a.w) + r0 * a.k;
+  const uint16_t* w = static_cast<const uint16_t*>(a.w) + r * a.k;
   const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  __m512 acc[M * R];
-#pragma GCC unroll 16
-  for (int t = 0; t < M * R; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < a.k; j += 2 * kLanes) {
-    const int64_t left = a.k - j;
-    __m512 even[R], odd[R];
+  __m512 even[U][M], odd[U][M];
 #pragma GCC unroll 4
-    for (int rr = 0; rr < R; ++rr) {
-      const __m512i v = left >= 2 * kLanes ? _mm512_loadu_si512(w + rr * a.k + j)
-                                           : _mm512_maskz_loadu_epi16(
-                                                 static_cast<__mmask32>((uint64_t{1} << left) - 1u),
-                                                 w + rr * a.k + j);
-      even[rr] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-      odd[rr] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
-    }
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) even[u][i] = odd[u][i] = _mm512_setzero_ps();
+  }
+  const auto step = [&](int u, int64_t j, __m512i v) {
+    const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) {
-      const __m512 xe = _mm512_loadu_ps(a.x + i * xs + j);
-      const __m512 xo = _mm512_loadu_ps(a.x + i * xs + j + kLanes);
+      even[u][i] = _mm512_fmadd_ps(we, _mm512_loadu_ps(a.x + i * xs + j), even[u][i]);
+      odd[u][i] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(a.x + i * xs + j + kLanes), odd[u][i]);
+    }
+  };
+  int64_t j = 0;
+  for (; j + U * 2 * kLanes <= a.k; j += U * 2 * kLanes) {
 #pragma GCC unroll 4
-      for (int rr = 0; rr < R; ++rr) {
-        acc[i * R + rr] = _mm512_fmadd_ps(even[rr], xe, acc[i * R + rr]);
-        acc[i * R + rr] = _mm512_fmadd_ps(odd[rr], xo, acc[i * R + rr]);
-      }
+    for (int u = 0; u < U; ++u) {
+      step(u, j + u * 2 * kLanes, _mm512_loadu_si512(w + j + u * 2 * kLanes));
     }
   }
-  store_results(a, r0, M, R, acc);
+  for (; j < a.k; j += 2 * kLanes) {
+    const int64_t left = a.k - j;
+    step(0, j,
+         left >= 2 * kLanes
+             ? _mm512_loadu_si512(w + j)
+             : _mm512_maskz_loadu_epi16(static_cast<__mmask32>((uint64_t{1} << left) - 1u), w + j));
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) even[u][i] = _mm512_add_ps(even[u][i], odd[u][i]);
+  }
+  store_row<M, U>(a, r, even);
 }
 
 template <int M, class W>
 void gemv_rows(const GemvArgs& a, int64_t r_begin, int64_t r_end) {
-  int64_t r = r_begin;
-  if constexpr (W::kBf16) {
-    for (; r + 4 <= r_end; r += 4) gemv_block_bf16<M, 4>(a, r);
-    for (; r < r_end; ++r) gemv_block_bf16<M, 1>(a, r);
-  } else {
-    for (; r + 4 <= r_end; r += 4) gemv_block_plain<M, 4, W>(a, r);
-    for (; r < r_end; ++r) gemv_block_plain<M, 1, W>(a, r);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    if constexpr (W::kBf16) {
+      gemv_row_bf16<M>(a, r);
+    } else {
+      gemv_row_plain<M, W>(a, r);
+    }
   }
 }
 

@@ -10,29 +10,43 @@
 namespace tierserve {
 namespace {
 
-TEST(ThreadPoolTest, CoversEveryIndexOnce) {
-  Topology topology;
-  ThreadPool pool(3, &topology);
-  EXPECT_EQ(pool.num_threads(), 3);
-  for (int64_t n : {1, 2, 7, 100, 1001}) {
-    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
-    });
-    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << i;
+TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
+  for (int threads : {1, 2, 5}) {
+    ThreadPool pool(threads, nullptr);
+    EXPECT_EQ(pool.num_threads(), threads);
+    for (int64_t n : {0, 1, 7, 64, 1000, 4097}) {
+      for (int64_t min_chunk : {1, 3, 100}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> calls{0};
+        std::atomic<bool> small_chunk{false};
+        pool.parallel_for(n, min_chunk, [&](int64_t begin, int64_t end) {
+          ++calls;
+          // Only the last chunk may be shorter than min_chunk.
+          if (end - begin < min_chunk && end != n) small_chunk = true;
+          for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)]++;
+        });
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1)
+              << "index " << i << " n=" << n << " threads=" << threads;
+        }
+        EXPECT_EQ(calls.load() == 0, n == 0);
+        EXPECT_FALSE(small_chunk.load());
+      }
+    }
   }
 }
 
-TEST(ThreadPoolTest, RespectsMinChunkAndRepeats) {
-  ThreadPool pool(2, nullptr);
+TEST(ThreadPoolTest, PinnedPoolRunsManyLoops) {
+  Topology topology;
+  ThreadPool pool(0, &topology);
+  EXPECT_EQ(pool.num_threads(), topology.num_cores());
   std::atomic<int64_t> sum{0};
   for (int rep = 0; rep < 200; ++rep) {
-    pool.parallel_for(64, 16, [&](int64_t b, int64_t e) {
-      EXPECT_GE(e - b, 16);
-      for (int64_t i = b; i < e; ++i) sum += i;
+    pool.parallel_for(100, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sum += i;
     });
   }
-  EXPECT_EQ(sum.load(), 200 * (63 * 64 / 2));
+  EXPECT_EQ(sum.load(), 200 * 4950);
 }
 
 TEST(TopologyTest, HasCores) {

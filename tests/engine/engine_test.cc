@@ -144,3 +144,47 @@ TEST(EngineTest, ShapeDisagreeingWithConfigIsNamed) {
 
 }  // namespace
 }  // namespace tierserve
+
+namespace tierserve {
+namespace {
+
+TEST(EngineTest, StopsAtTheModelsEosUnlessIgnored) {
+  // Make the third greedy token the model's EOS through generation_config.json.
+  fs::path src = fs::path(TIERSERVE_FIXTURES_DIR) / "qwen2_f32";
+  auto engine = open_engine("qwen2_f32", LoadFormat::kAuto);
+  ASSERT_NE(engine, nullptr);
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.ignore_eos = true;
+  p.max_tokens = 6;
+  auto free_run = engine->generate({4, 8, 15, 16}, p);
+  ASSERT_TRUE(free_run.is_ok());
+  const int32_t eos = free_run.value().token_ids[2];
+  const auto& t = free_run.value().token_ids;
+  const size_t first = static_cast<size_t>(std::find(t.begin(), t.end(), eos) - t.begin());
+
+  fs::path dir = fs::temp_directory_path() / ("tierserve_eos_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(src, dir, fs::copy_options::recursive);
+  std::ofstream(dir / "generation_config.json")
+      << "{\"bos_token_id\": 1, \"eos_token_id\": [3, " << eos << "]}";
+  EngineOptions options;
+  options.max_model_len = 64;
+  auto eos_engine = LlmEngine::create(dir, options);
+  ASSERT_TRUE(eos_engine.is_ok()) << eos_engine.status().to_string();
+  p.ignore_eos = false;
+  auto stopped = eos_engine.value()->generate({4, 8, 15, 16}, p);
+  ASSERT_TRUE(stopped.is_ok());
+  EXPECT_EQ(stopped.value().token_ids.size(), first + 1);
+  EXPECT_EQ(stopped.value().token_ids.back(), eos);
+  EXPECT_EQ(stopped.value().finish_reason, "stop");
+  p.ignore_eos = true;
+  auto ignored = eos_engine.value()->generate({4, 8, 15, 16}, p);
+  ASSERT_TRUE(ignored.is_ok());
+  EXPECT_EQ(ignored.value().token_ids, t);
+  EXPECT_EQ(ignored.value().finish_reason, "length");
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tierserve

@@ -272,6 +272,36 @@ TEST_P(CpuKernelsTest, GemvMatchesDoubleForEveryDtypeAndRowCount) {
   }
 }
 
+// y[i, :] depends only on x[i, :]: the same bits whatever else is in the batch (DESIGN.md
+// invariant 1 for decode batches of up to kGemvMaxM rows).
+TEST_P(CpuKernelsTest, GemvRowsAreBatchInvariant) {
+  Random rng(18);
+  const int64_t n = 9, k = 203;
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const std::vector<float> x = rng.values(static_cast<size_t>(kGemvMaxM * k));
+    testing::TypedBuffer wbuf(testing::rounded(rng.values(static_cast<size_t>(n * k)), dtype),
+                              dtype);
+    const PackGemvXFn pack = dtype == DType::kBF16 ? k_->pack_gemv_x_bf16 : k_->pack_gemv_x;
+    const GemvFn fn = dtype == DType::kF32    ? k_->gemv_f32
+                      : dtype == DType::kBF16 ? k_->gemv_bf16
+                                              : k_->gemv_f16;
+    std::vector<float> packed(static_cast<size_t>(kGemvMaxM * gemv_x_stride(k)));
+    std::vector<float> batch = testing::poisoned(static_cast<size_t>(kGemvMaxM * n));
+    pack(x.data(), k, kGemvMaxM, k, packed.data());
+    fn(GemvArgs{packed.data(), kGemvMaxM, k, wbuf.data(), nullptr, batch.data(), n}, 0, n);
+    for (int32_t m = 1; m <= kGemvMaxM; ++m) {
+      for (int32_t first = 0; first + m <= kGemvMaxM; ++first) {
+        std::vector<float> part = testing::poisoned(static_cast<size_t>(m * n));
+        pack(x.data() + first * k, k, m, k, packed.data());
+        fn(GemvArgs{packed.data(), m, k, wbuf.data(), nullptr, part.data(), n}, 0, n);
+        ASSERT_EQ(std::memcmp(part.data(), batch.data() + first * n, part.size() * sizeof(float)),
+                  0)
+            << dtype_name(dtype) << ": rows " << first << ".." << first + m - 1;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, CpuKernelsTest, ::testing::ValuesIn(testing::all_isas()),
                          testing::isa_param_name);
 
