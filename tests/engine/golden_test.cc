@@ -48,6 +48,7 @@ std::vector<std::string> golden_names() {
 }
 
 bool is_bf16(const Golden& g) { return g.dtype == "bf16" || g.dtype == "bfloat16"; }
+bool is_f16(const Golden& g) { return g.dtype == "f16" || g.dtype == "float16"; }
 
 float max_abs(const std::vector<float>& v) {
   float m = 0;
@@ -61,8 +62,14 @@ int32_t argmax(const std::vector<float>& v) {
 
 // Relative tolerances on logits (max |ours - reference| / max |reference|). f32 follows the
 // issue's bound; bf16 models differ from Hugging Face's bf16 arithmetic because this engine keeps
-// activations in f32 (Hugging Face rounds every activation to bf16).
-double logit_tolerance(const Golden& g) { return is_bf16(g) ? 4e-2 : 1e-4; }
+// activations in f32 (Hugging Face rounds every activation to bf16). f16 models are referenced in
+// f32 over their f16 weights (PyTorch has no f16 matmul on the CPU) while this engine stores K and
+// V in f16, as Hugging Face does: one f16 rounding (2^-11) of K and V.
+double logit_tolerance(const Golden& g) {
+  if (is_bf16(g)) return 4e-2;
+  if (is_f16(g)) return 2e-3;
+  return 1e-4;
+}
 // A top-1 margin is "clear" when the tolerance could not flip it: each of the two logits may move
 // by tolerance x max |logit|.
 bool clear_margin(const Golden& g, size_t step) {
@@ -149,9 +156,10 @@ TEST_P(GoldenTest, ChunkingAndBlockSizeDoNotChangeLogits) {
   auto a = score(*whole, 0);
   auto b = score(*small_blocks, 5);  // prompt in chunks of 5 over blocks of 4 tokens
   ASSERT_EQ(a.size(), b.size());
-  // f32 differs only by summation order. In bf16 the activations entering each GEMM are rounded
-  // to bf16, so a different order can flip a rounding and the difference is of that order.
-  const double tolerance = is_bf16(golden_) ? 1e-2 : 1e-5;
+  // f32 differs only by summation order. In bf16 (f16) the activations entering each GEMM (the
+  // stored K/V) are rounded, so a different order can flip a rounding; the difference is of
+  // that order.
+  const double tolerance = is_bf16(golden_) ? 1e-2 : is_f16(golden_) ? 1e-3 : 1e-5;
   for (size_t s = 0; s < a.size(); ++s) {
     double err = 0;
     for (size_t i = 0; i < a[s].size(); ++i) {
