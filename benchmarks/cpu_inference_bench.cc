@@ -2,8 +2,9 @@
 // next to its physical bound:
 // - decode tokens/s vs the memory-bandwidth bound: read bandwidth (measured here, same threads)
 //   divided by the weight bytes one decode step reads;
-// - prefill tokens/s vs the same memory bound and vs a compute bound: 2 x parameters FLOPs per
-//   token at the GEMM throughput measured here on a large bf16 GEMM through the backend.
+// - prefill tokens/s vs the same memory bound and vs a compute bound: 2 x decoder parameters
+//   FLOPs per token at the GEMM throughput measured here on a large bf16 GEMM through the backend
+//   (attention FLOPs are not counted, so the ratio slightly understates efficiency).
 // Medians over repeated runs. Usage:
 //   cpu_inference_bench MODEL_DIR [--threads N] [--repeats R] [--decode-tokens N]
 //                       [--prefill-tokens N] [--markdown FILE]
@@ -122,7 +123,11 @@ int run(const Args& a) {
   const uint64_t embed_bytes = static_cast<uint64_t>(c.vocab_size) * c.hidden_size * elem;
   uint64_t step_bytes = engine.weight_bytes() - embed_bytes;
   if (c.tie_word_embeddings) step_bytes += embed_bytes;
-  const double params = static_cast<double>(engine.weight_bytes()) / static_cast<double>(elem);
+  // Prefill multiplies every token by every decoder weight; the embedding is a lookup and the
+  // lm_head runs for the last token only.
+  uint64_t decoder_bytes = engine.weight_bytes() - embed_bytes;
+  if (!c.tie_word_embeddings) decoder_bytes -= embed_bytes;
+  const double decoder_params = static_cast<double>(decoder_bytes) / static_cast<double>(elem);
 
   std::fprintf(stderr, "measuring read bandwidth and GEMM throughput...\n");
   const double bandwidth = measure_read_bandwidth(threads, a.repeats);
@@ -162,7 +167,7 @@ int run(const Args& a) {
   const double decode = median(decode_rates), prefill = median(prefill_rates);
   const double decode_bound = bandwidth / static_cast<double>(step_bytes);
   const double prefill_mem_bound = decode_bound * a.prefill_tokens;
-  const double prefill_compute_bound = gemm_flops / (2.0 * params);
+  const double prefill_compute_bound = gemm_flops / (2.0 * decoder_params);
 
   char table[4096];
   std::snprintf(table, sizeof(table),

@@ -21,10 +21,23 @@ ThreadPool::ThreadPool(int num_threads, const Topology* topology) {
   }
 }
 
+namespace {
+
+// Iterations of a pause loop before a thread blocks (a few hundred microseconds).
+constexpr int kSpinIterations = 1 << 14;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (std::thread& t : workers_) t.join();
@@ -43,16 +56,22 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop(int /*index*/) {
   uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    for (int spins = 0; g == seen && !stop_.load(std::memory_order_relaxed); ++spins) {
+      if (spins < kSpinIterations) {
+        cpu_relax();
+      } else {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+      }
+      g = generation_.load(std::memory_order_acquire);
     }
+    if (stop_.load()) return;
+    seen = g;
     run_chunks();
-    {
+    if (pending_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_workers_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }
@@ -67,19 +86,25 @@ void ThreadPool::parallel_for(int64_t n, int64_t min_chunk,
   }
   // About four chunks per thread balances uneven work without much scheduling overhead.
   int64_t chunk = std::max(min_chunk, (n + 4 * num_threads_ - 1) / (4 * num_threads_));
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  next_chunk_.store(0, std::memory_order_relaxed);
+  pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    next_chunk_.store(0, std::memory_order_relaxed);
-    pending_workers_ = static_cast<int>(workers_.size());
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   run_chunks();
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_workers_ == 0; });
+  for (int spins = 0; pending_workers_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations) {
+      cpu_relax();
+    } else {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return pending_workers_.load() == 0; });
+    }
+  }
   fn_ = nullptr;
 }
 

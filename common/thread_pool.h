@@ -37,17 +37,19 @@ class ThreadPool {
 
   int num_threads_;
   std::vector<std::thread> workers_;
+  // Workers and the caller spin briefly before sleeping on the condition variables: a decode step
+  // issues hundreds of short loops, and a futex wake-up per loop costs more than the loop.
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  uint64_t generation_ = 0;  // bumped per loop, guarded by mutex_
-  bool stop_ = false;
-  // The current loop, valid while a parallel_for is in progress.
+  std::atomic<uint64_t> generation_{0};  // bumped per loop (under mutex_, for sleepers)
+  std::atomic<bool> stop_{false};
+  // The current loop, published by the release increment of generation_.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 0;
   std::atomic<int64_t> next_chunk_{0};
-  int pending_workers_ = 0;  // guarded by mutex_
+  std::atomic<int> pending_workers_{0};  // workers still inside the current loop
 };
 
 }  // namespace tierserve
