@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "common/check.h"
+#include "common/file.h"
 
 namespace tierserve {
 namespace {
@@ -332,15 +333,6 @@ Status parse_dtype_field(const json& root, const std::string& file, ModelConfig*
   }
   config->dtype = dtype;
   return Status::ok();
-}
-
-Result<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return io_error(path.string() + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return io_error(path.string() + ": read failed");
-  return text.str();
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "engine/model_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -38,27 +39,21 @@ uint64_t next_random(uint64_t& state) {
 }
 
 // Fills `n` elements of `dtype` at `dst`: 1.0 for norm weights, else uniform with the standard
-// deviation of N(0, 0.02) (uniform(-a, a) has std a / sqrt(3)).
+// deviation of N(0, 0.02) (uniform(-a, a) has std a / sqrt(3)). Works in f32 chunks converted to
+// the target dtype.
 void fill_dummy(void* dst, DType dtype, int64_t n, bool is_norm, uint64_t seed) {
   uint64_t state = seed;
   const float a = 0.02f * std::sqrt(3.0f);
-  for (int64_t i = 0; i < n; ++i) {
-    float v = 1.0f;
-    if (!is_norm) {
+  constexpr int64_t kChunk = 4096;
+  float buf[kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t len = std::min(kChunk, n - begin);
+    for (int64_t i = 0; i < len; ++i) {
       float u = static_cast<float>(next_random(state) >> 40) * (1.0f / 16777216.0f);
-      v = (2.0f * u - 1.0f) * a;
+      buf[i] = is_norm ? 1.0f : (2.0f * u - 1.0f) * a;
     }
-    switch (dtype) {
-      case DType::kF32:
-        static_cast<float*>(dst)[i] = v;
-        break;
-      case DType::kBF16:
-        static_cast<uint16_t*>(dst)[i] = f32_to_bf16(v);
-        break;
-      default:
-        static_cast<uint16_t*>(dst)[i] = f32_to_f16(v);
-        break;
-    }
+    convert(buf, DType::kF32, static_cast<char*>(dst) + begin * dtype_size(dtype), dtype,
+            static_cast<size_t>(len));
   }
 }
 

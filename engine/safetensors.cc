@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/file.h"
 
 namespace tierserve {
 namespace {
@@ -346,15 +347,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Result<std::string> read_text_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return io_error(path.string() + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return io_error(path.string() + ": read failed");
-  return text.str();
-}
-
 // A shard name from an index must stay inside the model directory.
 bool is_safe_relative(const fs::path& path) {
   if (path.empty() || path.is_absolute()) return false;
@@ -367,7 +359,7 @@ bool is_safe_relative(const fs::path& path) {
 // weight_map of model.safetensors.index.json, grouped by shard: shard -> tensor names.
 Result<std::map<std::string, std::vector<std::string>>> read_index(const fs::path& index_path) {
   const std::string index = index_path.string();
-  TS_ASSIGN_OR_RETURN(std::string text, read_text_file(index_path));
+  TS_ASSIGN_OR_RETURN(std::string text, read_file(index_path));
   json root;
   try {
     root = json::parse(text);

@@ -12,6 +12,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A private copy of a fixture model directory (or of its config.json alone), removed at scope
+// exit even when an assertion fails.
+class FixtureCopy {
+ public:
+  FixtureCopy(const std::string& model, const std::string& tag, bool config_only = false)
+      : dir_(fs::temp_directory_path() / ("tierserve_" + tag + "_" + std::to_string(::getpid()))) {
+    const fs::path src = fs::path(TIERSERVE_FIXTURES_DIR) / model;
+    fs::remove_all(dir_);
+    if (config_only) {
+      fs::create_directories(dir_);
+      fs::copy_file(src / "config.json", dir_ / "config.json");
+    } else {
+      fs::copy(src, dir_, fs::copy_options::recursive);
+    }
+  }
+  ~FixtureCopy() { fs::remove_all(dir_); }
+  const fs::path& path() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
+
 std::unique_ptr<LlmEngine> open_engine(const std::string& model, LoadFormat format,
                                        int32_t max_model_len = 128) {
   EngineOptions options;
@@ -88,10 +110,8 @@ TEST(EngineTest, SeededSamplingIsReproducible) {
 
 TEST(EngineTest, DummyWeightsNeedOnlyTheConfig) {
   // A directory holding config.json alone loads with --load-format dummy.
-  fs::path dir = fs::temp_directory_path() / ("tierserve_dummy_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  fs::copy_file(fs::path(TIERSERVE_FIXTURES_DIR) / "qwen3_bf16" / "config.json",
-                dir / "config.json", fs::copy_options::overwrite_existing);
+  FixtureCopy copy("qwen3_bf16", "dummy", /*config_only=*/true);
+  const fs::path& dir = copy.path();
   EngineOptions options;
   options.max_model_len = 64;
   options.load_format = LoadFormat::kDummy;
@@ -107,20 +127,11 @@ TEST(EngineTest, DummyWeightsNeedOnlyTheConfig) {
   options.load_format = LoadFormat::kAuto;
   auto missing = LlmEngine::create(dir, options);
   EXPECT_FALSE(missing.is_ok());
-  fs::remove_all(dir);
 }
 
-}  // namespace
-}  // namespace tierserve
-
-namespace tierserve {
-namespace {
-
 TEST(EngineTest, ShapeDisagreeingWithConfigIsNamed) {
-  fs::path src = fs::path(TIERSERVE_FIXTURES_DIR) / "llama_gqa_f32";
-  fs::path dir = fs::temp_directory_path() / ("tierserve_shape_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::copy(src, dir, fs::copy_options::recursive);
+  FixtureCopy copy("llama_gqa_f32", "shape");
+  const fs::path& dir = copy.path();
   std::ifstream in(dir / "config.json");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   in.close();
@@ -139,18 +150,10 @@ TEST(EngineTest, ShapeDisagreeingWithConfigIsNamed) {
             std::string::npos)
       << msg;
   EXPECT_NE(msg.find("expected [96, "), std::string::npos) << msg;
-  fs::remove_all(dir);
 }
-
-}  // namespace
-}  // namespace tierserve
-
-namespace tierserve {
-namespace {
 
 TEST(EngineTest, StopsAtTheModelsEosUnlessIgnored) {
   // Make the third greedy token the model's EOS through generation_config.json.
-  fs::path src = fs::path(TIERSERVE_FIXTURES_DIR) / "qwen2_f32";
   auto engine = open_engine("qwen2_f32", LoadFormat::kAuto);
   ASSERT_NE(engine, nullptr);
   SamplingParams p;
@@ -163,9 +166,8 @@ TEST(EngineTest, StopsAtTheModelsEosUnlessIgnored) {
   const auto& t = free_run.value().token_ids;
   const size_t first = static_cast<size_t>(std::find(t.begin(), t.end(), eos) - t.begin());
 
-  fs::path dir = fs::temp_directory_path() / ("tierserve_eos_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::copy(src, dir, fs::copy_options::recursive);
+  FixtureCopy copy("qwen2_f32", "eos");
+  const fs::path& dir = copy.path();
   std::ofstream(dir / "generation_config.json")
       << "{\"bos_token_id\": 1, \"eos_token_id\": [3, " << eos << "]}";
   EngineOptions options;
@@ -183,7 +185,6 @@ TEST(EngineTest, StopsAtTheModelsEosUnlessIgnored) {
   ASSERT_TRUE(ignored.is_ok());
   EXPECT_EQ(ignored.value().token_ids, t);
   EXPECT_EQ(ignored.value().finish_reason, "length");
-  fs::remove_all(dir);
 }
 
 }  // namespace
