@@ -1,0 +1,99 @@
+#include "engine/detokenizer.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+
+namespace tierserve {
+namespace {
+
+// Prompt tokens kept as decode context, as vLLM does: enough for the leading-space rule.
+constexpr size_t kContextTokens = 5;
+
+bool ends_with_replacement_char(const std::string& s) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;
+}
+
+}  // namespace
+
+StreamingDetokenizer::StreamingDetokenizer(DecodeFn decode, const std::vector<int32_t>& prompt,
+                                           std::vector<std::string> stop_strings)
+    : decode_(std::move(decode)), stop_strings_(std::move(stop_strings)) {
+  for (const std::string& s : stop_strings_) TS_CHECK(!s.empty()) << "empty stop string";
+  const size_t context = std::min(prompt.size(), kContextTokens);
+  ids_.assign(prompt.end() - static_cast<std::ptrdiff_t>(context), prompt.end());
+  prefix_offset_ = 0;
+  read_offset_ = ids_.size();
+}
+
+std::string StreamingDetokenizer::add(int32_t token) {
+  if (stopped_) return "";
+  ids_.push_back(token);
+  const std::string prefix = decode_(ids_, prefix_offset_, read_offset_);
+  const std::string full = decode_(ids_, prefix_offset_, ids_.size());
+  if (full.size() > prefix.size() && !ends_with_replacement_char(full) &&
+      full.compare(0, prefix.size(), prefix) == 0) {
+    text_.append(full, prefix.size(), std::string::npos);
+    prefix_offset_ = read_offset_;
+    read_offset_ = ids_.size();
+  } else if (full.size() > prefix.size() && !ends_with_replacement_char(full)) {
+    // The window's text changed before its end (rare normalisation effects): take the new tail
+    // relative to the longest common prefix.
+    size_t common = 0;
+    while (common < prefix.size() && prefix[common] == full[common]) ++common;
+    text_.append(full, common, std::string::npos);
+    prefix_offset_ = read_offset_;
+    read_offset_ = ids_.size();
+  }
+  return release();
+}
+
+std::string StreamingDetokenizer::release() {
+  // A stop string anywhere in the text not yet emitted (it may begin in held-back text).
+  size_t max_stop = 0;
+  for (const std::string& s : stop_strings_) max_stop = std::max(max_stop, s.size());
+  const size_t search_from = emitted_ >= max_stop ? emitted_ - max_stop + 1 : 0;
+  size_t stop_at = std::string::npos;
+  for (const std::string& s : stop_strings_) {
+    size_t pos = text_.find(s, search_from);
+    if (pos != std::string::npos && pos >= emitted_) stop_at = std::min(stop_at, pos);
+  }
+  if (stop_at != std::string::npos) {
+    text_.resize(stop_at);
+    stopped_ = true;
+    std::string out = text_.substr(emitted_);
+    emitted_ = text_.size();
+    return out;
+  }
+  // Hold back the longest suffix that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const std::string& s : stop_strings_) {
+    for (size_t len = std::min(s.size() - 1, text_.size() - emitted_); len > hold; --len) {
+      if (text_.compare(text_.size() - len, len, s, 0, len) == 0) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  const size_t end = text_.size() - hold;
+  std::string out = text_.substr(emitted_, end - emitted_);
+  emitted_ = end;
+  return out;
+}
+
+std::string StreamingDetokenizer::finish() {
+  if (stopped_) return "";
+  // An undecodable tail (partial UTF-8) is emitted as decode gives it.
+  if (read_offset_ < ids_.size()) {
+    const std::string prefix = decode_(ids_, prefix_offset_, read_offset_);
+    const std::string full = decode_(ids_, prefix_offset_, ids_.size());
+    if (full.size() > prefix.size()) text_.append(full, prefix.size(), std::string::npos);
+    read_offset_ = ids_.size();
+  }
+  std::string out = text_.substr(emitted_);
+  emitted_ = text_.size();
+  return out;
+}
+
+}  // namespace tierserve
