@@ -8,6 +8,8 @@
 namespace tierserve {
 
 Result<std::string> read_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return io_error(path.string() + ": is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) return io_error(path.string() + ": cannot open: " + std::strerror(errno));
   std::ostringstream text;

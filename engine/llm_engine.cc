@@ -38,7 +38,21 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   e->options_ = options;
   TS_ASSIGN_OR_RETURN(e->config_, load_model_config(model_dir, &e->generation_defaults_));
   const ModelConfig& c = e->config_;
+  if (options.max_model_len > c.max_position_embeddings) {
+    return invalid_argument("--max-model-len " + std::to_string(options.max_model_len) +
+                            " exceeds the model's context length (max_position_embeddings " +
+                            std::to_string(c.max_position_embeddings) + " in " +
+                            (model_dir / "config.json").string() + ")");
+  }
+  for (int32_t eos : c.eos_token_ids) {
+    if (eos >= c.vocab_size) {
+      return invalid_argument(model_dir.string() + ": EOS token id " + std::to_string(eos) +
+                              " is outside the vocabulary [0, " + std::to_string(c.vocab_size) +
+                              ") (generation_config.json or config.json)");
+    }
+  }
   e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+  e->seed_rng_.seed(options.seed);
   if (e->max_model_len_ <= 0) {
     return invalid_argument(model_dir.string() +
                             "/config.json: no max_position_embeddings; pass --max-model-len");
@@ -53,7 +67,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   layout.num_kv_heads = c.num_kv_heads;
   layout.head_dim = c.head_dim;
   layout.dtype = c.dtype;  // KV is stored in the model's dtype, as Hugging Face does
-  const int32_t blocks_per_seq = (e->max_model_len_ + options.block_size - 1) / options.block_size;
+  const int32_t blocks_per_seq = static_cast<int32_t>(
+      (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
   TS_ASSIGN_OR_RETURN(e->kv_pool_, KvPool::create(e->backend_.get(), layout, blocks_per_seq));
 
   const int32_t max_step = std::min(options.max_num_batched_tokens, e->max_model_len_);
@@ -145,7 +160,9 @@ Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
   TS_RETURN_IF_ERROR(check_prompt(prompt, params.max_tokens));
   GenerateResult result;
   result.prompt_token_ids = prompt;
-  Sampler sampler(params, config_.vocab_size, options_.seed);
+  // A request without a seed draws one from the engine's generator (seeded by --seed), so that
+  // successive unseeded requests differ while a whole run stays reproducible.
+  Sampler sampler(params, config_.vocab_size, params.seed ? *params.seed : seed_rng_());
   std::vector<int32_t> stop_ids = params.stop_token_ids;
   if (!params.ignore_eos) {
     stop_ids.insert(stop_ids.end(), config_.eos_token_ids.begin(), config_.eos_token_ids.end());

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,7 @@ struct EngineOptions {
   int32_t block_size = 16;                     // tokens per KV block
   int32_t max_model_len = 0;                   // context length; 0 = the model's
   int32_t max_num_batched_tokens = 512;        // tokens per forward step (prefill chunk size)
-  uint64_t seed = 0;                           // default sampling seed and dummy-weight seed
+  uint64_t seed = 0;  // seeds the per-request seeds of unseeded requests, and dummy weights
 
   Status validate() const;
 };
@@ -84,6 +85,7 @@ class LlmEngine {
   std::unique_ptr<WeightProvider> weights_;
   std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Model> model_;
+  std::mt19937_64 seed_rng_;  // seeds of requests that give none
   // Step inputs, sized at creation.
   std::vector<int32_t> positions_;
   std::vector<int32_t> slot_mapping_;

@@ -19,6 +19,12 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
+constexpr int64_t kMaxVocab = 1 << 24;  // tokens
+constexpr int64_t kMaxWidth = 1 << 20;  // hidden_size, intermediate_size
+constexpr int64_t kMaxLayers = 4096;    // num_hidden_layers
+constexpr int64_t kMaxHeads = 1 << 14;  // num_attention_heads, num_key_value_heads
+constexpr int64_t kMaxHeadDim = 4096;   // head_dim
+
 struct ArchitectureName {
   std::string_view name;
   std::string_view model_type;  // config.json's "model_type", used when "architectures" is absent
@@ -84,7 +90,8 @@ class Fields {
   }
 
   // Reads an integer in [min, INT32_MAX]. Leaves *out alone when absent and not required.
-  Status int32(std::string_view key, bool required, int64_t min, int32_t* out) const {
+  Status int32(std::string_view key, bool required, int64_t min, int32_t* out,
+               int64_t max = INT32_MAX) const {
     const json* v = get(key);
     if (v == nullptr) return required ? missing(key) : Status::ok();
     int64_t value = 0;
@@ -96,15 +103,16 @@ class Fields {
     } else {
       return error(key, "expected an integer, got " + excerpt(*v));
     }
-    if (value < min || value > INT32_MAX) {
+    if (value < min || value > max) {
       return error(key, "expected an integer in [" + std::to_string(min) + ", " +
-                            std::to_string(INT32_MAX) + "], got " + excerpt(*v));
+                            std::to_string(max) + "], got " + excerpt(*v));
     }
     *out = static_cast<int32_t>(value);
     return Status::ok();
   }
-  Status positive(std::string_view key, bool required, int32_t* out) const {
-    return int32(key, required, 1, out);
+  Status positive(std::string_view key, bool required, int32_t* out,
+                  int64_t max = INT32_MAX) const {
+    return int32(key, required, 1, out, max);
   }
 
   // Reads a finite number (integer or float). Leaves *out alone when absent and not required.
@@ -356,20 +364,24 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
                         StatusCode::kUnimplemented);
   }
 
-  TS_RETURN_IF_ERROR(fields.positive("vocab_size", true, &config.vocab_size));
-  TS_RETURN_IF_ERROR(fields.positive("hidden_size", true, &config.hidden_size));
-  TS_RETURN_IF_ERROR(fields.positive("intermediate_size", true, &config.intermediate_size));
-  TS_RETURN_IF_ERROR(fields.positive("num_hidden_layers", true, &config.num_layers));
-  TS_RETURN_IF_ERROR(fields.positive("num_attention_heads", true, &config.num_heads));
+  // Upper bounds far above any published model keep every size product (and the arena offsets
+  // computed from them) well inside 64 bits, so a hostile config cannot overflow them.
+  TS_RETURN_IF_ERROR(fields.positive("vocab_size", true, &config.vocab_size, kMaxVocab));
+  TS_RETURN_IF_ERROR(fields.positive("hidden_size", true, &config.hidden_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(
+      fields.positive("intermediate_size", true, &config.intermediate_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(fields.positive("num_hidden_layers", true, &config.num_layers, kMaxLayers));
+  TS_RETURN_IF_ERROR(fields.positive("num_attention_heads", true, &config.num_heads, kMaxHeads));
   config.num_kv_heads = config.num_heads;
-  TS_RETURN_IF_ERROR(fields.positive("num_key_value_heads", false, &config.num_kv_heads));
+  TS_RETURN_IF_ERROR(
+      fields.positive("num_key_value_heads", false, &config.num_kv_heads, kMaxHeads));
   if (config.num_heads % config.num_kv_heads != 0) {
     return fields.error("num_key_value_heads", std::to_string(config.num_kv_heads) +
                                                    " does not divide " + "num_attention_heads " +
                                                    std::to_string(config.num_heads));
   }
   if (fields.get("head_dim") != nullptr) {
-    TS_RETURN_IF_ERROR(fields.positive("head_dim", true, &config.head_dim));
+    TS_RETURN_IF_ERROR(fields.positive("head_dim", true, &config.head_dim, kMaxHeadDim));
   } else if (config.hidden_size % config.num_heads != 0) {
     return fields.error("hidden_size", std::to_string(config.hidden_size) +
                                            " is not a multiple of num_attention_heads " +
@@ -377,6 +389,10 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
                                            " and head_dim is not given");
   } else {
     config.head_dim = config.hidden_size / config.num_heads;
+    if (config.head_dim > kMaxHeadDim) {
+      return fields.error("hidden_size", "gives head_dim " + std::to_string(config.head_dim) +
+                                             ", more than " + std::to_string(kMaxHeadDim));
+    }
   }
   if (config.head_dim % 2 != 0) {
     return fields.error("head_dim", std::to_string(config.head_dim) + " is odd (rope needs pairs)");

@@ -12,6 +12,10 @@
 namespace tierserve {
 namespace {
 
+// Larger than any model this engine could hold in all tiers together; a config asking for more is
+// malformed.
+constexpr uint64_t kMaxWeightBytes = 1ull << 46;  // 64 TiB
+
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -143,14 +147,22 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
     }
   }
 
-  // One arena for all units, each tensor 64-byte aligned.
+  // One arena for all units, each tensor 64-byte aligned. Sizes are summed in 128 bits: the
+  // config's bounds keep each dimension sane, not necessarily their products.
   std::vector<uint64_t> offsets(specs.size());
-  uint64_t total = 0;
+  unsigned __int128 total_wide = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    offsets[i] = total;
-    total =
-        align_up(total + static_cast<uint64_t>(numel(specs[i].shape)) * dtype_size(dtypes[i]), 64);
+    unsigned __int128 bytes = dtype_size(dtypes[i]);
+    for (int64_t d : specs[i].shape) bytes *= static_cast<uint64_t>(d);
+    offsets[i] = static_cast<uint64_t>(total_wide);
+    total_wide = (total_wide + bytes + 63) / 64 * 64;
+    if (total_wide > kMaxWeightBytes) {
+      return invalid_argument("config.json: the model's weights would need more than " +
+                              format_bytes(kMaxWeightBytes) + " (tensor '" + specs[i].name +
+                              "' has shape " + shape_string(specs[i].shape) + ")");
+    }
   }
+  const uint64_t total = static_cast<uint64_t>(total_wide);
   auto arena_or = backend->allocate(total);
   if (!arena_or.is_ok()) {
     return arena_or.status().with_context("weights of " + format_bytes(total) +

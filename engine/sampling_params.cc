@@ -41,15 +41,16 @@ Status SamplingParams::validate() const {
   return Status::ok();
 }
 
-void apply_generation_defaults(const GenerationDefaults& d, SamplingParams* p) {
-  const SamplingParams unset;
-  if (d.temperature && p->temperature == unset.temperature) p->temperature = *d.temperature;
-  if (d.top_p && p->top_p == unset.top_p) p->top_p = *d.top_p;
-  if (d.top_k && p->top_k == unset.top_k) p->top_k = *d.top_k;
-  if (d.min_p && p->min_p == unset.min_p) p->min_p = *d.min_p;
-  if (d.repetition_penalty && p->repetition_penalty == unset.repetition_penalty) {
+void apply_generation_defaults(const GenerationDefaults& d, const SamplingFieldsGiven& given,
+                               SamplingParams* p) {
+  if (d.temperature && !given.temperature) p->temperature = *d.temperature;
+  if (d.top_p && !given.top_p) p->top_p = *d.top_p;
+  if (d.top_k && !given.top_k) p->top_k = *d.top_k;
+  if (d.min_p && !given.min_p) p->min_p = *d.min_p;
+  if (d.repetition_penalty && !given.repetition_penalty) {
     p->repetition_penalty = *d.repetition_penalty;
   }
+  if (d.max_new_tokens && !given.max_tokens) p->max_tokens = *d.max_new_tokens;
 }
 
 }  // namespace tierserve

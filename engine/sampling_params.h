@@ -31,8 +31,19 @@ struct SamplingParams {
   bool greedy() const { return temperature < 1e-5; }
 };
 
-// Fills unset fields of `params` from the model's generation_config.json defaults; a field is
-// "unset" when it holds the struct default.
-void apply_generation_defaults(const GenerationDefaults& defaults, SamplingParams* params);
+// Which fields a request (or the command line) set explicitly.
+struct SamplingFieldsGiven {
+  bool temperature = false;
+  bool top_p = false;
+  bool top_k = false;
+  bool min_p = false;
+  bool repetition_penalty = false;
+  bool max_tokens = false;
+};
+
+// Fills the fields the request did not give from the model's generation_config.json defaults
+// (max_new_tokens becomes max_tokens), as vLLM's --generation-config auto does.
+void apply_generation_defaults(const GenerationDefaults& defaults, const SamplingFieldsGiven& given,
+                               SamplingParams* params);
 
 }  // namespace tierserve

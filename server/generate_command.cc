@@ -41,23 +41,28 @@ CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& o) {
   CLI::App* cmd = app.add_subcommand("generate", "Generate tokens for one prompt of token ids");
   cmd->add_option("model", o.model_dir, "Hugging Face model directory")->required();
   cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt token ids, comma-separated")->required();
-  cmd->add_option("--max-tokens", o.sampling.max_tokens, "Tokens to generate at most")
-      ->capture_default_str();
+  o.max_tokens_opt =
+      cmd->add_option("--max-tokens", o.sampling.max_tokens, "Tokens to generate at most")
+          ->capture_default_str();
   cmd->add_option("--min-tokens", o.sampling.min_tokens, "Tokens before EOS may end generation");
-  cmd->add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
-      ->capture_default_str();
-  cmd->add_option("--top-k", o.sampling.top_k, "Keep the k most likely tokens; 0 = all");
-  cmd->add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass");
-  cmd->add_option("--min-p", o.sampling.min_p, "Minimum probability relative to the top token");
-  cmd->add_option("--repetition-penalty", o.sampling.repetition_penalty,
-                  "Penalty for tokens already in prompt or output (> 1 discourages)");
+  o.temperature_opt =
+      cmd->add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
+          ->capture_default_str();
+  o.top_k_opt =
+      cmd->add_option("--top-k", o.sampling.top_k, "Keep the k most likely tokens; 0 = all");
+  o.top_p_opt = cmd->add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass");
+  o.min_p_opt =
+      cmd->add_option("--min-p", o.sampling.min_p, "Minimum probability relative to the top token");
+  o.repetition_penalty_opt =
+      cmd->add_option("--repetition-penalty", o.sampling.repetition_penalty,
+                      "Penalty for tokens already in prompt or output (> 1 discourages)");
   cmd->add_option("--presence-penalty", o.sampling.presence_penalty,
                   "Penalty for tokens present in the output");
   cmd->add_option("--frequency-penalty", o.sampling.frequency_penalty,
                   "Penalty per occurrence in the output");
   cmd->add_option("--stop-token-ids", o.sampling.stop_token_ids, "Extra token ids that stop")
       ->delimiter(',');
-  cmd->add_option("--seed", o.seed, "Sampling seed");
+  cmd->add_option("--seed", o.seed, "Sampling seed (a non-negative integer)");
   cmd->add_flag("--ignore-eos", o.sampling.ignore_eos, "Do not stop at the model's EOS tokens");
   cmd->add_option("--load-format", o.load_format, "auto (safetensors) or dummy (random weights)")
       ->capture_default_str();
@@ -80,9 +85,13 @@ int run_generate_command(GenerateCommandOptions& o) {
     std::fprintf(stderr, "error: %s\n", s.message().c_str());
     return 1;
   };
-  if (o.seed >= 0) {
-    o.sampling.seed = static_cast<uint64_t>(o.seed);
-    o.engine.seed = static_cast<uint64_t>(o.seed);
+  if (o.seed && *o.seed < 0) {
+    return fail(
+        invalid_argument("--seed must be a non-negative integer, got " + std::to_string(*o.seed)));
+  }
+  if (o.seed) {
+    o.sampling.seed = static_cast<uint64_t>(*o.seed);
+    o.engine.seed = static_cast<uint64_t>(*o.seed);
   }
   parse_load_format(o.load_format, &o.engine.load_format);
   if (Status s = o.validate(); !s.is_ok()) return fail(s);
@@ -90,6 +99,17 @@ int run_generate_command(GenerateCommandOptions& o) {
   if (!prompt.is_ok()) return fail(prompt.status());
   auto engine = LlmEngine::create(o.model_dir, o.engine);
   if (!engine.is_ok()) return fail(engine.status());
+  SamplingFieldsGiven given;
+  given.temperature = o.temperature_opt->count() > 0;
+  given.top_p = o.top_p_opt->count() > 0;
+  given.top_k = o.top_k_opt->count() > 0;
+  given.min_p = o.min_p_opt->count() > 0;
+  given.repetition_penalty = o.repetition_penalty_opt->count() > 0;
+  given.max_tokens = o.max_tokens_opt->count() > 0;
+  apply_generation_defaults(engine.value()->generation_defaults(), given, &o.sampling);
+  if (Status s = o.sampling.validate(); !s.is_ok()) {
+    return fail(s.with_context("generation_config.json"));
+  }
   auto result = engine.value()->generate(prompt.value(), o.sampling);
   if (!result.is_ok()) return fail(result.status());
   const GenerateResult& r = result.value();

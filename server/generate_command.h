@@ -2,6 +2,7 @@
 // with the tokenizer).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,8 +17,15 @@ struct GenerateCommandOptions {
   EngineOptions engine;              // backend, load format, block size, context length
   SamplingParams sampling;           // sampling and stopping
   std::string load_format = "auto";  // "auto" or "dummy"
-  int64_t seed = -1;                 // -1 = none given
+  std::optional<int64_t> seed;       // --seed, non-negative
   bool json = false;                 // print one JSON object instead of a line of ids
+  // The sampling options, to tell which the user gave (the rest come from generation_config).
+  CLI::Option* temperature_opt = nullptr;
+  CLI::Option* top_p_opt = nullptr;
+  CLI::Option* top_k_opt = nullptr;
+  CLI::Option* min_p_opt = nullptr;
+  CLI::Option* repetition_penalty_opt = nullptr;
+  CLI::Option* max_tokens_opt = nullptr;
 
   Status validate() const;
 };

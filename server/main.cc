@@ -1,5 +1,7 @@
 // The `tierserve` command line. Environment variables are read here and nowhere else.
 #include <cstdio>
+#include <exception>
+#include <new>
 
 #include "CLI/CLI.hpp"
 #include "common/version.h"
@@ -20,6 +22,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s (see tierserve --help)\n", e.what());
     return 2;
   }
-  if (generate_cmd->parsed()) return tierserve::run_generate_command(generate);
+  // The last line of defence: no exception escapes as a crash (std::bad_alloc from a hostile
+  // input, for example); everything expected is a Status already.
+  try {
+    if (generate_cmd->parsed()) return tierserve::run_generate_command(generate);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
   return 1;
 }

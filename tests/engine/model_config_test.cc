@@ -473,7 +473,7 @@ TEST(ModelConfigTest, RejectsMistypedAndOutOfRangeValues) {
   const Case cases[] = {
       {"hidden_size", "4096", "expected an integer, got \"4096\""},
       {"hidden_size", 4096.5, "expected an integer, got 4096.5"},
-      {"hidden_size", 0, "expected an integer in [1, 2147483647], got 0"},
+      {"hidden_size", 0, "expected an integer in [1, 1048576], got 0"},
       {"vocab_size", -5, "got -5"},
       {"num_hidden_layers", 4294967296LL, "got 4294967296"},
       {"intermediate_size", true, "expected an integer"},
@@ -486,6 +486,11 @@ TEST(ModelConfigTest, RejectsMistypedAndOutOfRangeValues) {
       {"attention_bias", 1, "expected true or false"},
       {"hidden_act", 1, "expected a string"},
       {"head_dim", 0, "got 0"},
+      // Bounds that keep every size product far inside 64 bits.
+      {"num_hidden_layers", 100000000, "expected an integer in [1, 4096]"},
+      {"vocab_size", 2147483647, "expected an integer in [1, 16777216]"},
+      {"head_dim", 1 << 30, "expected an integer in [1, 4096]"},
+      {"num_attention_heads", 1 << 21, "expected an integer in [1, 16384]"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(c.key) + "=" + c.value.dump());

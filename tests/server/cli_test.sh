@@ -55,6 +55,25 @@ expect truncated_weights nonzero 'model.safetensors' -- "$bin" generate "$tmp/tr
 mkdir -p "$tmp/arch" && sed 's/LlamaForCausalLM/GPT2LMHeadModel/' "$m/config.json" >"$tmp/arch/config.json"
 expect unsupported_arch nonzero 'GPT2LMHeadModel' -- "$bin" generate "$tmp/arch" --prompt-ids 1
 
+expect long_context nonzero 'max-model-len 100000 exceeds' -- \
+  "$bin" generate "$m" --prompt-ids 1 --max-model-len 100000
+expect negative_seed nonzero 'seed|-7' -- "$bin" generate "$m" --prompt-ids 1 --seed -7
+
+# Hostile shapes are refused before anything is allocated or written.
+mkdir -p "$tmp/huge" && sed -e 's/"num_hidden_layers": [0-9]*/"num_hidden_layers": 4096/' \
+  -e 's/"num_attention_heads": [0-9]*/"num_attention_heads": 16384/' \
+  -e 's/"num_key_value_heads": [0-9]*/"num_key_value_heads": 16384/' \
+  -e 's/"hidden_size": [0-9]*/"hidden_size": 1048576/' "$m/config.json" >"$tmp/huge/config.json"
+expect huge_weights nonzero 'config.json' -- \
+  "$bin" generate "$tmp/huge" --prompt-ids 1 --load-format dummy --max-model-len 8
+
+# generation_config.json supplies the sampling defaults the command line does not give.
+mkdir -p "$tmp/gen" && cp "$m"/*.json "$m"/*.safetensors "$tmp/gen/" &&
+  echo '{"eos_token_id": 2, "temperature": 0.0, "max_new_tokens": 3}' >"$tmp/gen/generation_config.json"
+greedy=$("$bin" generate "$m" --prompt-ids 4,5,6 --max-tokens 3 --temperature 0 --json 2>/dev/null)
+expect generation_defaults 0 "^$(sed 's/[][]/\\&/g' <<<"$greedy")\$" -- \
+  "$bin" generate "$tmp/gen" --prompt-ids 4,5,6 --json
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures CLI check(s) failed"
   exit 1
