@@ -155,7 +155,8 @@ void LlmEngine::free_sequence(BlockTable& table) {
 }
 
 Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
-                                           const SamplingParams& params) {
+                                           const SamplingParams& params,
+                                           const TokenCallback& on_token) {
   TS_RETURN_IF_ERROR(params.validate());
   TS_RETURN_IF_ERROR(check_prompt(prompt, params.max_tokens));
   GenerateResult result;
@@ -178,7 +179,8 @@ Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
                                     too_early ? stop_ids : none);
     result.token_ids.push_back(t.token);
     result.logprobs.push_back(t.logprob);
-    if (std::find(stop_ids.begin(), stop_ids.end(), t.token) != stop_ids.end()) {
+    if ((on_token && !on_token(t.token)) ||
+        std::find(stop_ids.begin(), stop_ids.end(), t.token) != stop_ids.end()) {
       result.finish_reason = "stop";
       break;
     }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -57,7 +58,12 @@ class LlmEngine {
 
   // Generates a continuation of `prompt`. Invalid input (empty prompt, token ids outside the
   // vocabulary, prompt + max_tokens beyond max_model_len, bad sampling params) is kInvalidArgument.
-  Result<GenerateResult> generate(const std::vector<int32_t>& prompt, const SamplingParams& params);
+  // `on_token`, if given, is called with each generated token as soon as it is sampled; returning
+  // false ends generation there with finish_reason "stop" (a stop string matched, the client
+  // went away).
+  using TokenCallback = std::function<bool(int32_t token)>;
+  Result<GenerateResult> generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
+                                  const TokenCallback& on_token = nullptr);
 
   // Teacher forcing, for tests and evaluation: feeds `prompt` (in chunks of `chunk_size` tokens,
   // 0 = max_num_batched_tokens), then each token of `continuation` one at a time, and returns the

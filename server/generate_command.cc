@@ -2,7 +2,13 @@
 
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
+
+#include "engine/detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace tierserve {
 
@@ -29,6 +35,10 @@ Result<std::vector<int32_t>> parse_token_ids(const std::string& text) {
 
 Status GenerateCommandOptions::validate() const {
   if (model_dir.empty()) return invalid_argument("a model directory is required");
+  if (!prompt && prompt_ids.empty()) return invalid_argument("give --prompt or --prompt-ids");
+  for (const std::string& s : stop) {
+    if (s.empty()) return invalid_argument("--stop strings must not be empty");
+  }
   LoadFormat format;
   if (!parse_load_format(load_format, &format)) {
     return invalid_argument("--load-format must be auto or dummy, got '" + load_format + "'");
@@ -40,7 +50,12 @@ Status GenerateCommandOptions::validate() const {
 CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& o) {
   CLI::App* cmd = app.add_subcommand("generate", "Generate tokens for one prompt of token ids");
   cmd->add_option("model", o.model_dir, "Hugging Face model directory")->required();
-  cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt token ids, comma-separated")->required();
+  auto* ids = cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt token ids, comma-separated");
+  auto* text = cmd->add_option("--prompt", o.prompt, "Prompt text (encoded by the tokenizer)");
+  ids->excludes(text);
+  cmd->add_option("--stop", o.stop, "Stop string (repeatable); it is not part of the output");
+  cmd->add_flag("--no-skip-special-tokens", o.keep_special_tokens,
+                "Keep special tokens in the output text");
   o.max_tokens_opt =
       cmd->add_option("--max-tokens", o.sampling.max_tokens, "Tokens to generate at most")
           ->capture_default_str();
@@ -95,7 +110,19 @@ int run_generate_command(GenerateCommandOptions& o) {
   }
   parse_load_format(o.load_format, &o.engine.load_format);
   if (Status s = o.validate(); !s.is_ok()) return fail(s);
-  auto prompt = parse_token_ids(o.prompt_ids);
+  // The tokenizer is needed for a text prompt and stop strings, and used for the output text
+  // whenever the directory has one.
+  const std::filesystem::path dir(o.model_dir);
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (o.prompt || !o.stop.empty() || std::filesystem::exists(dir / "tokenizer.json") ||
+      std::filesystem::exists(dir / "tokenizer.model")) {
+    auto loaded = Tokenizer::load(dir);
+    if (!loaded.is_ok()) return fail(loaded.status());
+    tokenizer = std::move(loaded).value();
+  }
+  Result<std::vector<int32_t>> prompt =
+      o.prompt ? tokenizer->encode(*o.prompt, /*add_special_tokens=*/true)
+               : parse_token_ids(o.prompt_ids);
   if (!prompt.is_ok()) return fail(prompt.status());
   auto engine = LlmEngine::create(o.model_dir, o.engine);
   if (!engine.is_ok()) return fail(engine.status());
@@ -110,16 +137,48 @@ int run_generate_command(GenerateCommandOptions& o) {
   if (Status s = o.sampling.validate(); !s.is_ok()) {
     return fail(s.with_context("generation_config.json"));
   }
-  auto result = engine.value()->generate(prompt.value(), o.sampling);
+  // Text streams out through the detokenizer as soon as it is final; a stop string ends
+  // generation and never reaches the output.
+  std::unique_ptr<StreamingDetokenizer> detok;
+  std::string text;
+  if (tokenizer != nullptr) {
+    const bool skip_special = !o.keep_special_tokens;
+    DecodeFn decode = [&tokenizer, skip_special](const std::vector<int32_t>& ids, size_t b,
+                                                 size_t e) {
+      auto s = tokenizer->decode(std::span<const int32_t>(ids.data() + b, e - b), skip_special);
+      return s.is_ok() ? s.value() : std::string();
+    };
+    detok = std::make_unique<StreamingDetokenizer>(decode, prompt.value(), o.stop);
+  }
+  auto emit = [&](const std::string& piece) {
+    text += piece;
+    if (!o.json && !piece.empty()) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  LlmEngine::TokenCallback on_token;
+  if (detok != nullptr) {
+    on_token = [&](int32_t token) {
+      emit(detok->add(token));
+      return !detok->stopped();
+    };
+  }
+  auto result = engine.value()->generate(prompt.value(), o.sampling, on_token);
   if (!result.is_ok()) return fail(result.status());
   const GenerateResult& r = result.value();
+  if (detok != nullptr) emit(detok->finish());
   if (o.json) {
     nlohmann::ordered_json j;  // keys in the documented order
     j["prompt_token_ids"] = r.prompt_token_ids;
     j["token_ids"] = r.token_ids;
     j["logprobs"] = r.logprobs;
     j["finish_reason"] = r.finish_reason;
+    if (detok != nullptr) j["text"] = text;
     std::printf("%s\n", j.dump().c_str());
+  } else if (detok != nullptr) {
+    std::printf("\n");
+    std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
   } else {
     std::string line;
     for (size_t i = 0; i < r.token_ids.size(); ++i) {

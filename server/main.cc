@@ -6,6 +6,7 @@
 #include "CLI/CLI.hpp"
 #include "common/version.h"
 #include "server/generate_command.h"
+#include "server/tokenize_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -15,6 +16,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   tierserve::GenerateCommandOptions generate;
   CLI::App* generate_cmd = tierserve::add_generate_command(app, generate);
+  tierserve::TokenizeCommandOptions tokenize;
+  CLI::App* tokenize_cmd = tierserve::add_tokenize_command(app, tokenize);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -26,6 +29,7 @@ int main(int argc, char** argv) {
   // input, for example); everything expected is a Status already.
   try {
     if (generate_cmd->parsed()) return tierserve::run_generate_command(generate);
+    if (tokenize_cmd->parsed()) return tierserve::run_tokenize_command(tokenize);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
   } catch (const std::exception& e) {

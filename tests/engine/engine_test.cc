@@ -93,6 +93,24 @@ TEST(EngineTest, StopsAtStopTokensAndEos) {
   EXPECT_GE(delayed.value().token_ids.size(), first + 2);
 }
 
+TEST(EngineTest, TokenCallbackSeesEveryTokenAndCanStop) {
+  auto engine = open_engine("llama_gqa_f32", LoadFormat::kAuto);
+  ASSERT_NE(engine, nullptr);
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.ignore_eos = true;
+  p.max_tokens = 8;
+  std::vector<int32_t> seen;
+  auto out = engine->generate({1, 5, 9}, p, [&](int32_t token) {
+    seen.push_back(token);
+    return seen.size() < 3;  // a stop string matched on the third token
+  });
+  ASSERT_TRUE(out.is_ok());
+  EXPECT_EQ(out.value().token_ids, seen);
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(out.value().finish_reason, "stop");
+}
+
 TEST(EngineTest, SeededSamplingIsReproducible) {
   auto engine = open_engine("qwen2_f32", LoadFormat::kAuto);
   ASSERT_NE(engine, nullptr);

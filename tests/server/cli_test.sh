@@ -74,6 +74,35 @@ greedy=$("$bin" generate "$m" --prompt-ids 4,5,6 --max-tokens 3 --temperature 0 
 expect generation_defaults 0 "^$(sed 's/[][]/\\&/g' <<<"$greedy")\$" -- \
   "$bin" generate "$tmp/gen" --prompt-ids 4,5,6 --json
 
+# tokenize: the ids of the reference (tests/tokenizer) for every golden case of a tokenizer-only
+# directory, with and without special tokens.
+if [ -n "${TOKENIZER_DATA:-}" ]; then
+  for tok in llama3 qwen2 sp_legacy; do
+    mismatches=$(/usr/bin/python3 - "$bin" "$TOKENIZER_DATA" "$tok" <<'PY'
+import json, subprocess, sys
+bin, data, tok = sys.argv[1:4]
+cases = json.load(open("%s/%s_golden.json" % (data, tok)))["cases"]
+bad = 0
+for c in cases[:40]:
+    if "ids" not in c or "\0" in c["text"] or c["text"].startswith("-"):
+        continue
+    cmd = [bin, "tokenize", "%s/%s" % (data, tok), "--text", c["text"], "--json"]
+    if not c["add_special_tokens"]:
+        cmd.append("--no-special-tokens")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0 or json.loads(out.stdout)["tokens"] != c["ids"]:
+        bad += 1
+        print("mismatch on %r: %s" % (c["text"][:40], out.stdout or out.stderr), file=sys.stderr)
+print(bad)
+PY
+)
+    expect "tokenize_$tok" 0 '^0$' -- echo "$mismatches"
+  done
+  expect tokenize_bad_utf8 nonzero 'byte offset 4' -- \
+    "$bin" tokenize "$TOKENIZER_DATA/qwen2" --text $'bad \xff'
+  expect tokenize_missing nonzero 'tokenizer' -- "$bin" tokenize "$tmp" --text hi
+fi
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures CLI check(s) failed"
   exit 1
