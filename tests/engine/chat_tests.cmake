@@ -1,0 +1,6 @@
+# Chat-template tests. chat_golden_test compares with tests/chat/golden.json, which
+# tests/chat/make_golden.py renders with Debian's python3-jinja2 (as transformers configures it).
+tierserve_test(chat_template_test chat_template_test.cc chat_golden_test.cc
+               LIBS tierserve_engine nlohmann_json::nlohmann_json LABELS golden)
+target_compile_definitions(chat_template_test PRIVATE
+  TIERSERVE_CHAT_TEST_DIR="${PROJECT_SOURCE_DIR}/tests/chat")
