@@ -9,6 +9,7 @@
 
 #include "engine/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/chat_prompt.h"
 
 namespace tierserve {
 
@@ -35,7 +36,9 @@ Result<std::vector<int32_t>> parse_token_ids(const std::string& text) {
 
 Status GenerateCommandOptions::validate() const {
   if (model_dir.empty()) return invalid_argument("a model directory is required");
-  if (!prompt && prompt_ids.empty()) return invalid_argument("give --prompt or --prompt-ids");
+  if (!prompt && !messages && prompt_ids.empty()) {
+    return invalid_argument("give --prompt, --messages or --prompt-ids");
+  }
   for (const std::string& s : stop) {
     if (s.empty()) return invalid_argument("--stop strings must not be empty");
   }
@@ -52,7 +55,11 @@ CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& o) {
   cmd->add_option("model", o.model_dir, "Hugging Face model directory")->required();
   auto* ids = cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt token ids, comma-separated");
   auto* text = cmd->add_option("--prompt", o.prompt, "Prompt text (encoded by the tokenizer)");
+  auto* messages = cmd->add_option("--messages", o.messages,
+                                   "JSON array of chat messages (chat template applied)");
   ids->excludes(text);
+  ids->excludes(messages);
+  text->excludes(messages);
   cmd->add_option("--stop", o.stop, "Stop string (repeatable); it is not part of the output");
   cmd->add_flag("--no-skip-special-tokens", o.keep_special_tokens,
                 "Keep special tokens in the output text");
@@ -114,15 +121,24 @@ int run_generate_command(GenerateCommandOptions& o) {
   // whenever the directory has one.
   const std::filesystem::path dir(o.model_dir);
   std::unique_ptr<Tokenizer> tokenizer;
-  if (o.prompt || !o.stop.empty() || std::filesystem::exists(dir / "tokenizer.json") ||
+  if (o.prompt || o.messages || !o.stop.empty() ||
+      std::filesystem::exists(dir / "tokenizer.json") ||
       std::filesystem::exists(dir / "tokenizer.model")) {
     auto loaded = Tokenizer::load(dir);
     if (!loaded.is_ok()) return fail(loaded.status());
     tokenizer = std::move(loaded).value();
   }
-  Result<std::vector<int32_t>> prompt =
-      o.prompt ? tokenizer->encode(*o.prompt, /*add_special_tokens=*/true)
-               : parse_token_ids(o.prompt_ids);
+  Result<std::vector<int32_t>> prompt = std::vector<int32_t>{};
+  if (o.messages) {
+    // As transformers: render, then encode without adding special tokens a second time.
+    auto rendered = render_chat_prompt(o.model_dir, *tokenizer, *o.messages);
+    if (!rendered.is_ok()) return fail(rendered.status());
+    prompt = tokenizer->encode(rendered.value(), /*add_special_tokens=*/false);
+  } else if (o.prompt) {
+    prompt = tokenizer->encode(*o.prompt, /*add_special_tokens=*/true);
+  } else {
+    prompt = parse_token_ids(o.prompt_ids);
+  }
   if (!prompt.is_ok()) return fail(prompt.status());
   auto engine = LlmEngine::create(o.model_dir, o.engine);
   if (!engine.is_ok()) return fail(engine.status());

@@ -13,16 +13,17 @@
 namespace tierserve {
 
 struct GenerateCommandOptions {
-  std::string model_dir;              // Hugging Face model directory
-  std::string prompt_ids;             // --prompt-ids "1,2,3"
-  std::optional<std::string> prompt;  // --prompt TEXT, encoded with special tokens as HF does
-  std::vector<std::string> stop;      // --stop strings: generation ends before them
-  bool keep_special_tokens = false;   // --no-skip-special-tokens: special tokens appear in text
-  EngineOptions engine;               // backend, load format, block size, context length
-  SamplingParams sampling;            // sampling and stopping
-  std::string load_format = "auto";   // "auto" or "dummy"
-  std::optional<int64_t> seed;        // --seed, non-negative
-  bool json = false;                  // print one JSON object instead of a line of ids
+  std::string model_dir;                // Hugging Face model directory
+  std::string prompt_ids;               // --prompt-ids "1,2,3"
+  std::optional<std::string> prompt;    // --prompt TEXT, encoded with special tokens as HF does
+  std::optional<std::string> messages;  // --messages JSON: rendered by the chat template
+  std::vector<std::string> stop;        // --stop strings: generation ends before them
+  bool keep_special_tokens = false;     // --no-skip-special-tokens: special tokens appear in text
+  EngineOptions engine;                 // backend, load format, block size, context length
+  SamplingParams sampling;              // sampling and stopping
+  std::string load_format = "auto";     // "auto" or "dummy"
+  std::optional<int64_t> seed;          // --seed, non-negative
+  bool json = false;                    // print one JSON object instead of a line of ids
   // The sampling options, to tell which the user gave (the rest come from generation_config).
   CLI::Option* temperature_opt = nullptr;
   CLI::Option* top_p_opt = nullptr;

@@ -4,13 +4,17 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
+#include "server/chat_prompt.h"
 
 namespace tierserve {
 
 CLI::App* add_tokenize_command(CLI::App& app, TokenizeCommandOptions& o) {
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text");
   cmd->add_option("model", o.model_dir, "Model (or tokenizer-only) directory")->required();
-  cmd->add_option("--text", o.text, "Text to encode")->required();
+  auto* text = cmd->add_option("--text", o.text, "Text to encode");
+  auto* messages = cmd->add_option("--messages", o.messages,
+                                   "JSON array of chat messages, rendered by the chat template");
+  text->excludes(messages);
   cmd->add_flag("--no-special-tokens", o.no_special_tokens,
                 "Do not add special tokens (BOS...) as encode does by default");
   cmd->add_flag("--json", o.json, "Print {\"tokens\": [...], \"prompt\": \"...\"}");
@@ -24,8 +28,18 @@ int run_tokenize_command(const TokenizeCommandOptions& o) {
   };
   auto tokenizer = Tokenizer::load(o.model_dir);
   if (!tokenizer.is_ok()) return fail(tokenizer.status());
-  const std::string& prompt = *o.text;
-  auto ids = tokenizer.value()->encode(prompt, !o.no_special_tokens);
+  if (!o.text && !o.messages) return fail(invalid_argument("give --text or --messages"));
+  std::string prompt;
+  bool add_special = !o.no_special_tokens;
+  if (o.messages) {
+    auto rendered = render_chat_prompt(o.model_dir, *tokenizer.value(), *o.messages);
+    if (!rendered.is_ok()) return fail(rendered.status());
+    prompt = std::move(rendered).value();
+    add_special = false;  // the template already wrote BOS and friends
+  } else {
+    prompt = *o.text;
+  }
+  auto ids = tokenizer.value()->encode(prompt, add_special);
   if (!ids.is_ok()) return fail(ids.status());
   if (o.json) {
     nlohmann::ordered_json j;

@@ -10,10 +10,11 @@
 namespace tierserve {
 
 struct TokenizeCommandOptions {
-  std::string model_dir;            // directory holding tokenizer.json or tokenizer.model
-  std::optional<std::string> text;  // --text: encoded as tokenizer.encode(text) does
-  bool no_special_tokens = false;   // --no-special-tokens: add_special_tokens=False
-  bool json = false;                // print {"tokens": [...], "prompt": "..."}
+  std::string model_dir;                // directory holding tokenizer.json or tokenizer.model
+  std::optional<std::string> text;      // --text: encoded as tokenizer.encode(text) does
+  std::optional<std::string> messages;  // --messages: a JSON chat, rendered by the template
+  bool no_special_tokens = false;       // --no-special-tokens: add_special_tokens=False
+  bool json = false;                    // print {"tokens": [...], "prompt": "..."}
 };
 
 // Registers the subcommand on `app`.

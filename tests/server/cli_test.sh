@@ -103,6 +103,20 @@ PY
   expect tokenize_missing nonzero 'tokenizer' -- "$bin" tokenize "$tmp" --text hi
 fi
 
+# Text in, text out on the embedded demo model (a real tokenizer and chat template).
+if [ -n "${DEMO_MODEL:-}" ]; then
+  expect chat_render 0 '"prompt":"<\|begin_of_text\|><\|start_header_id\|>user<\|end_header_id\|>\\n\\nHi there<\|eot_id\|><\|start_header_id\|>assistant<\|end_header_id\|>\\n\\n"' -- \
+    "$bin" tokenize "$DEMO_MODEL" --messages '[{"role": "user", "content": "Hi there"}]' --json
+  expect chat_bad_messages nonzero '--messages: item 0' -- \
+    "$bin" tokenize "$DEMO_MODEL" --messages '[{"content": "no role"}]'
+  expect text_generate 0 '"text":"[^"]+"' -- \
+    "$bin" generate "$DEMO_MODEL" --prompt "This program is free software" --max-tokens 12 \
+    --temperature 0 --ignore-eos --json
+  expect text_stop 0 '"finish_reason":"stop","text":"[^e"]*"\}$' -- \
+    "$bin" generate "$DEMO_MODEL" --prompt "This program is free software" --max-tokens 40 \
+    --temperature 0 --ignore-eos --stop e --json
+fi
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures CLI check(s) failed"
   exit 1
