@@ -2,7 +2,7 @@
 """Train tierserve's demo model: a tiny Llama with a byte-level BPE tokenizer, from Debian's licences.
 
 Usage (from the repository root, with Debian's python3-torch and python3-regex):
-  /usr/bin/python3 tools/train_demo_model.py [--out models/demo] [--steps 200] [--batch 8] [--threads 2]
+  /usr/bin/python3 tools/train_demo_model.py [--out models/demo] [--steps 1200] [--batch 16] [--threads 2]
   /usr/bin/python3 tools/train_demo_model.py --encode TEXT [--out models/demo]
   /usr/bin/python3 tools/train_demo_model.py --generate TEXT [--max-tokens 30] [--out models/demo]
 
@@ -627,8 +627,8 @@ def sample(out_dir, text, max_tokens, add_special_tokens=True):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="models/demo")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
