@@ -3,7 +3,7 @@
 // - decode tokens/s vs the memory-bandwidth bound: read bandwidth (measured here, same threads)
 //   divided by the weight bytes one decode step reads;
 // - prefill tokens/s vs the same memory bound and vs a compute bound: 2 x decoder parameters
-//   FLOPs per token at the GEMM throughput measured here on a large bf16 GEMM through the backend
+//   FLOPs per token at the GEMM throughput measured here on the model's own projection shapes
 //   (attention FLOPs are not counted, so the ratio slightly understates efficiency).
 // Medians over repeated runs. Usage:
 //   cpu_inference_bench MODEL_DIR [--threads N] [--repeats R] [--decode-tokens N]
@@ -74,23 +74,36 @@ double measure_read_bandwidth(int threads, int repeats) {
   return median(rates);
 }
 
-// bf16 GEMM throughput of the backend on a large prefill-like shape, FLOP/s.
-double measure_gemm_flops(Backend* backend, int repeats) {
-  const int64_t m = 512, n = 4096, k = 4096;
-  std::vector<float> x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n));
-  std::vector<uint16_t> w(static_cast<size_t>(n * k), f32_to_bf16(0.02f));
-  TensorView xv = TensorView::contiguous(x.data(), DType::kF32, {m, k});
-  TensorView wv = TensorView::contiguous(w.data(), DType::kBF16, {n, k});
-  TensorView yv = TensorView::contiguous(y.data(), DType::kF32, {m, n});
-  std::vector<double> rates;
-  for (int r = 0; r < repeats + 1; ++r) {
-    auto t0 = Clock::now();
-    backend->gemm(xv, wv, nullptr, yv);
-    backend->synchronize();
-    double t = seconds_since(t0);
-    if (r > 0) rates.push_back(2.0 * m * n * k / t);
+// GEMM throughput of the backend on one decoder layer's own projections (q, k, v, o, gate, up,
+// down) at m = `tokens` rows, in the model's weight dtype: total FLOPs over the summed median
+// time of each shape. This is the compute bound of prefill for this model on this machine.
+double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const int64_t shapes[][2] = {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};  // n, k
+  const int64_t max_k = std::max({d, f, q}), max_n = std::max({d, f, q});
+  std::vector<float> x(static_cast<size_t>(tokens * max_k), 0.01f);
+  std::vector<float> y(static_cast<size_t>(tokens * max_n));
+  // Weight values do not change the time (zeros are not denormals); only the dtype matters.
+  std::vector<uint8_t> w(static_cast<size_t>(max_n * max_k) * dtype_size(c.dtype));
+  double flops = 0, seconds = 0;
+  for (const auto& shape : shapes) {
+    const int64_t n = shape[0], k = shape[1];
+    TensorView xv = TensorView::contiguous(x.data(), DType::kF32, {tokens, k});
+    TensorView wv = TensorView::contiguous(w.data(), c.dtype, {n, k});
+    TensorView yv = TensorView::contiguous(y.data(), DType::kF32, {tokens, n});
+    std::vector<double> times;
+    for (int r = 0; r < repeats + 1; ++r) {
+      auto t0 = Clock::now();
+      backend->gemm(xv, wv, nullptr, yv);
+      backend->synchronize();
+      if (r > 0) times.push_back(seconds_since(t0));  // the first call creates the primitive
+    }
+    flops += 2.0 * static_cast<double>(tokens * n * k);
+    seconds += median(times);
   }
-  return median(rates);
+  return flops / seconds;
 }
 
 struct Args {
@@ -132,7 +145,8 @@ int run(const Args& a) {
   std::fprintf(stderr, "measuring read bandwidth and GEMM throughput...\n");
   const double bandwidth = measure_read_bandwidth(threads, a.repeats);
   auto backend = create_backend(options.backend);
-  const double gemm_flops = measure_gemm_flops(backend.value().get(), a.repeats);
+  const double gemm_flops =
+      measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, a.repeats);
 
   std::vector<int32_t> short_prompt(16), long_prompt(static_cast<size_t>(a.prefill_tokens));
   for (size_t i = 0; i < long_prompt.size(); ++i) {
@@ -174,15 +188,16 @@ int run(const Args& a) {
                 "| figure | value | bound | ratio |\n"
                 "|---|---|---|---|\n"
                 "| read bandwidth (%d threads) | %.2f GB/s | - | - |\n"
-                "| bf16 GEMM 512x4096x4096 | %.1f GFLOP/s | - | - |\n"
+                "| GEMM, one layer's projections at m=%d | %.1f GFLOP/s | - | - |\n"
                 "| weights read per decode step | %s | - | - |\n"
                 "| decode, batch 1 | %.2f tok/s | %.2f tok/s (memory) | %.1f%% |\n"
                 "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (GEMM compute) | %.1f%% |\n"
                 "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (memory) | %.1f%% |\n",
-                threads, bandwidth / 1e9, gemm_flops / 1e9, format_bytes(step_bytes).c_str(),
-                decode, decode_bound, 100.0 * decode / decode_bound, a.prefill_tokens, prefill,
-                prefill_compute_bound, 100.0 * prefill / prefill_compute_bound, a.prefill_tokens,
-                prefill, prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
+                threads, bandwidth / 1e9, a.prefill_tokens, gemm_flops / 1e9,
+                format_bytes(step_bytes).c_str(), decode, decode_bound,
+                100.0 * decode / decode_bound, a.prefill_tokens, prefill, prefill_compute_bound,
+                100.0 * prefill / prefill_compute_bound, a.prefill_tokens, prefill,
+                prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
   std::printf("model: %s (%s, %d layers, dummy weights), medians of %d runs\n%s",
               c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(), c.num_layers,
               a.repeats, table);
