@@ -5,9 +5,12 @@
 // - prefill tokens/s vs the same memory bound and vs a compute bound: 2 x decoder parameters
 //   FLOPs per token at the GEMM throughput measured here on the model's own projection shapes
 //   (attention FLOPs are not counted, so the ratio slightly understates efficiency).
-// Medians over repeated runs. Usage:
+// Medians over repeated runs; each ratio is the median of ratios taken within one run, with the
+// bound measured right next to the figure. Usage:
 //   cpu_inference_bench MODEL_DIR [--threads N] [--repeats R] [--decode-tokens N]
 //                       [--prefill-tokens N] [--markdown FILE]
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -39,40 +42,67 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Read bandwidth of a buffer far larger than the caches, summed by `threads` threads: the
-// physical bound of weight streaming on this machine. Median of `repeats` passes, bytes/s.
-double measure_read_bandwidth(int threads, int repeats) {
-  const size_t bytes = 1ull << 30;
-  const size_t n = bytes / sizeof(uint64_t);
-  std::vector<uint64_t> buf(n);
-  for (size_t i = 0; i < n; ++i) buf[i] = i;
-  Topology topology;
-  ThreadPool pool(threads, &topology);
-  std::vector<double> rates;
-  volatile uint64_t sink = 0;
-  for (int r = 0; r < repeats + 1; ++r) {
-    std::vector<uint64_t> partial(static_cast<size_t>(pool.num_threads()) * 64 + 64);
-    std::atomic<int> slot{0};
-    auto t0 = Clock::now();
-    pool.parallel_for(static_cast<int64_t>(n), 1 << 20, [&](int64_t b, int64_t e) {
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      const uint64_t* p = buf.data();
-      int64_t i = b;
-      for (; i + 4 <= e; i += 4) {
-        s0 += p[i];
-        s1 += p[i + 1];
-        s2 += p[i + 2];
-        s3 += p[i + 3];
-      }
-      for (; i < e; ++i) s0 += p[i];
-      partial[static_cast<size_t>(slot.fetch_add(1) % 64) * 8] += s0 + s1 + s2 + s3;
-    });
-    double t = seconds_since(t0);
-    for (uint64_t v : partial) sink = sink + v;
-    if (r > 0) rates.push_back(static_cast<double>(bytes) / t);  // first pass warms up
+// Sums n words with 256-bit loads (the widest this baseline-compiled program can rely on where
+// the CPU has AVX2); the GEMV kernels stream weights with loads at least this wide.
+__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* p, int64_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_epi64(s0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    s2 = _mm256_add_epi64(s2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    s3 = _mm256_add_epi64(s3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
   }
-  return median(rates);
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < n; ++i) sum += p[i];
+  return sum;
 }
+
+uint64_t sum_words(const uint64_t* p, int64_t n) {
+  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(p, n);
+  uint64_t s0 = 0, s1 = 0;
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    s0 += p[i];
+    s1 += p[i + 1];
+  }
+  return s0 + s1 + (i < n ? p[i] : 0);
+}
+
+// Read bandwidth of a buffer far larger than the caches, summed by the threads of a pool like
+// the backend's: the physical bound of weight streaming on this machine.
+class ReadBandwidth {
+ public:
+  explicit ReadBandwidth(int threads) : pool_(threads, &topology_) {
+    words_ = static_cast<int64_t>((1ull << 30) / sizeof(uint64_t));
+    buf_ = static_cast<uint64_t*>(std::aligned_alloc(64, (1ull << 30)));
+    for (int64_t i = 0; i < words_; ++i) buf_[i] = static_cast<uint64_t>(i);
+    measure();  // warm up: page faults, frequency
+  }
+  ~ReadBandwidth() { std::free(buf_); }
+
+  // One pass over the buffer, in bytes/s.
+  double measure() {
+    std::atomic<uint64_t> total{0};
+    auto t0 = Clock::now();
+    pool_.parallel_for(words_, 1 << 20, [&](int64_t b, int64_t e) {
+      total.fetch_add(sum_words(buf_ + b, e - b), std::memory_order_relaxed);
+    });
+    const double t = seconds_since(t0);
+    sink_ = sink_ + total.load();
+    return static_cast<double>(words_) * sizeof(uint64_t) / t;
+  }
+
+ private:
+  Topology topology_;
+  ThreadPool pool_;
+  uint64_t* buf_ = nullptr;
+  int64_t words_ = 0;
+  volatile uint64_t sink_ = 0;
+};
 
 // GEMM throughput of the backend on one decoder layer's own projections (q, k, v, o, gate, up,
 // down) at m = `tokens` rows, in the model's weight dtype: total FLOPs over the summed median
@@ -142,11 +172,10 @@ int run(const Args& a) {
   if (!c.tie_word_embeddings) decoder_bytes -= embed_bytes;
   const double decoder_params = static_cast<double>(decoder_bytes) / static_cast<double>(elem);
 
-  std::fprintf(stderr, "measuring read bandwidth and GEMM throughput...\n");
-  const double bandwidth = measure_read_bandwidth(threads, a.repeats);
+  // Bounds are measured in every repeat right next to the figure they bound, and each figure's
+  // ratio is taken within its repeat: on a shared machine the bandwidth drifts between repeats.
+  ReadBandwidth read_bandwidth(threads);
   auto backend = create_backend(options.backend);
-  const double gemm_flops =
-      measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, a.repeats);
 
   std::vector<int32_t> short_prompt(16), long_prompt(static_cast<size_t>(a.prefill_tokens));
   for (size_t i = 0; i < long_prompt.size(); ++i) {
@@ -157,10 +186,12 @@ int run(const Args& a) {
   p.temperature = 0.0;
   p.ignore_eos = true;
 
-  std::vector<double> decode_rates, prefill_rates;
+  std::vector<double> decode_rates, prefill_rates, bandwidths, gemm_rates;
+  std::vector<double> decode_ratios, prefill_compute_ratios, prefill_memory_ratios;
   std::fprintf(stderr, "running %d repeats...\n", a.repeats);
   for (int r = 0; r < a.repeats + 1; ++r) {
     // Decode: the time of N more tokens after the same prefill.
+    const double bandwidth = read_bandwidth.measure();
     p.max_tokens = 1;
     auto t0 = Clock::now();
     (void)engine.generate(short_prompt, p);
@@ -170,15 +201,25 @@ int run(const Args& a) {
     (void)engine.generate(short_prompt, p);
     double t_with_decode = seconds_since(t0);
     // Prefill: one step over the long prompt (max_num_batched_tokens = prefill_tokens).
+    const double gemm_flops = measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, 1);
     p.max_tokens = 1;
     t0 = Clock::now();
     (void)engine.generate(long_prompt, p);
     double t_long = seconds_since(t0);
     if (r == 0) continue;  // warm-up
-    decode_rates.push_back(a.decode_tokens / std::max(t_with_decode - t_prefill_only, 1e-9));
-    prefill_rates.push_back(a.prefill_tokens / t_long);
+    const double decode = a.decode_tokens / std::max(t_with_decode - t_prefill_only, 1e-9);
+    const double prefill = a.prefill_tokens / t_long;
+    const double decode_bound = bandwidth / static_cast<double>(step_bytes);
+    decode_rates.push_back(decode);
+    prefill_rates.push_back(prefill);
+    bandwidths.push_back(bandwidth);
+    gemm_rates.push_back(gemm_flops);
+    decode_ratios.push_back(decode / decode_bound);
+    prefill_compute_ratios.push_back(prefill / (gemm_flops / (2.0 * decoder_params)));
+    prefill_memory_ratios.push_back(prefill / (decode_bound * a.prefill_tokens));
   }
   const double decode = median(decode_rates), prefill = median(prefill_rates);
+  const double bandwidth = median(bandwidths), gemm_flops = median(gemm_rates);
   const double decode_bound = bandwidth / static_cast<double>(step_bytes);
   const double prefill_mem_bound = decode_bound * a.prefill_tokens;
   const double prefill_compute_bound = gemm_flops / (2.0 * decoder_params);
@@ -195,12 +236,14 @@ int run(const Args& a) {
                 "| prefill, %d tokens | %.1f tok/s | %.1f tok/s (memory) | %.1f%% |\n",
                 threads, bandwidth / 1e9, a.prefill_tokens, gemm_flops / 1e9,
                 format_bytes(step_bytes).c_str(), decode, decode_bound,
-                100.0 * decode / decode_bound, a.prefill_tokens, prefill, prefill_compute_bound,
-                100.0 * prefill / prefill_compute_bound, a.prefill_tokens, prefill,
-                prefill_mem_bound, 100.0 * prefill / prefill_mem_bound);
-  std::printf("model: %s (%s, %d layers, dummy weights), medians of %d runs\n%s",
-              c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(), c.num_layers,
-              a.repeats, table);
+                100.0 * median(decode_ratios), a.prefill_tokens, prefill, prefill_compute_bound,
+                100.0 * median(prefill_compute_ratios), a.prefill_tokens, prefill,
+                prefill_mem_bound, 100.0 * median(prefill_memory_ratios));
+  std::printf(
+      "model: %s (%s, %d layers, dummy weights), medians of %d runs (each ratio is the "
+      "median of per-run ratios)\n%s",
+      c.architecture_name.c_str(), std::string(dtype_name(c.dtype)).c_str(), c.num_layers,
+      a.repeats, table);
   if (!a.markdown.empty()) {
     std::ofstream out(a.markdown, std::ios::app);
     out << table;
