@@ -16,6 +16,7 @@ The C++ test (tests/engine/chat_golden_test.cc) never regenerates this file.
 import datetime
 import json
 import os
+import sys
 
 import jinja2
 from jinja2.ext import loopcontrols
@@ -228,9 +229,22 @@ def main():
         "fixed_now": FIXED_NOW.isoformat(),
         "cases": cases,
     }
-    with open(os.path.join(HERE, "golden.json"), "w", encoding="utf-8") as f:
-        json.dump(golden, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+    text = json.dumps(golden, ensure_ascii=False, indent=1) + "\n"
+    path = os.path.join(HERE, "golden.json")
+    if "--check" in sys.argv[1:]:
+        # Guards the committed file: it must be exactly what jinja2 renders today.
+        with open(path, encoding="utf-8") as f:
+            committed = f.read()
+        if committed != text:
+            old = {c["name"]: c for c in json.loads(committed)["cases"]}
+            changed = [c["name"] for c in cases if old.get(c["name"]) != c]
+            print("make_golden.py --check: golden.json is stale (%d cases differ, e.g. %s); "
+                  "regenerate with make_golden.py" % (len(changed), changed[:3]), file=sys.stderr)
+            sys.exit(1)
+        print(f"golden.json matches jinja2 {jinja2.__version__} on {len(cases)} cases")
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
     print(f"wrote {len(cases)} cases")
 
 

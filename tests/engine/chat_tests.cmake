@@ -4,3 +4,8 @@ tierserve_test(chat_template_test chat_template_test.cc chat_golden_test.cc
                LIBS tierserve_engine nlohmann_json::nlohmann_json LABELS golden)
 target_compile_definitions(chat_template_test PRIVATE
   TIERSERVE_CHAT_TEST_DIR="${PROJECT_SOURCE_DIR}/tests/chat")
+
+# The committed golden renders must be what jinja2 renders today (guards against stale data).
+add_test(NAME chat_reference_check
+         COMMAND ${TIERSERVE_PYTHON} ${PROJECT_SOURCE_DIR}/tests/chat/make_golden.py --check)
+set_tests_properties(chat_reference_check PROPERTIES LABELS "reference" TIMEOUT 120)
