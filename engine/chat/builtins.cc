@@ -1,5 +1,9 @@
 #include "engine/chat/builtins.h"
 
+#include <unicode/locid.h>
+#include <unicode/uchar.h>
+#include <unicode/unistr.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -49,35 +53,58 @@ std::string strip_chars(const std::string& s, const Value& chars, bool left, boo
                                            cps.begin() + static_cast<std::ptrdiff_t>(e)));
 }
 
-std::string ascii_case(std::string s, bool upper) {
-  for (char& c : s) {
-    if (upper && c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-    if (!upper && c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+// Python's str.upper() / str.lower(): full Unicode case mapping (ICU, root locale), so "ß" ->
+// "SS" and a final capital sigma lowers to "ς", as in Python.
+std::string unicode_case(const std::string& s, bool upper) {
+  icu::UnicodeString u = icu::UnicodeString::fromUTF8(s);
+  if (upper) {
+    u.toUpper(icu::Locale::getRoot());
+  } else {
+    u.toLower(icu::Locale::getRoot());
   }
-  return s;
-}
-
-std::string capitalize(const std::string& s) {
-  std::string out = ascii_case(s, false);
-  if (!out.empty()) out[0] = ascii_case(out.substr(0, 1), true)[0];
+  std::string out;
+  u.toUTF8String(out);
   return out;
 }
 
-// Jinja2's title filter: capitalizes each word, words split before [-\s({[<]+ runs.
-std::string title(const std::string& s) {
+// The first code point of `s` and the rest.
+std::pair<std::string, std::string> split_first(const std::string& s) {
+  std::vector<char32_t> cps = utf8_decode(s);
+  if (cps.empty()) return {"", ""};
+  return {utf8_encode(std::vector<char32_t>(cps.begin(), cps.begin() + 1)),
+          utf8_encode(std::vector<char32_t>(cps.begin() + 1, cps.end()))};
+}
+
+// Python's str.capitalize(): the first character title-cased, the rest lower-cased.
+std::string capitalize(const std::string& s) {
+  auto [head, tail] = split_first(s);
+  icu::UnicodeString h = icu::UnicodeString::fromUTF8(head);
+  h.toTitle(nullptr, icu::Locale::getRoot(),
+            U_TITLECASE_NO_LOWERCASE | U_TITLECASE_NO_BREAK_ADJUSTMENT);
   std::string out;
-  bool start = true;
-  for (char c : s) {
-    bool sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' ||
-               std::isspace(static_cast<unsigned char>(c));
-    if (sep) {
-      out += c;
-      start = true;
-    } else {
-      out +=
-          start ? ascii_case(std::string(1, c), true)[0] : ascii_case(std::string(1, c), false)[0];
-      start = false;
-    }
+  h.toUTF8String(out);
+  return out + unicode_case(tail, false);
+}
+
+// Jinja2's title filter: the text is split before and after runs of [-\s({[<], and each piece
+// becomes piece[0].upper() + piece[1:].lower().
+std::string title(const std::string& s) {
+  auto is_sep = [](char32_t c) {
+    return c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || u_isUWhiteSpace(c);
+  };
+  std::vector<char32_t> cps = utf8_decode(s);
+  std::string out;
+  size_t i = 0;
+  while (i < cps.size()) {
+    size_t j = i;
+    const bool sep = is_sep(cps[i]);
+    while (j < cps.size() && is_sep(cps[j]) == sep) ++j;
+    std::string piece =
+        utf8_encode(std::vector<char32_t>(cps.begin() + static_cast<std::ptrdiff_t>(i),
+                                          cps.begin() + static_cast<std::ptrdiff_t>(j)));
+    auto [head, tail] = split_first(piece);
+    out += unicode_case(head, true) + unicode_case(tail, false);
+    i = j;
   }
   return out;
 }
@@ -187,7 +214,7 @@ Value string_method(const Value& self, const std::string& name) {
   }
   if (name == "upper" || name == "lower") {
     return bind_method(self, name, [name](const Value& s, const CallArgs&) {
-      return Value(ascii_case(s.as_string(), name == "upper"));
+      return Value(unicode_case(s.as_string(), name == "upper"));
     });
   }
   if (name == "title" || name == "capitalize") {
@@ -557,9 +584,9 @@ const std::map<std::string, FilterFn>& filters() {
          return Value(out);
        }},
       {"upper",
-       [](const Value& v, const CallArgs&) { return Value(ascii_case(v.to_str(), true)); }},
+       [](const Value& v, const CallArgs&) { return Value(unicode_case(v.to_str(), true)); }},
       {"lower",
-       [](const Value& v, const CallArgs&) { return Value(ascii_case(v.to_str(), false)); }},
+       [](const Value& v, const CallArgs&) { return Value(unicode_case(v.to_str(), false)); }},
       {"capitalize", [](const Value& v, const CallArgs&) { return Value(capitalize(v.to_str())); }},
       {"title", [](const Value& v, const CallArgs&) { return Value(title(v.to_str())); }},
       {"replace",
@@ -712,7 +739,7 @@ bool apply_test(const std::string& name, const Value& v, const CallArgs& args) {
   }
   if (name == "lower" || name == "upper") {
     std::string s = v.to_str();
-    return s == ascii_case(s, name == "upper");
+    return s == unicode_case(s, name == "upper");
   }
   if (name == "gt" || name == ">" || name == "greaterthan" || name == "ge" || name == ">=" ||
       name == "lt" || name == "<" || name == "lessthan" || name == "le" || name == "<=") {

@@ -146,6 +146,9 @@ def context_for(template, conv, agp, with_tools, kwargs):
 
 # ---- interpreter feature cases: small templates, each checked against Jinja2 ----
 FEATURES = [
+    ("unicode_case", "{{ 'stra\u00dfe \u01c6 \u00e9t\u00e9'|upper }}|{{ '\u0130STANBUL \u039f\u0394\u039f\u03a3'|lower }}|"
+     "{{ '\u00dfig word'|capitalize }}|{{ '\u00e9cole-d\u00c9T\u00c9 (\u00e0 [la] <mer>'|title }}|"
+     "{{ 'x'.upper() }}{{ '\u00c9'.lower() }}", {}),
     ("text", "plain text\nline 2\n", {}),
     ("trailing_newline_kept_once", "a\n\n", {}),
     ("output_types", "{{ 1 }}|{{ 1.5 }}|{{ 1e20 }}|{{ 0.0001 }}|{{ 1e-5 }}|{{ true }}|{{ none }}|{{ 'x' }}|{{ [1, 'a', none, true] }}|{{ {'k': 'v', 'n': [1]} }}|{{ undefined_var }}|", {}),
