@@ -18,4 +18,11 @@ Result<std::string> read_file(const std::filesystem::path& path) {
   return text.str();
 }
 
+Result<std::optional<std::string>> read_file_if_exists(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::optional<std::string>();
+  TS_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  return std::optional<std::string>(std::move(text));
+}
+
 }  // namespace tierserve

@@ -32,17 +32,9 @@ std::string StreamingDetokenizer::add(int32_t token) {
   ids_.push_back(token);
   const std::string prefix = decode_(ids_, prefix_offset_, read_offset_);
   const std::string full = decode_(ids_, prefix_offset_, ids_.size());
-  if (full.size() > prefix.size() && !ends_with_replacement_char(full) &&
-      full.compare(0, prefix.size(), prefix) == 0) {
+  // As vLLM's incremental detokenization: what the newest tokens add beyond the window's text.
+  if (full.size() > prefix.size() && !ends_with_replacement_char(full)) {
     text_.append(full, prefix.size(), std::string::npos);
-    prefix_offset_ = read_offset_;
-    read_offset_ = ids_.size();
-  } else if (full.size() > prefix.size() && !ends_with_replacement_char(full)) {
-    // The window's text changed before its end (rare normalisation effects): take the new tail
-    // relative to the longest common prefix.
-    size_t common = 0;
-    while (common < prefix.size() && prefix[common] == full[common]) ++common;
-    text_.append(full, common, std::string::npos);
     prefix_offset_ = read_offset_;
     read_offset_ = ids_.size();
   }
@@ -50,15 +42,10 @@ std::string StreamingDetokenizer::add(int32_t token) {
 }
 
 std::string StreamingDetokenizer::release() {
-  // A stop string anywhere in the text not yet emitted (it may begin in held-back text).
-  size_t max_stop = 0;
-  for (const std::string& s : stop_strings_) max_stop = std::max(max_stop, s.size());
-  const size_t search_from = emitted_ >= max_stop ? emitted_ - max_stop + 1 : 0;
+  // The earliest stop string in the text not yet emitted. A match cannot begin in emitted
+  // text: any suffix that could start one was held back.
   size_t stop_at = std::string::npos;
-  for (const std::string& s : stop_strings_) {
-    size_t pos = text_.find(s, search_from);
-    if (pos != std::string::npos && pos >= emitted_) stop_at = std::min(stop_at, pos);
-  }
+  for (const std::string& s : stop_strings_) stop_at = std::min(stop_at, text_.find(s, emitted_));
   if (stop_at != std::string::npos) {
     text_.resize(stop_at);
     stopped_ = true;

@@ -196,6 +196,9 @@ Result<std::vector<std::vector<float>>> LlmEngine::score(const std::vector<int32
                                                          const std::vector<int32_t>& continuation,
                                                          int32_t chunk_size) {
   TS_RETURN_IF_ERROR(check_prompt(prompt, static_cast<int32_t>(continuation.size())));
+  if (!continuation.empty()) {
+    TS_RETURN_IF_ERROR(check_prompt(continuation, 0).with_context("continuation"));
+  }
   std::vector<std::vector<float>> out;
   BlockTable table(options_.block_size);
   auto logits_or = append(table, prompt, chunk_size);

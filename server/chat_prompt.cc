@@ -1,9 +1,9 @@
 #include "server/chat_prompt.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/file.h"
 #include "engine/chat/chat_template.h"
 
 namespace tierserve {
@@ -11,9 +11,9 @@ namespace {
 
 // config.json's architectures[0], or "" for a directory that holds only tokenizer files.
 std::string architecture_of(const std::string& model_dir) {
-  std::ifstream in(std::filesystem::path(model_dir) / "config.json");
-  if (!in) return "";
-  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto text = read_file_if_exists(std::filesystem::path(model_dir) / "config.json");
+  if (!text.is_ok() || !text.value()) return "";
+  nlohmann::json config = nlohmann::json::parse(*text.value(), nullptr, /*allow_exceptions=*/false);
   if (!config.is_object() || !config.contains("architectures") ||
       !config["architectures"].is_array() || config["architectures"].empty() ||
       !config["architectures"][0].is_string()) {

@@ -1,9 +1,8 @@
 #include "engine/chat/chat_template.h"
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
+#include "common/file.h"
 #include "engine/chat/parser.h"
 
 namespace tierserve::chat {
@@ -73,26 +72,15 @@ nlohmann::ordered_json make_chat_context(const nlohmann::ordered_json& messages,
   return ctx;
 }
 
-namespace {
-
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
-
 Result<TemplateSource> load_chat_template(const std::string& model_dir,
                                           const std::string& architecture,
                                           const std::optional<std::string>& template_name) {
-  if (auto text = read_file(model_dir + "/chat_template.jinja")) {
-    return TemplateSource{*text, "chat_template.jinja"};
-  }
+  TS_ASSIGN_OR_RETURN(std::optional<std::string> jinja,
+                      read_file_if_exists(model_dir + "/chat_template.jinja"));
+  if (jinja) return TemplateSource{*jinja, "chat_template.jinja"};
   std::string config_path = model_dir + "/tokenizer_config.json";
-  if (auto text = read_file(config_path)) {
+  TS_ASSIGN_OR_RETURN(std::optional<std::string> text, read_file_if_exists(config_path));
+  if (text) {
     nlohmann::ordered_json config;
     try {
       config = nlohmann::ordered_json::parse(*text);

@@ -8,18 +8,6 @@
 namespace tierserve::tokenizer {
 namespace {
 
-void replace_all(std::string* text, const std::string& from, const std::string& to) {
-  if (from.empty()) return;
-  std::string out;
-  size_t pos = 0;
-  for (size_t hit; (hit = text->find(from, pos)) != std::string::npos; pos = hit + from.size()) {
-    out.append(*text, pos, hit - pos);
-    out += to;
-  }
-  out.append(*text, pos);
-  *text = std::move(out);
-}
-
 // The byte of a "<0xNN>" token, or -1.
 int fallback_byte(const std::string& t) {
   if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;

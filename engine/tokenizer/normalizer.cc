@@ -41,18 +41,6 @@ void icu_normalize(const icu::Normalizer2* n, std::string* text) {
   *text = std::move(out);
 }
 
-void replace_all(std::string* text, const std::string& from, const std::string& to) {
-  if (from.empty() || text->find(from) == std::string::npos) return;
-  std::string out;
-  size_t pos = 0;
-  for (size_t hit; (hit = text->find(from, pos)) != std::string::npos; pos = hit + from.size()) {
-    out.append(*text, pos, hit - pos);
-    out += to;
-  }
-  out.append(*text, pos);
-  *text = std::move(out);
-}
-
 }  // namespace
 
 Status Normalizer::parse(const nlohmann::json& j, std::vector<Step>* steps) {

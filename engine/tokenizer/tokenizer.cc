@@ -15,10 +15,10 @@ namespace fs = std::filesystem;
 // The parsed JSON file `dir/name`, null when absent; errors name the file.
 Result<nlohmann::json> read_json_if_exists(const fs::path& dir, const char* name) {
   const fs::path path = dir / name;
-  if (!fs::exists(path)) return nlohmann::json();
-  TS_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  TS_ASSIGN_OR_RETURN(std::optional<std::string> text, read_file_if_exists(path));
+  if (!text) return nlohmann::json();
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(*text);
   } catch (const nlohmann::json::exception& e) {
     return data_loss(path.string() + ": not valid JSON: " + e.what());
   }

@@ -91,4 +91,16 @@ std::string utf8_lossy(std::string_view bytes) {
   return out;
 }
 
+void replace_all(std::string* text, const std::string& from, const std::string& to) {
+  if (from.empty() || text->find(from) == std::string::npos) return;
+  std::string out;
+  size_t pos = 0;
+  for (size_t hit; (hit = text->find(from, pos)) != std::string::npos; pos = hit + from.size()) {
+    out.append(*text, pos, hit - pos);
+    out += to;
+  }
+  out.append(*text, pos);
+  *text = std::move(out);
+}
+
 }  // namespace tierserve::tokenizer

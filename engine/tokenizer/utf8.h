@@ -51,4 +51,8 @@ inline int utf8_sequence_length(unsigned char c) {
 // String::from_utf8_lossy does.
 std::string utf8_lossy(std::string_view bytes);
 
+// Replaces every occurrence of `from` (non-empty) in `text` by `to`, left to right, without
+// rescanning replaced text (the Replace normalizer and decoder with a string pattern).
+void replace_all(std::string* text, const std::string& from, const std::string& to);
+
 }  // namespace tierserve::tokenizer

@@ -55,6 +55,10 @@ TEST(EngineTest, RejectsBadPrompts) {
   p.max_tokens = 60;
   auto too_long = engine->generate(std::vector<int32_t>(10, 1), p);
   EXPECT_NE(too_long.status().message().find("maximum context length is 64"), std::string::npos);
+  auto bad_continuation = engine->score({1, 2}, {3, engine->config().vocab_size});
+  EXPECT_NE(bad_continuation.status().message().find("continuation: prompt token 1"),
+            std::string::npos)
+      << bad_continuation.status().message();
   // The engine is still usable after rejected requests.
   p.max_tokens = 4;
   auto ok = engine->generate({1, 2, 3}, p);
