@@ -1,12 +1,55 @@
 #include "engine/llm_engine.h"
 
 #include <algorithm>
+#include <cstring>
 
+#include "common/check.h"
+#include "common/file.h"
 #include "common/logging.h"
 #include "common/units.h"
-#include "engine/sampler.h"
 
 namespace tierserve {
+
+struct LlmEngine::Request {
+  int64_t id = 0;
+  SamplingParams params;
+  uint64_t seed = 0;                      // the generator seed of output 0
+  std::shared_ptr<RequestStream> stream;  // where outputs go
+  std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[i] makes output i (forks arrive later)
+  std::vector<int32_t> stop_ids;                // stop_token_ids, plus EOS unless ignore_eos
+  int32_t unfinished = 0;                       // outputs not finished
+  bool forked = false;                          // outputs 1..n-1 exist
+};
+
+namespace {
+
+// The CPU backend's KV cache when neither --device-memory-gb nor --kv-cache-memory-bytes is
+// given.
+constexpr uint64_t kDefaultCpuKvBytes = 4 * kGiB;
+
+// What identifies the KV a model computes for given tokens: the configuration and the weights'
+// files (or the dummy-weight seed). Hashed into every prefix-cache block.
+std::string model_salt(const std::filesystem::path& dir, const ModelConfig& c, LoadFormat format,
+                       uint64_t seed) {
+  std::string salt = "tierserve kv v1|" + c.architecture_name + "|" + std::string(dtype_name(c.dtype));
+  auto config = read_file_if_exists(dir / "config.json");
+  if (config.is_ok() && config.value()) salt += "|" + *config.value();
+  if (format == LoadFormat::kDummy) return salt + "|dummy " + std::to_string(seed);
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".safetensors") continue;
+    auto size = std::filesystem::file_size(e.path(), ec);
+    auto mtime = std::filesystem::last_write_time(e.path(), ec).time_since_epoch().count();
+    files.push_back(e.path().filename().string() + ":" + std::to_string(size) + ":" +
+                    std::to_string(mtime));
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& f : files) salt += "|" + f;
+  return salt;
+}
+
+}  // namespace
 
 Status EngineOptions::validate() const {
   TS_RETURN_IF_ERROR(backend.validate());
@@ -21,11 +64,25 @@ Status EngineOptions::validate() const {
     return invalid_argument("--max-num-batched-tokens must be positive, got " +
                             std::to_string(max_num_batched_tokens));
   }
+  if (max_num_seqs <= 0 || max_num_seqs > 65536) {
+    return invalid_argument("--max-num-seqs must be in [1, 65536], got " +
+                            std::to_string(max_num_seqs));
+  }
+  if (!(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1)) {
+    return invalid_argument("--gpu-memory-utilization must be in (0, 1], got " +
+                            std::to_string(gpu_memory_utilization));
+  }
+  if (!(device_memory_gb >= 0 && device_memory_gb < 1e9)) {
+    return invalid_argument("--device-memory-gb must be positive, got " +
+                            std::to_string(device_memory_gb));
+  }
   return Status::ok();
 }
 
 LlmEngine::~LlmEngine() {
+  stop();
   // Order matters: everything allocated from the backend goes before it.
+  runner_.reset();
   model_.reset();
   kv_pool_.reset();
   weights_.reset();
@@ -61,30 +118,71 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   TS_ASSIGN_OR_RETURN(e->weights_, load_weights(c, model_dir, options.load_format,
                                                 e->backend_.get(), options.seed));
 
+  const int32_t max_step = std::min(options.max_num_batched_tokens, e->max_model_len_);
+  const int32_t max_seqs = options.max_num_seqs;
+  TS_ASSIGN_OR_RETURN(e->model_, Model::create(c, e->backend_.get(), e->weights_.get(), max_step,
+                                               max_seqs, e->max_model_len_));
+
   KvBlockLayout layout;
   layout.num_layers = c.num_layers;
   layout.block_size = options.block_size;
   layout.num_kv_heads = c.num_kv_heads;
   layout.head_dim = c.head_dim;
   layout.dtype = c.dtype;  // KV is stored in the model's dtype, as Hugging Face does
-  const int32_t blocks_per_seq = static_cast<int32_t>(
-      (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
-  TS_ASSIGN_OR_RETURN(e->kv_pool_, KvPool::create(e->backend_.get(), layout, blocks_per_seq));
+  KvSizingInputs sizing;
+  sizing.device_memory_bytes = options.device_memory_gb > 0
+                                   ? static_cast<uint64_t>(options.device_memory_gb * kGiB)
+                                   : e->backend_->memory_capacity();
+  sizing.memory_utilization = options.gpu_memory_utilization;
+  sizing.used_bytes = e->weights_->device_bytes() + e->model_->buffer_bytes();
+  sizing.kv_cache_memory_bytes = options.kv_cache_memory_bytes;
+  if (e->backend_->device() == DeviceKind::kCpu && options.device_memory_gb <= 0 &&
+      options.kv_cache_memory_bytes == 0) {
+    // All of RAM is not the CPU's to give: without a budget, the KV cache gets at most
+    // kDefaultCpuKvBytes, as vLLM's CPU backend defaults to a 4 GiB KV cache.
+    const uint64_t budget = static_cast<uint64_t>(static_cast<double>(sizing.device_memory_bytes) *
+                                                  options.gpu_memory_utilization);
+    if (budget > sizing.used_bytes) {
+      sizing.kv_cache_memory_bytes = std::min(budget - sizing.used_bytes, kDefaultCpuKvBytes);
+    }
+  }
+  sizing.block_bytes = layout.block_bytes();
+  sizing.block_size = options.block_size;
+  sizing.max_model_len = e->max_model_len_;
+  TS_ASSIGN_OR_RETURN(e->kv_sizing_, size_kv_cache(sizing));
+  TS_ASSIGN_OR_RETURN(e->kv_pool_,
+                      KvPool::create(e->backend_.get(), layout, e->kv_sizing_.num_blocks));
 
-  const int32_t max_step = std::min(options.max_num_batched_tokens, e->max_model_len_);
-  TS_ASSIGN_OR_RETURN(e->model_, Model::create(c, e->backend_.get(), e->weights_.get(), max_step,
-                                               /*max_logit_rows=*/1, e->max_model_len_));
-  e->positions_.resize(static_cast<size_t>(max_step));
-  e->slot_mapping_.resize(static_cast<size_t>(max_step));
-  e->block_table_row_.resize(static_cast<size_t>(blocks_per_seq));
-  TS_LOG(Info) << c.architecture_name << ": " << c.num_layers << " layers, weights "
-               << format_bytes(e->weights_->device_bytes()) << " (" << dtype_name(c.dtype)
-               << "), KV cache " << format_bytes(e->kv_pool_->bytes()) << " for "
-               << e->max_model_len_ << " tokens, backend " << e->backend_->name();
+  KvCacheOptions kv;
+  kv.num_blocks = e->kv_sizing_.num_blocks;
+  kv.block_size = options.block_size;
+  kv.enable_prefix_caching = options.enable_prefix_caching;
+  kv.salt = model_salt(model_dir, c, options.load_format, options.seed);
+  kv.watermark_blocks = e->kv_sizing_.watermark_blocks;
+  e->kv_ = std::make_unique<KvCacheManager>(kv);
+  SchedulerOptions sched;
+  sched.max_num_seqs = max_seqs;
+  sched.max_num_batched_tokens = max_step;
+  sched.max_model_len = e->max_model_len_;
+  e->scheduler_ = std::make_unique<Scheduler>(sched, e->kv_.get());
+  const int32_t max_blocks_per_seq = static_cast<int32_t>(
+      (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
+  e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(),
+                                             e->kv_pool_.get(), max_step, max_seqs,
+                                             max_blocks_per_seq);
+  e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
+  e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
+
+  e->startup_summary_ = c.architecture_name + ": " + std::to_string(c.num_layers) +
+                        " layers, weights " + format_bytes(e->weights_->device_bytes()) + " (" +
+                        std::string(dtype_name(c.dtype)) + "), " +
+                        e->kv_sizing_.describe(options.block_size, e->max_model_len_) +
+                        "; backend " + std::string(e->backend_->name());
+  TS_LOG(Info) << e->startup_summary_;
   return e;
 }
 
-Status LlmEngine::check_prompt(const std::vector<int32_t>& prompt, int32_t max_new_tokens) const {
+Status LlmEngine::check_prompt(const std::vector<int32_t>& prompt) const {
   if (prompt.empty()) return invalid_argument("the prompt is empty");
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= config_.vocab_size) {
@@ -93,122 +191,327 @@ Status LlmEngine::check_prompt(const std::vector<int32_t>& prompt, int32_t max_n
                               std::to_string(config_.vocab_size) + ")");
     }
   }
-  const int64_t total = static_cast<int64_t>(prompt.size()) + max_new_tokens;
-  if (total > max_model_len_) {
-    return invalid_argument("this model's maximum context length is " +
-                            std::to_string(max_model_len_) + " tokens, but " +
-                            std::to_string(total) + " were requested (" +
-                            std::to_string(prompt.size()) + " in the prompt, " +
-                            std::to_string(max_new_tokens) + " to generate)");
-  }
   return Status::ok();
 }
 
-Result<const float*> LlmEngine::step(BlockTable& table, const int32_t* tokens, int32_t n) {
-  BlockAllocator& allocator = kv_pool_->allocator();
-  for (int32_t need = table.blocks_needed_to_append(n); need > 0; --need) {
-    TS_ASSIGN_OR_RETURN(int32_t block, allocator.allocate());
-    table.push_block(block);
+Result<std::shared_ptr<RequestStream>> LlmEngine::add_request(std::vector<int32_t> prompt,
+                                                              const SamplingParams& params,
+                                                              std::function<void()> on_ready) {
+  TS_RETURN_IF_ERROR(params.validate());
+  TS_RETURN_IF_ERROR(check_prompt(prompt));
+  TS_RETURN_IF_ERROR(
+      scheduler_->check_fits(static_cast<int32_t>(prompt.size()), params.max_tokens));
+  auto req = std::make_unique<Request>();
+  req->params = params;
+  req->stop_ids = params.stop_token_ids;
+  if (!params.ignore_eos) {
+    req->stop_ids.insert(req->stop_ids.end(), config_.eos_token_ids.begin(),
+                         config_.eos_token_ids.end());
   }
-  const int32_t start = table.num_tokens();
-  table.append_tokens(n);
-  for (int32_t i = 0; i < n; ++i) {
-    positions_[static_cast<size_t>(i)] = start + i;
-    slot_mapping_[static_cast<size_t>(i)] = table.slot(start + i);
+  req->unfinished = params.n;
+  auto seq = std::make_unique<Sequence>(0, options_.block_size);
+  seq->prompt_len = static_cast<int32_t>(prompt.size());
+  seq->tokens = std::move(prompt);
+  seq->max_tokens = params.max_tokens;
+  req->seqs.push_back(std::move(seq));
+  std::shared_ptr<RequestStream> stream;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    req->id = next_request_id_++;
+    // A request without a seed draws one from the engine's generator (seeded by --seed), so
+    // that successive unseeded requests differ while a whole run stays reproducible.
+    req->seed = params.seed ? *params.seed : seed_rng_();
+    stream = std::make_shared<RequestStream>(req->id, params.n, std::move(on_ready));
+    req->stream = stream;
+    new_requests_.push_back(std::move(req));
   }
-  std::copy(table.blocks().begin(), table.blocks().end(), block_table_row_.begin());
-  const int32_t query_start[2] = {0, n};
-  const int32_t seq_len = table.num_tokens();
-  const int32_t logit_row = n - 1;
-
-  ForwardBatch batch;
-  batch.token_ids = tokens;
-  batch.positions = positions_.data();
-  batch.attn.num_seqs = 1;
-  batch.attn.num_tokens = n;
-  batch.attn.query_start = query_start;
-  batch.attn.seq_lens = &seq_len;
-  batch.attn.block_tables = block_table_row_.data();
-  batch.attn.max_blocks_per_seq = static_cast<int32_t>(block_table_row_.size());
-  batch.attn.slot_mapping = slot_mapping_.data();
-  batch.logit_rows = &logit_row;
-  batch.num_logit_rows = 1;
-  TS_ASSIGN_OR_RETURN(TensorView logits, model_->forward(batch, kv_pool_->view()));
-  backend_->synchronize();
-  return static_cast<const float*>(logits.data);
+  inbox_ready_.notify_all();
+  return stream;
 }
 
-Result<const float*> LlmEngine::append(BlockTable& table, const std::vector<int32_t>& tokens,
-                                       int32_t chunk_size) {
-  const int32_t max_step = static_cast<int32_t>(positions_.size());
-  const int32_t chunk = chunk_size > 0 ? std::min(chunk_size, max_step) : max_step;
-  const float* logits = nullptr;
-  for (size_t begin = 0; begin < tokens.size(); begin += static_cast<size_t>(chunk)) {
-    int32_t n = static_cast<int32_t>(std::min(tokens.size() - begin, static_cast<size_t>(chunk)));
-    TS_ASSIGN_OR_RETURN(logits, step(table, tokens.data() + begin, n));
+void LlmEngine::abort(int64_t request_id) {
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    aborts_.push_back(request_id);
   }
-  return logits;
+  inbox_ready_.notify_all();
 }
 
-void LlmEngine::free_sequence(BlockTable& table) {
-  for (int32_t block : table.clear()) kv_pool_->allocator().release(block);
+void LlmEngine::take_inbox() {
+  std::vector<std::unique_ptr<Request>> added;
+  std::vector<int64_t> aborted;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    added.swap(new_requests_);
+    aborted.swap(aborts_);
+  }
+  for (auto& req : added) {
+    Sequence* seq = req->seqs[0].get();
+    seq->id = next_sequence_id_++;
+    seq->request_id = req->id;
+    seq->rng.seed(req->seed);
+    scheduler_->add(seq);
+    requests_[req->id] = std::move(req);
+  }
+  for (int64_t id : aborted) abort_now(id);
+}
+
+void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason, Status error) {
+  scheduler_->finish(seq);
+  RequestOutput out;
+  out.request_id = req.id;
+  out.index = seq->index;
+  out.finished = true;
+  out.finish_reason = reason;
+  out.error = std::move(error);
+  out.num_prompt_tokens = seq->prompt_len;
+  out.num_cached_tokens = seq->num_cached_tokens;
+  --req.unfinished;
+  // Outputs 1..n-1 that were never forked end with output 0.
+  if (seq->index == 0 && !req.forked) {
+    for (int32_t i = 1; i < req.params.n; ++i) {
+      RequestOutput o = out;
+      o.index = i;
+      req.stream->push(std::move(o));
+      --req.unfinished;
+    }
+    req.forked = true;
+  }
+  req.stream->push(std::move(out));
+  if (req.unfinished == 0) requests_.erase(req.id);  // destroys req
+}
+
+void LlmEngine::abort_now(int64_t request_id) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& req = *it->second;
+  // Collect first: finishing the last output destroys the request.
+  std::vector<Sequence*> live;
+  for (auto& s : req.seqs) {
+    if (s->status != SequenceStatus::kFinished) live.push_back(s.get());
+  }
+  for (Sequence* s : live) finish_sequence(req, s, "abort");
+}
+
+std::unique_ptr<Sequence> LlmEngine::new_sequence(Request& req, int32_t index) {
+  auto seq = std::make_unique<Sequence>(next_sequence_id_++, options_.block_size);
+  seq->request_id = req.id;
+  seq->index = index;
+  const Sequence& first = *req.seqs[0];
+  seq->tokens.assign(first.tokens.begin(), first.tokens.begin() + first.prompt_len);
+  seq->prompt_len = first.prompt_len;
+  seq->max_tokens = first.max_tokens;
+  seq->num_cached_tokens = first.num_cached_tokens;
+  std::seed_seq seeds{req.seed, static_cast<uint64_t>(index)};
+  seq->rng.seed(seeds);
+  return seq;
+}
+
+void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
+  const std::span<const int32_t> all(seq->tokens);
+  const std::span<const int32_t> prompt = all.first(static_cast<size_t>(seq->prompt_len));
+  const std::span<const int32_t> output = all.subspan(static_cast<size_t>(seq->prompt_len));
+  const bool too_early = seq->num_output() < req.params.min_tokens;
+  const std::span<const int32_t> suppressed =
+      too_early ? std::span<const int32_t>(req.stop_ids) : std::span<const int32_t>();
+  SampledToken t = sampler_->sample(logits, req.params, seq->rng, prompt, output, suppressed);
+  seq->tokens.push_back(t.token);
+  ++stats_.generated_tokens;
+
+  RequestOutput out;
+  out.request_id = req.id;
+  out.index = seq->index;
+  out.token_ids.push_back(t.token);
+  out.logprobs.push_back(t.logprob);
+  const bool stop =
+      std::find(req.stop_ids.begin(), req.stop_ids.end(), t.token) != req.stop_ids.end();
+  const bool length = seq->num_output() >= seq->max_tokens;
+  req.stream->push(std::move(out));
+  if (stop) {
+    finish_sequence(req, seq, "stop");
+  } else if (length) {
+    finish_sequence(req, seq, "length");
+  }
+}
+
+void LlmEngine::sample(Request& req, Sequence* seq, float* logits) {
+  if (seq->index == 0 && !req.forked && req.params.n > 1) {
+    // Parallel sampling: outputs 1..n-1 share the prompt's blocks (copy-on-write) and draw
+    // their first tokens from the same logits.
+    req.forked = true;
+    std::copy(logits, logits + config_.vocab_size, fork_logits_.begin());
+    std::vector<Sequence*> forks;
+    for (int32_t i = 1; i < req.params.n; ++i) {
+      req.seqs.push_back(new_sequence(req, i));
+      Sequence* child = req.seqs.back().get();
+      child->num_computed = seq->num_computed;
+      scheduler_->fork(*seq, child);
+      forks.push_back(child);
+    }
+    for (Sequence* child : forks) {
+      // Sampling modifies its input: each fork gets a fresh copy of the raw logits.
+      std::copy(fork_logits_.begin(), fork_logits_.end(), logits);
+      emit_token(req, child, logits);
+    }
+    std::copy(fork_logits_.begin(), fork_logits_.end(), logits);
+  }
+  emit_token(req, seq, logits);
+}
+
+void LlmEngine::fail_step(const StepPlan& plan, const Status& error) {
+  TS_LOG(Error) << "forward step failed: " << error.message();
+  for (const ScheduledSequence& s : plan.scheduled) {
+    auto it = requests_.find(s.seq->request_id);
+    if (it == requests_.end() || s.seq->status == SequenceStatus::kFinished) continue;
+    finish_sequence(*it->second, s.seq, "error", error);
+  }
+}
+
+bool LlmEngine::step() {
+  take_inbox();
+  if (!scheduler_->has_work()) return false;
+  StepPlan plan = scheduler_->schedule();
+  // A lone sequence always fits (add_request checked), so work without a plan is a bug.
+  TS_CHECK(!plan.empty()) << "scheduler stalled: " << scheduler_->num_waiting() << " waiting, "
+                          << scheduler_->num_running() << " running, "
+                          << kv_->num_free_blocks() << " free blocks";
+  stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
+  auto logits = runner_->execute(plan);
+  if (!logits.is_ok()) {
+    fail_step(plan, logits.status());
+    return true;
+  }
+  scheduler_->update(plan);
+  ++stats_.steps;
+  stats_.scheduled_seqs += static_cast<int64_t>(plan.scheduled.size());
+  stats_.scheduled_tokens += plan.num_tokens;
+  for (const ScheduledSequence& s : plan.scheduled) stats_.decode_seqs += s.num_tokens == 1;
+  const std::vector<int32_t>& sampled = runner_->sampled();
+  float* rows = static_cast<float*>(logits.value().data);
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
+    auto it = requests_.find(seq->request_id);
+    TS_CHECK(it != requests_.end()) << "sequence " << seq->id << " without a request";
+    sample(*it->second, seq, rows + r * static_cast<size_t>(config_.vocab_size));
+  }
+  return true;
+}
+
+bool LlmEngine::has_unfinished() {
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    if (!new_requests_.empty()) return true;
+  }
+  return !requests_.empty();
+}
+
+void LlmEngine::start() {
+  TS_CHECK(!loop_.joinable()) << "engine loop started twice";
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    stopping_ = false;
+  }
+  loop_ = std::thread([this] {
+    for (;;) {
+      if (step()) continue;
+      std::unique_lock<std::mutex> lock(inbox_mutex_);
+      inbox_ready_.wait(lock,
+                        [this] { return stopping_ || !new_requests_.empty() || !aborts_.empty(); });
+      if (stopping_) return;
+    }
+  });
+}
+
+void LlmEngine::stop() {
+  if (!loop_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    stopping_ = true;
+  }
+  inbox_ready_.notify_all();
+  loop_.join();
 }
 
 Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
                                            const SamplingParams& params,
                                            const TokenCallback& on_token) {
-  TS_RETURN_IF_ERROR(params.validate());
-  TS_RETURN_IF_ERROR(check_prompt(prompt, params.max_tokens));
+  TS_CHECK(!loop_.joinable()) << "generate() while the engine loop runs";
+  SamplingParams one = params;
+  one.n = 1;
+  TS_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, add_request(prompt, one));
   GenerateResult result;
   result.prompt_token_ids = prompt;
-  // A request without a seed draws one from the engine's generator (seeded by --seed), so that
-  // successive unseeded requests differ while a whole run stays reproducible.
-  Sampler sampler(params, config_.vocab_size, params.seed ? *params.seed : seed_rng_());
-  std::vector<int32_t> stop_ids = params.stop_token_ids;
-  if (!params.ignore_eos) {
-    stop_ids.insert(stop_ids.end(), config_.eos_token_ids.begin(), config_.eos_token_ids.end());
-  }
-  const std::vector<int32_t> none;
-
-  BlockTable table(options_.block_size);
-  auto logits_or = append(table, prompt, 0);
-  result.finish_reason = "length";
-  while (logits_or.is_ok()) {
-    const bool too_early = static_cast<int32_t>(result.token_ids.size()) < params.min_tokens;
-    SampledToken t = sampler.sample(const_cast<float*>(logits_or.value()), prompt, result.token_ids,
-                                    too_early ? stop_ids : none);
-    result.token_ids.push_back(t.token);
-    result.logprobs.push_back(t.logprob);
-    if ((on_token && !on_token(t.token)) ||
-        std::find(stop_ids.begin(), stop_ids.end(), t.token) != stop_ids.end()) {
-      result.finish_reason = "stop";
-      break;
+  bool stopped_by_callback = false;
+  for (int idle_steps = 0;;) {
+    while (auto out = stream->poll()) {
+      for (size_t i = 0; i < out->token_ids.size() && !stopped_by_callback; ++i) {
+        result.token_ids.push_back(out->token_ids[i]);
+        result.logprobs.push_back(out->logprobs[i]);
+        if (on_token && !on_token(out->token_ids[i])) {
+          stopped_by_callback = true;
+          abort(stream->request_id());
+        }
+      }
+      if (out->finished) {
+        if (out->finish_reason == "error") return out->error;
+        result.finish_reason = stopped_by_callback ? "stop" : out->finish_reason;
+        result.num_cached_tokens = out->num_cached_tokens;
+      }
     }
-    if (static_cast<int32_t>(result.token_ids.size()) >= params.max_tokens) break;
-    logits_or = step(table, &result.token_ids.back(), 1);
+    if (stream->done()) break;
+    // An idle step publishes queued aborts; two in a row with the request unfinished is a bug.
+    idle_steps = step() ? 0 : idle_steps + 1;
+    TS_CHECK_LT(idle_steps, 2) << "request " << stream->request_id() << " stalled";
   }
-  free_sequence(table);
-  if (!logits_or.is_ok()) return logits_or.status();
   return result;
 }
 
 Result<std::vector<std::vector<float>>> LlmEngine::score(const std::vector<int32_t>& prompt,
                                                          const std::vector<int32_t>& continuation,
                                                          int32_t chunk_size) {
-  TS_RETURN_IF_ERROR(check_prompt(prompt, static_cast<int32_t>(continuation.size())));
+  TS_CHECK(!loop_.joinable() && requests_.empty()) << "score() needs an idle engine";
+  TS_RETURN_IF_ERROR(check_prompt(prompt));
   if (!continuation.empty()) {
-    TS_RETURN_IF_ERROR(check_prompt(continuation, 0).with_context("continuation"));
+    TS_RETURN_IF_ERROR(check_prompt(continuation).with_context("continuation"));
   }
+  TS_RETURN_IF_ERROR(scheduler_->check_fits(static_cast<int32_t>(prompt.size()),
+                                            static_cast<int32_t>(continuation.size())));
+  const int32_t max_step = std::min(options_.max_num_batched_tokens, max_model_len_);
+  const int32_t chunk = chunk_size > 0 ? std::min(chunk_size, max_step) : max_step;
+  // One sequence driven by hand, without the prefix cache: every logit is computed.
+  Sequence seq(next_sequence_id_++, options_.block_size);
+  seq.tokens = prompt;
+  seq.prompt_len = static_cast<int32_t>(prompt.size());
   std::vector<std::vector<float>> out;
-  BlockTable table(options_.block_size);
-  auto logits_or = append(table, prompt, chunk_size);
-  for (size_t i = 0; logits_or.is_ok(); ++i) {
-    out.emplace_back(logits_or.value(), logits_or.value() + config_.vocab_size);
-    if (i == continuation.size()) break;
-    logits_or = step(table, &continuation[i], 1);
+  const PrefixHit none;
+  bool admitted = false;
+  Status status;
+  for (size_t next = 0;;) {
+    const int32_t n = std::min(seq.num_uncomputed(), chunk);
+    const int32_t total = seq.num_computed + n;
+    StepPlan plan;
+    if (!admitted) {
+      kv_->admit(seq.kv, none, total);
+      admitted = true;
+    } else {
+      kv_->append(seq.kv, total, &plan.copies);
+    }
+    plan.scheduled.push_back({&seq, n});
+    plan.num_tokens = n;
+    auto logits = runner_->execute(plan);
+    if (!logits.is_ok()) {
+      status = logits.status();
+      break;
+    }
+    seq.num_computed = total;
+    if (seq.num_uncomputed() > 0) continue;
+    const float* row = static_cast<const float*>(logits.value().data);
+    out.emplace_back(row, row + config_.vocab_size);
+    if (next == continuation.size()) break;
+    seq.tokens.push_back(continuation[next++]);
   }
-  free_sequence(table);
-  if (!logits_or.is_ok()) return logits_or.status();
+  kv_->free(seq.kv);
+  if (!status.is_ok()) return status;
   return out;
 }
 

@@ -1,33 +1,54 @@
-// LlmEngine: a model loaded onto a backend with its KV pool, generating for one request at a
-// time (the scheduler and continuous batching arrive with the KV-cache issue). Owns the backend,
-// weights, KV pool and model; used from one thread.
+// LlmEngine: a model loaded onto a backend with a paged KV cache, serving many requests at once
+// by continuous batching (DESIGN.md §3, §4).
+//
+// Threads: add_request() and abort() may be called from any thread; they only queue work. Every
+// other method runs on the engine thread — the thread that calls step(), or the one start()
+// launches — which alone owns the scheduler, the KV metadata and the model. Outputs reach other
+// threads through each request's RequestStream.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
+#include "engine/model_runner.h"
 #include "engine/model_weights.h"
+#include "engine/request_stream.h"
+#include "engine/sampler.h"
 #include "engine/sampling_params.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
 #include "kernels/backend_registry.h"
-#include "memory/block_table.h"
+#include "memory/kv_cache_manager.h"
 #include "memory/kv_pool.h"
+#include "memory/kv_sizing.h"
 
 namespace tierserve {
 
 struct EngineOptions {
-  BackendOptions backend;                      // which backend and how many threads
+  BackendOptions backend;                      // which backend, threads, --deterministic
   LoadFormat load_format = LoadFormat::kAuto;  // checkpoint or dummy weights
   int32_t block_size = 16;                     // tokens per KV block
   int32_t max_model_len = 0;                   // context length; 0 = the model's
   int32_t max_num_batched_tokens = 512;        // tokens per forward step (prefill chunk size)
+  int32_t max_num_seqs = 256;                  // sequences per step
+  bool enable_prefix_caching = true;           // reuse KV of shared prompt prefixes
+  double gpu_memory_utilization = 0.9;         // fraction of device memory for weights + KV
+  double device_memory_gb = 0;  // CPU backend: the RAM budget; 0 = physical RAM, with the KV
+                                // cache capped at 4 GiB
+  uint64_t kv_cache_memory_bytes = 0;          // if > 0, the KV cache size (overrides the above)
   uint64_t seed = 0;  // seeds the per-request seeds of unseeded requests, and dummy weights
 
   Status validate() const;
@@ -37,65 +58,125 @@ struct GenerateResult {
   std::vector<int32_t> prompt_token_ids;  // the prompt as given
   std::vector<int32_t> token_ids;         // generated tokens, including a final EOS/stop token
   std::vector<float> logprobs;            // logprobs[i]: raw log-probability of token_ids[i]
-  std::string finish_reason;              // "stop" (EOS or stop token) or "length"
+  std::string finish_reason;              // "stop" (EOS, stop token, callback) or "length"
+  int32_t num_cached_tokens = 0;          // prompt tokens served from the prefix cache
+};
+
+// Counters since creation, for benchmarks and metrics. Engine thread.
+struct EngineStats {
+  int64_t steps = 0;              // forward steps run
+  int64_t scheduled_seqs = 0;     // sum over steps of sequences in the step
+  int64_t decode_seqs = 0;        // sum over steps of sequences that decoded one token
+  int64_t scheduled_tokens = 0;   // sum over steps of tokens in the step
+  int64_t generated_tokens = 0;   // tokens sampled
+  int64_t preemptions = 0;        // sequences preempted
 };
 
 class LlmEngine {
  public:
-  // Reads the model directory, creates the backend, loads weights and allocates the KV pool for
-  // one sequence of max_model_len tokens. Every failure names the file or flag at fault.
+  // Reads the model directory, creates the backend, loads weights, sizes and allocates the KV
+  // cache. Every failure names the file or flag at fault.
   static Result<std::unique_ptr<LlmEngine>> create(const std::filesystem::path& model_dir,
                                                    const EngineOptions& options);
-  ~LlmEngine();
+  ~LlmEngine();  // stops the loop thread if running
   LlmEngine(const LlmEngine&) = delete;
   LlmEngine& operator=(const LlmEngine&) = delete;
 
+  // Immutable after creation; any thread.
   const ModelConfig& config() const { return config_; }
   const GenerationDefaults& generation_defaults() const { return generation_defaults_; }
   int32_t max_model_len() const { return max_model_len_; }
   uint64_t weight_bytes() const { return weights_->device_bytes(); }
-  uint64_t kv_cache_bytes() const { return kv_pool_->bytes(); }
+  const KvSizing& kv_sizing() const { return kv_sizing_; }
+  // "weights ..., KV cache ..." as printed at start-up.
+  const std::string& startup_summary() const { return startup_summary_; }
 
-  // Generates a continuation of `prompt`. Invalid input (empty prompt, token ids outside the
-  // vocabulary, prompt + max_tokens beyond max_model_len, bad sampling params) is kInvalidArgument.
-  // `on_token`, if given, is called with each generated token as soon as it is sampled; returning
-  // false ends generation there with finish_reason "stop" (a stop string matched, the client
-  // went away).
+  // Any thread. Validates `prompt` and `params` (empty prompt, ids outside the vocabulary,
+  // bad sampling values, a request that can never fit: kInvalidArgument) and queues the
+  // request. Its n outputs arrive on the returned stream. `on_ready` is passed to the stream.
+  Result<std::shared_ptr<RequestStream>> add_request(std::vector<int32_t> prompt,
+                                                     const SamplingParams& params,
+                                                     std::function<void()> on_ready = nullptr);
+  // Any thread. Ends a request: each unfinished output gets a final update with finish_reason
+  // "abort" and its KV blocks are freed. Unknown or finished ids are ignored.
+  void abort(int64_t request_id);
+
+  // Engine thread. Takes queued requests and aborts, runs one forward step over the scheduled
+  // sequences, samples, and publishes outputs. Returns false when there was nothing to do.
+  bool step();
+  // Engine thread. Whether any request is unfinished (queued ones included).
+  bool has_unfinished();
+  // Runs step() on a thread of its own until stop() (or destruction), sleeping when idle.
+  void start();
+  void stop();
+
+  // Engine thread, no loop thread running: one request run to completion on the calling thread.
+  // `on_token`, if given, sees each generated token as it is sampled; returning false ends
+  // generation there with finish_reason "stop" (a stop string matched, the client went away).
   using TokenCallback = std::function<bool(int32_t token)>;
   Result<GenerateResult> generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                                   const TokenCallback& on_token = nullptr);
 
-  // Teacher forcing, for tests and evaluation: feeds `prompt` (in chunks of `chunk_size` tokens,
-  // 0 = max_num_batched_tokens), then each token of `continuation` one at a time, and returns the
-  // logits after the prompt and after each continuation token ([continuation.size() + 1][vocab]).
+  // Engine thread, no loop thread and no other request: teacher forcing for tests and
+  // evaluation. Feeds `prompt` in chunks of `chunk_size` tokens (0 = max_num_batched_tokens),
+  // then each token of `continuation` one at a time; returns the logits after the prompt and
+  // after each continuation token ([continuation.size() + 1][vocab]).
   Result<std::vector<std::vector<float>>> score(const std::vector<int32_t>& prompt,
                                                 const std::vector<int32_t>& continuation,
                                                 int32_t chunk_size = 0);
 
+  // Engine thread.
+  const EngineStats& stats() const { return stats_; }
+  const KvCacheManager& kv_cache() const { return *kv_; }
+  int32_t num_running() const { return scheduler_->num_running(); }
+  int32_t num_waiting() const { return scheduler_->num_waiting(); }
+
  private:
+  struct Request;
   LlmEngine() = default;
-  Status check_prompt(const std::vector<int32_t>& prompt, int32_t max_new_tokens) const;
-  // Appends `n` tokens at `tokens` to the sequence in `table` (one forward step) and returns the
-  // logits of the last one.
-  Result<const float*> step(BlockTable& table, const int32_t* tokens, int32_t n);
-  // Appends a whole token list in chunks; returns the logits of its last token.
-  Result<const float*> append(BlockTable& table, const std::vector<int32_t>& tokens,
-                              int32_t chunk_size);
-  void free_sequence(BlockTable& table);
+  Status check_prompt(const std::vector<int32_t>& prompt) const;
+  void take_inbox();
+  void finish_sequence(Request& req, Sequence* seq, const char* reason, Status error = {});
+  void abort_now(int64_t request_id);
+  // Samples the next token of `seq` (and, on its first token, of the request's forks) from
+  // `logits` and publishes it.
+  void sample(Request& req, Sequence* seq, float* logits);
+  // Samples one token of `seq` from `logits` (modified), publishes it, and finishes `seq` at a
+  // stop token or max_tokens.
+  void emit_token(Request& req, Sequence* seq, float* logits);
+  void fail_step(const StepPlan& plan, const Status& error);
+  std::unique_ptr<Sequence> new_sequence(Request& req, int32_t index);
 
   EngineOptions options_;
   ModelConfig config_;
   GenerationDefaults generation_defaults_;
   int32_t max_model_len_ = 0;
+  KvSizing kv_sizing_;
+  std::string startup_summary_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<WeightProvider> weights_;
   std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Model> model_;
+  std::unique_ptr<KvCacheManager> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<Sampler> sampler_;
+  std::vector<float> fork_logits_;  // [vocab] raw logits kept for a request's forks
+
+  // Engine thread.
+  std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;
+  int64_t next_sequence_id_ = 0;
+  EngineStats stats_;
+
+  // Shared with other threads, under inbox_mutex_.
+  std::mutex inbox_mutex_;
+  std::condition_variable inbox_ready_;
+  std::vector<std::unique_ptr<Request>> new_requests_;
+  std::vector<int64_t> aborts_;
+  int64_t next_request_id_ = 1;
   std::mt19937_64 seed_rng_;  // seeds of requests that give none
-  // Step inputs, sized at creation.
-  std::vector<int32_t> positions_;
-  std::vector<int32_t> slot_mapping_;
-  std::vector<int32_t> block_table_row_;
+  bool stopping_ = false;
+  std::thread loop_;
 };
 
 }  // namespace tierserve

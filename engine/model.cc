@@ -67,6 +67,7 @@ Status Model::allocate_buffers() {
   size_t total = 0;
   for (int64_t s : sizes) total += (static_cast<size_t>(s) * sizeof(float) + 63) & ~size_t{63};
   TS_ASSIGN_OR_RETURN(arena_, backend_->allocate(total));
+  buffer_bytes_ = total;
   char* p = static_cast<char*>(arena_);
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *ptrs[i] = reinterpret_cast<float*>(p);
@@ -124,7 +125,7 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
 Result<TensorView> Model::forward(const ForwardBatch& batch, const KvCacheView& cache) {
   const int32_t n = batch.attn.num_tokens;
   TS_CHECK(n > 0 && n <= max_num_tokens_) << "step of " << n << " tokens";
-  TS_CHECK(batch.num_logit_rows > 0 && batch.num_logit_rows <= max_logit_rows_)
+  TS_CHECK(batch.num_logit_rows >= 0 && batch.num_logit_rows <= max_logit_rows_)
       << batch.num_logit_rows << " logit rows";
   const int64_t d = config_.hidden_size;
 
@@ -141,6 +142,7 @@ Result<TensorView> Model::forward(const ForwardBatch& batch, const KvCacheView& 
 
   // Only the rows that produce logits go through the final norm and the head.
   const int32_t r = batch.num_logit_rows;
+  if (r == 0) return f32(logits_, 0, config_.vocab_size);
   TensorView last = f32(last_, r, d), last_out = f32(last_out_, r, d);
   backend_->gather_rows(f32(residual_, n, d), batch.logit_rows, last);
   backend_->gather_rows(f32(x_, n, d), batch.logit_rows, last_out);

@@ -35,9 +35,12 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return config_; }
+  // Bytes of activation buffers allocated from the backend.
+  uint64_t buffer_bytes() const { return buffer_bytes_; }
 
   // Runs every layer over the batch: writes the new tokens' K/V into `cache` and returns the
-  // logits [batch.num_logit_rows, vocab_size] (f32), valid until the next forward. Fails only
+  // logits [batch.num_logit_rows, vocab_size] (f32; none when num_logit_rows is 0, a step of
+  // prefill chunks only), valid until the next forward. Fails only
   // when a weight unit cannot be acquired.
   Result<TensorView> forward(const ForwardBatch& batch, const KvCacheView& cache);
 
@@ -57,6 +60,7 @@ class Model {
 
   // Activation buffers, [max_num_tokens, width] f32 unless noted; one allocation.
   void* arena_ = nullptr;
+  uint64_t buffer_bytes_ = 0;
   float* residual_ = nullptr;  // [T, d] running hidden state
   float* x_ = nullptr;         // [T, d] normed input of a block, then its output
   float* q_ = nullptr;         // [T, num_heads * head_dim]

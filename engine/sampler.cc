@@ -20,20 +20,18 @@ float raw_logprob(const float* logits, int32_t n, int32_t token) {
 
 }  // namespace
 
-Sampler::Sampler(const SamplingParams& params, int32_t vocab_size, uint64_t default_seed)
-    : params_(params),
-      vocab_size_(vocab_size),
-      rng_(params.seed.value_or(default_seed)),
+Sampler::Sampler(int32_t vocab_size)
+    : vocab_size_(vocab_size),
       counts_(static_cast<size_t>(vocab_size)),
       seen_(static_cast<size_t>(vocab_size)),
       order_(static_cast<size_t>(vocab_size)),
       probs_(static_cast<size_t>(vocab_size)),
       candidate_probs_(static_cast<size_t>(vocab_size)) {}
 
-void Sampler::apply_penalties(float* logits, const std::vector<int32_t>& prompt,
-                              const std::vector<int32_t>& output) {
-  const bool rep = params_.repetition_penalty != 1.0;
-  const bool pres_freq = params_.presence_penalty != 0.0 || params_.frequency_penalty != 0.0;
+void Sampler::apply_penalties(float* logits, const SamplingParams& params,
+                              std::span<const int32_t> prompt, std::span<const int32_t> output) {
+  const bool rep = params.repetition_penalty != 1.0;
+  const bool pres_freq = params.presence_penalty != 0.0 || params.frequency_penalty != 0.0;
   if (!rep && !pres_freq) return;
   std::fill(counts_.begin(), counts_.end(), 0);
   std::fill(seen_.begin(), seen_.end(), 0);
@@ -42,7 +40,7 @@ void Sampler::apply_penalties(float* logits, const std::vector<int32_t>& prompt,
     seen_[static_cast<size_t>(t)] = 1;
     ++counts_[static_cast<size_t>(t)];
   }
-  const float rp = static_cast<float>(params_.repetition_penalty);
+  const float rp = static_cast<float>(params.repetition_penalty);
   for (int32_t i = 0; i < vocab_size_; ++i) {
     float& l = logits[i];
     // Hugging Face's RepetitionPenaltyLogitsProcessor over prompt and output tokens.
@@ -50,34 +48,34 @@ void Sampler::apply_penalties(float* logits, const std::vector<int32_t>& prompt,
     // OpenAI's presence and frequency penalties over output tokens.
     int32_t c = counts_[static_cast<size_t>(i)];
     if (c > 0) {
-      l -= static_cast<float>(params_.frequency_penalty) * static_cast<float>(c) +
-           static_cast<float>(params_.presence_penalty);
+      l -= static_cast<float>(params.frequency_penalty) * static_cast<float>(c) +
+           static_cast<float>(params.presence_penalty);
     }
   }
 }
 
-SampledToken Sampler::sample(float* logits, const std::vector<int32_t>& prompt,
-                             const std::vector<int32_t>& output,
-                             const std::vector<int32_t>& suppressed) {
+SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::mt19937_64& rng,
+                             std::span<const int32_t> prompt, std::span<const int32_t> output,
+                             std::span<const int32_t> suppressed) {
   const int32_t n = vocab_size_;
   // The reported log-probability is of the raw distribution; remember it before processing.
   std::vector<float>& raw = probs_;
   std::copy(logits, logits + n, raw.begin());
 
-  apply_penalties(logits, prompt, output);
+  apply_penalties(logits, params, prompt, output);
   for (int32_t t : suppressed) {
     if (t >= 0 && t < n) logits[t] = kNegInf;
   }
 
   int32_t token;
-  if (params_.greedy()) {
+  if (params.greedy()) {
     token = static_cast<int32_t>(std::max_element(logits, logits + n) - logits);
   } else {
-    const float inv_t = static_cast<float>(1.0 / params_.temperature);
+    const float inv_t = static_cast<float>(1.0 / params.temperature);
     // Candidates sorted by logit, descending; ties by id for determinism.
     std::iota(order_.begin(), order_.end(), 0);
     int32_t k = n;
-    if (params_.top_k > 0 && params_.top_k < n) k = params_.top_k;
+    if (params.top_k > 0 && params.top_k < n) k = params.top_k;
     auto by_logit = [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     };
@@ -93,24 +91,24 @@ SampledToken Sampler::sample(float* logits, const std::vector<int32_t>& prompt,
     for (int32_t i = 0; i < k; ++i) p[static_cast<size_t>(i)] /= sum;
     // top-p: keep the smallest prefix whose mass reaches top_p (at least one token).
     int32_t keep = k;
-    if (params_.top_p < 1.0) {
+    if (params.top_p < 1.0) {
       double cum = 0.0;
       for (int32_t i = 0; i < k; ++i) {
         cum += p[static_cast<size_t>(i)];
-        if (cum >= params_.top_p) {
+        if (cum >= params.top_p) {
           keep = i + 1;
           break;
         }
       }
     }
     // min-p: drop tokens below min_p times the most likely one.
-    if (params_.min_p > 0.0) {
-      const double floor = params_.min_p * p[0];
+    if (params.min_p > 0.0) {
+      const double floor = params.min_p * p[0];
       while (keep > 1 && p[static_cast<size_t>(keep - 1)] < floor) --keep;
     }
     double mass = 0.0;
     for (int32_t i = 0; i < keep; ++i) mass += p[static_cast<size_t>(i)];
-    double u = std::uniform_real_distribution<double>(0.0, mass)(rng_);
+    double u = std::uniform_real_distribution<double>(0.0, mass)(rng);
     token = order_[static_cast<size_t>(keep - 1)];
     for (int32_t i = 0; i < keep; ++i) {
       u -= p[static_cast<size_t>(i)];

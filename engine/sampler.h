@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "engine/sampling_params.h"
@@ -17,25 +18,25 @@ struct SampledToken {
                          // (log_softmax of the unprocessed logits, as vLLM reports by default)
 };
 
-// One per sequence; not thread-safe. Scratch buffers are sized at construction (vocab_size).
+// One per engine, shared by all sequences, which keep their own parameters and generator. Not
+// thread-safe. Scratch buffers are sized at construction (vocab_size), so sampling does not
+// allocate.
 class Sampler {
  public:
-  // `default_seed` seeds the generator when params.seed is absent.
-  Sampler(const SamplingParams& params, int32_t vocab_size, uint64_t default_seed);
+  explicit Sampler(int32_t vocab_size);
 
-  // Chooses the next token from `logits` (vocab_size f32; modified in place). `prompt` and
-  // `output` are the sequence's tokens so far. `suppressed` tokens (EOS before min_tokens) get
-  // probability zero.
-  SampledToken sample(float* logits, const std::vector<int32_t>& prompt,
-                      const std::vector<int32_t>& output, const std::vector<int32_t>& suppressed);
+  // Chooses the next token from `logits` (vocab_size f32; modified in place) with the
+  // sequence's `params` and generator `rng`. `prompt` and `output` are the sequence's tokens so
+  // far. `suppressed` tokens (EOS before min_tokens) get probability zero.
+  SampledToken sample(float* logits, const SamplingParams& params, std::mt19937_64& rng,
+                      std::span<const int32_t> prompt, std::span<const int32_t> output,
+                      std::span<const int32_t> suppressed);
 
  private:
-  void apply_penalties(float* logits, const std::vector<int32_t>& prompt,
-                       const std::vector<int32_t>& output);
+  void apply_penalties(float* logits, const SamplingParams& params,
+                       std::span<const int32_t> prompt, std::span<const int32_t> output);
 
-  SamplingParams params_;
   int32_t vocab_size_;
-  std::mt19937_64 rng_;
   std::vector<int32_t> counts_;          // per token: occurrences in the output
   std::vector<uint8_t> seen_;            // per token: present in prompt or output
   std::vector<int32_t> order_;           // candidate ids sorted by logit

@@ -28,6 +28,9 @@ Status SamplingParams::validate() const {
     return invalid_argument("frequency_penalty must be in [-2, 2], got " +
                             std::to_string(frequency_penalty));
   }
+  if (n < 1 || n > 128) {
+    return invalid_argument("n must be in [1, 128], got " + std::to_string(n));
+  }
   if (max_tokens < 1) {
     return invalid_argument("max_tokens must be at least 1, got " + std::to_string(max_tokens));
   }

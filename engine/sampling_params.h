@@ -19,13 +19,14 @@ struct SamplingParams {
   double presence_penalty = 0.0;    // subtracted once from tokens present in the output
   double frequency_penalty = 0.0;   // subtracted per occurrence in the output
   std::optional<uint64_t> seed;     // per-request generator seed; absent = engine's generator
+  int32_t n = 1;                    // outputs generated from the prompt (parallel sampling)
   int32_t max_tokens = 16;          // generated tokens at most
   int32_t min_tokens = 0;           // EOS and stop tokens are suppressed until this many
   std::vector<int32_t> stop_token_ids;  // extra tokens that end generation (kept in the output)
   bool ignore_eos = false;              // do not stop at the model's EOS tokens
 
   // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,
-  // repetition_penalty > 0, penalties in [-2, 2], max_tokens >= 1, min_tokens <= max_tokens),
+  // repetition_penalty > 0, penalties in [-2, 2], 1 <= n <= 128, max_tokens >= 1, min_tokens <= max_tokens),
   // naming the offending field.
   Status validate() const;
   bool greedy() const { return temperature < 1e-5; }

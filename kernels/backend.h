@@ -52,6 +52,9 @@ class Backend {
   virtual DeviceKind device() const = 0;
 
   // --- Device-tier memory -------------------------------------------------------------------
+  // Total bytes of the device tier (GPU memory; the CPU backend's physical RAM), the base that
+  // --gpu-memory-utilization takes a fraction of.
+  virtual uint64_t memory_capacity() const = 0;
   // Allocates `bytes` aligned to at least 64 bytes (4096 where `bytes` >= 4096), or returns
   // kResourceExhausted. Called at start-up, never in the step loop.
   virtual Result<void*> allocate(size_t bytes) = 0;

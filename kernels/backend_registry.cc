@@ -15,6 +15,7 @@ constexpr int32_t kMaxThreads = 4096;
 Result<std::unique_ptr<Backend>> create_cpu(const BackendOptions& options) {
   CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
+  cpu.gemm.batch_invariant = options.deterministic;
   if (!parse_cpu_isa(options.cpu_isa, &cpu.isa)) {
     return invalid_argument("unknown CPU kernel path '" + options.cpu_isa + "'");
   }

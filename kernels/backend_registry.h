@@ -15,6 +15,7 @@ struct BackendOptions {
   std::string device = "cpu";    // "cpu", "cuda" or "auto"
   int32_t num_threads = 0;       // CPU threads for kernels; 0 = one per core
   std::string cpu_isa = "auto";  // "auto", "avx512", "avx2" or "scalar": CPU kernel paths
+  bool deterministic = false;    // batch-invariant kernels (--deterministic)
 
   Status validate() const;
 };

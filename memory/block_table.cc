@@ -11,6 +11,11 @@ void BlockTable::append_tokens(int32_t n) {
   num_tokens_ += n;
 }
 
+void BlockTable::replace_last_block(int32_t block) {
+  TS_CHECK(!blocks_.empty()) << "replace_last_block of an empty table";
+  blocks_.back() = block;
+}
+
 int32_t BlockTable::slot(int32_t i) const {
   TS_CHECK(i >= 0 && i / block_size_ < static_cast<int32_t>(blocks_.size())) << "token " << i;
   return blocks_[static_cast<size_t>(i / block_size_)] * block_size_ + i % block_size_;

@@ -24,6 +24,8 @@ class BlockTable {
     return need > 0 ? need : 0;
   }
   void push_block(int32_t block) { blocks_.push_back(block); }
+  // Swaps the last block for `block` (copy-on-write); the caller moves the bytes.
+  void replace_last_block(int32_t block);
   // Records `n` more tokens; the caller has pushed enough blocks first.
   void append_tokens(int32_t n);
   // Slot (block * block_size + offset) of token `i`.

@@ -1,6 +1,5 @@
 // KvPool: the device-tier bytes of the paged KV cache (DESIGN.md §2), allocated once at start-up
-// from the backend, with the allocator that hands out its block ids. Sizing by memory budget
-// arrives with the KV-cache manager; here the caller says how many blocks.
+// from the backend. Bytes only: which block belongs to whom is the KvCacheManager's business.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +7,6 @@
 
 #include "common/status.h"
 #include "kernels/backend.h"
-#include "memory/block_allocator.h"
 
 namespace tierserve {
 
@@ -22,17 +20,15 @@ class KvPool {
   KvPool& operator=(const KvPool&) = delete;
 
   const KvCacheView& view() const { return view_; }
-  BlockAllocator& allocator() { return allocator_; }
   size_t bytes() const {
     return static_cast<size_t>(view_.num_blocks) * view_.layout.block_bytes();
   }
 
  private:
   KvPool(Backend* backend, KvCacheView view)
-      : backend_(backend), view_(view), allocator_(view.num_blocks) {}
+      : backend_(backend), view_(view) {}
   Backend* backend_;
   KvCacheView view_;
-  BlockAllocator allocator_;
 };
 
 }  // namespace tierserve

@@ -10,6 +10,7 @@
 #include "engine/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/chat_prompt.h"
+#include "server/engine_flags.h"
 
 namespace tierserve {
 
@@ -88,16 +89,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateCommandOptions& o) {
   cmd->add_flag("--ignore-eos", o.sampling.ignore_eos, "Do not stop at the model's EOS tokens");
   cmd->add_option("--load-format", o.load_format, "auto (safetensors) or dummy (random weights)")
       ->capture_default_str();
-  cmd->add_option("--max-model-len", o.engine.max_model_len,
-                  "Context length (default: the model's)");
-  cmd->add_option("--block-size", o.engine.block_size, "Tokens per KV block")
-      ->capture_default_str();
-  cmd->add_option("--max-num-batched-tokens", o.engine.max_num_batched_tokens,
-                  "Tokens per forward step (prefill chunk)")
-      ->capture_default_str();
-  cmd->add_option("--threads", o.engine.backend.num_threads, "CPU threads (0 = one per core)");
-  cmd->add_option("--cpu-isa", o.engine.backend.cpu_isa, "auto, avx512, avx2 or scalar")
-      ->capture_default_str();
+  add_engine_flags(cmd, o.engine);
   cmd->add_flag("--json", o.json, "Print one JSON object");
   return cmd;
 }

@@ -1,5 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -86,6 +88,11 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options, CpuIsa isa) : kernels_(
 }
 
 CpuBackend::~CpuBackend() = default;
+
+uint64_t CpuBackend::memory_capacity() const {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
 
 Result<void*> CpuBackend::allocate(size_t bytes) {
   const size_t align = bytes >= 4096 ? 4096 : 64;

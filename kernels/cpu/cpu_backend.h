@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
   ThreadPool& thread_pool() { return *pool_; }
   int64_t onednn_primitives_created() const { return gemm_->onednn_primitives_created(); }
 
+  uint64_t memory_capacity() const override;
   Result<void*> allocate(size_t bytes) override;
   void deallocate(void* ptr) override;
   void copy(void* dst, const void* src, size_t bytes) override;

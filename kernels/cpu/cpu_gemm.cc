@@ -19,6 +19,12 @@
 // kernels widen bf16 weights exactly and keep x in f32. So calls with m <= kGemvMaxM use the
 // GEMV kernels (cpu_kernels.h), threaded over output rows with the kernel pool; larger m
 // (prefill) is compute-bound and goes to oneDNN's brgemm kernels through split_matmul.
+//
+// Batch-invariant mode (CpuGemmOptions::batch_invariant) sends every m to the GEMV kernels,
+// which sum each y[i, r] in an order fixed by k alone (not by m or the other rows of x), add the
+// bias the same way, and are never split along k. Rows of x go in groups of kGemvMaxM; for each
+// L2-sized block of weight rows every group runs before the next block, so w is read from DRAM
+// once per call, as in decode.
 #include "kernels/cpu/cpu_gemm.h"
 
 #include <algorithm>
@@ -32,6 +38,11 @@ namespace {
 // Weight bytes per GEMV chunk of the pool: enough that a chunk outweighs the cost of handing it
 // to another thread.
 constexpr int64_t kGemvChunkBytes = 64 * 1024;
+// Weight bytes per column block when m > kGemvMaxM: the block stays in L2 (1 MiB per core on the
+// development machine, 256 KiB-2 MiB on current x86) while every group of rows passes over it.
+constexpr int64_t kGemvBlockBytes = 256 * 1024;
+// x elements packed per task of the pool.
+constexpr int64_t kPackChunkElements = 16384;
 // Weight rows converted at a time by the f32 fallback: about this many bytes of f32.
 constexpr int64_t kPanelBytes = 2 * 1024 * 1024;
 // Column slices of a oneDNN product are multiples of this (its n blocking with AVX-512).
@@ -84,7 +95,7 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
     return;
   }
 
-  if (m <= options_.gemv_max_m) {
+  if (options_.batch_invariant || m <= options_.gemv_max_m) {
     run_gemv(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
   } else if (w.dtype == DType::kF32 ||
              (options_.native_low_precision && onednn_.supports(w.dtype))) {
@@ -94,23 +105,69 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
   }
 }
 
+// Every y[i, r] is computed by one kernel call on its own (group of rows, block of columns) and
+// the kernels' per-row results do not depend on the group (cpu_kernels.h), so the grouping, the
+// blocking and the thread split change no bit of y.
 void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                        float* y, int64_t m, int64_t n, int64_t k) {
-  struct Work {
-    GemvArgs args;
-    GemvFn fn;
-  } work;
-  float* packed = packed_x_.get<float>(static_cast<size_t>(m * gemv_x_stride(k)));
   const bool bf16 = dtype == DType::kBF16;
-  (bf16 ? kernels_->pack_gemv_x_bf16 : kernels_->pack_gemv_x)(x, ldx, static_cast<int32_t>(m), k,
-                                                              packed);
-  work.args = GemvArgs{packed, static_cast<int32_t>(m), k, w, bias, y, n};
-  work.fn = dtype == DType::kF32 ? kernels_->gemv_f32
-            : bf16               ? kernels_->gemv_bf16
-                                 : kernels_->gemv_f16;
   const int64_t row_bytes = k * static_cast<int64_t>(dtype_size(dtype));
-  pool_->parallel_for(n, std::max<int64_t>(1, kGemvChunkBytes / row_bytes),
-                      [&work](int64_t begin, int64_t end) { work.fn(work.args, begin, end); });
+  int64_t block_columns = 0;
+  if (m <= kGemvMaxM) {  // decode: blocks are only the pool's grain
+    block_columns = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
+  } else {  // at least one block per thread where n allows
+    const int64_t threads = pool_->num_threads();
+    block_columns =
+        std::max<int64_t>(1, std::min(kGemvBlockBytes / row_bytes, (n + threads - 1) / threads));
+  }
+  struct Work {
+    const float* x;
+    int64_t ldx;
+    PackGemvXFn pack;
+    float* packed;
+    int64_t xs, m, n, k, block_columns;
+    GemvFn fn;
+    const void* w;
+    const float* bias;
+    float* y;
+  } work{x,
+         ldx,
+         bf16 ? kernels_->pack_gemv_x_bf16 : kernels_->pack_gemv_x,
+         packed_x_.get<float>(static_cast<size_t>(m * gemv_x_stride(k))),
+         gemv_x_stride(k),
+         m,
+         n,
+         k,
+         block_columns,
+         dtype == DType::kF32 ? kernels_->gemv_f32
+         : bf16               ? kernels_->gemv_bf16
+                              : kernels_->gemv_f16,
+         w,
+         bias,
+         y};
+  // Packing is per row (a copy or a permutation, no arithmetic), so x is packed once per call.
+  pool_->parallel_for(
+      m, std::max<int64_t>(kGemvMaxM, kPackChunkElements / k), [&work](int64_t begin, int64_t end) {
+        work.pack(work.x + begin * work.ldx, work.ldx, static_cast<int32_t>(end - begin), work.k,
+                  work.packed + begin * work.xs);
+      });
+  const int64_t blocks = (n + block_columns - 1) / block_columns;
+  pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
+    for (int64_t block = block_begin; block < block_end; ++block) {
+      const int64_t r_begin = block * work.block_columns;
+      const int64_t r_end = std::min(work.n, r_begin + work.block_columns);
+      for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
+        const GemvArgs args{work.packed + i * work.xs,
+                            static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i)),
+                            work.k,
+                            work.w,
+                            work.bias,
+                            work.y + i * work.n,
+                            work.n};
+        work.fn(args, r_begin, r_end);
+      }
+    }
+  });
 }
 
 void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,

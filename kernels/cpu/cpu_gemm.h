@@ -1,5 +1,6 @@
 // The CPU gemm: y[m, n] = x[m, k] . w[n, k]^T (+ bias), choosing per call between the hand-written
-// GEMV kernels (small m: decode) and oneDNN matmul (larger m: prefill).
+// GEMV kernels (small m: decode) and oneDNN matmul (larger m: prefill), or the GEMV kernels for
+// every m in batch-invariant mode.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,12 @@ struct CpuGemmOptions {
   // Whether bf16 and f16 weights may use oneDNN's own low-precision kernels where the CPU has
   // them. false (or no such kernel) converts weight panels to f32 instead (slower, exact).
   bool native_low_precision = true;
+  // Batch-invariant mode (--deterministic, DESIGN.md §6 invariant 1): every call, whatever m,
+  // computes y[i, j] with exactly the operations an m = 1 call on row i alone would, so results
+  // are bitwise equal for any m, position of the row in the batch, ldx and thread count (on one
+  // kernel path; different paths differ). Every call then uses the GEMV kernels, with weights
+  // blocked for L2 when m > kGemvMaxM; gemv_max_m and native_low_precision are ignored.
+  bool batch_invariant = false;
 };
 
 // Not thread-safe: one caller at a time. Owns grown-on-demand scratch, so steady-state calls do
@@ -38,7 +45,8 @@ class CpuGemm {
   int64_t onednn_primitives_created() const { return onednn_.primitives_created(); }
 
  private:
-  // Each returns with y written; `bias` is f32 or null.
+  // Each returns with y written; `bias` is f32 or null. run_gemv takes any m: more than
+  // kGemvMaxM rows run as groups of kGemvMaxM over L2-sized column blocks of w.
   void run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                 float* y, int64_t m, int64_t n, int64_t k);
   void run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,

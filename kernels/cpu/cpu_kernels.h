@@ -10,7 +10,8 @@
 
 namespace tierserve {
 
-// The GEMV kernels handle up to this many rows of x; larger m goes to oneDNN (cpu_gemm.h).
+// The GEMV kernels handle up to this many rows of x per call; larger m goes to oneDNN, or to
+// groups of rows in batch-invariant mode (cpu_gemm.h).
 inline constexpr int32_t kGemvMaxM = 4;
 // Packed GEMV inputs are padded with zeros to a multiple of this many elements.
 inline constexpr int64_t kGemvBlock = 32;
@@ -21,6 +22,10 @@ inline constexpr int64_t gemv_x_stride(int64_t k) {
 
 // A small-m matrix-vector product over a range of output columns:
 //   y[i, r] = sum_j x[i, j] * w[r, j] (+ bias[r])   for i < m, r in [r_begin, r_end).
+// Batch invariance, which CpuGemmOptions::batch_invariant relies on: y[i, r] is computed by the
+// same floating-point operations, in the same order, whatever m, the other rows of x and
+// [r_begin, r_end) are, so it is bitwise equal to the m = 1 result for row i alone (within one
+// table; paths differ from each other). cpu_batch_invariance_test checks this on every path.
 struct GemvArgs {
   const float* x = nullptr;     // [m, gemv_x_stride(k)] packed for w's dtype by the same table
   int32_t m = 0;                // rows of x, 1..kGemvMaxM

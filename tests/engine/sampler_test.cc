@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 namespace tierserve {
@@ -10,13 +11,26 @@ namespace {
 
 const std::vector<int32_t> kNone;
 
+// One sequence's view of the shared sampler: its parameters and its own generator.
+struct SeqSampler {
+  SeqSampler(const SamplingParams& p, int32_t vocab, uint64_t default_seed)
+      : params(p), sampler(vocab), rng(p.seed.value_or(default_seed)) {}
+  SampledToken sample(float* logits, const std::vector<int32_t>& prompt,
+                      const std::vector<int32_t>& output, const std::vector<int32_t>& suppressed) {
+    return sampler.sample(logits, params, rng, prompt, output, suppressed);
+  }
+  SamplingParams params;
+  Sampler sampler;
+  std::mt19937_64 rng;
+};
+
 std::vector<float> logits_of(std::initializer_list<float> v) { return std::vector<float>(v); }
 
 SampledToken sample_once(const SamplingParams& p, std::vector<float> logits,
                          const std::vector<int32_t>& prompt = kNone,
                          const std::vector<int32_t>& output = kNone,
                          const std::vector<int32_t>& suppressed = kNone, uint64_t seed = 0) {
-  Sampler s(p, static_cast<int32_t>(logits.size()), seed);
+  SeqSampler s(p, static_cast<int32_t>(logits.size()), seed);
   return s.sample(logits.data(), prompt, output, suppressed);
 }
 
@@ -35,7 +49,7 @@ TEST(SamplerTest, SeedMakesSamplingReproducible) {
   std::vector<float> logits(50);
   for (int i = 0; i < 50; ++i) logits[static_cast<size_t>(i)] = std::sin(static_cast<float>(i));
   std::vector<int32_t> a, b;
-  Sampler sa(p, 50, 0), sb(p, 50, 99);  // params.seed wins over the default seed
+  SeqSampler sa(p, 50, 0), sb(p, 50, 99);  // params.seed wins over the default seed
   for (int i = 0; i < 20; ++i) {
     auto la = logits, lb = logits;
     a.push_back(sa.sample(la.data(), kNone, kNone, kNone).token);
@@ -48,7 +62,7 @@ TEST(SamplerTest, FrequenciesFollowTemperatureSoftmax) {
   SamplingParams p;
   p.temperature = 0.7;
   const std::vector<float> logits = {1.0f, 0.0f, -0.5f, 0.3f};
-  Sampler s(p, 4, 7);
+  SeqSampler s(p, 4, 7);
   std::vector<int> counts(4);
   const int n = 40000;
   for (int i = 0; i < n; ++i) {
@@ -70,7 +84,7 @@ TEST(SamplerTest, TopKTopPMinPRestrictCandidates) {
     if (trial == 0) p.top_k = 2;
     if (trial == 1) p.top_p = 0.5;   // top two hold ~0.36 + 0.33 of the mass
     if (trial == 2) p.min_p = 0.95;  // only tokens within 5% of the best
-    Sampler s(p, 5, static_cast<uint64_t>(trial));
+    SeqSampler s(p, 5, static_cast<uint64_t>(trial));
     for (int i = 0; i < 2000; ++i) {
       auto l = logits;
       int32_t t = s.sample(l.data(), kNone, kNone, kNone).token;
@@ -88,7 +102,7 @@ TEST(SamplerTest, MinPKeepsOnlyCloseTokens) {
   p.min_p = 0.5;
   const std::vector<float> logits = {2.0f, 2.0f + std::log(0.6f), -5.0f};
   // p1 / p0 = 0.6 >= 0.5 is kept, p2 is dropped.
-  Sampler s(p, 3, 3);
+  SeqSampler s(p, 3, 3);
   bool saw1 = false;
   for (int i = 0; i < 2000; ++i) {
     auto l = logits;
@@ -106,7 +120,7 @@ TEST(SamplerTest, RepetitionPenaltyAsHuggingFace) {
   // Token 0 (in the prompt) drops from 2.0 to 1.0; token 1 (negative, in the output) from -0.2
   // to -0.4; token 2 (1.5) wins.
   std::vector<float> l = {2.0f, -0.2f, 1.5f, -0.3f};
-  Sampler s(p, 4, 0);
+  SeqSampler s(p, 4, 0);
   EXPECT_EQ(s.sample(l.data(), {0}, {1}, kNone).token, 2);
   EXPECT_FLOAT_EQ(l[0], 1.0f);
   EXPECT_FLOAT_EQ(l[1], -0.4f);
@@ -119,7 +133,7 @@ TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountOutputOnly) {
   p.presence_penalty = 0.5;
   p.frequency_penalty = 0.25;
   std::vector<float> l = {2.0f, 1.0f, 1.0f};
-  Sampler s(p, 3, 0);
+  SeqSampler s(p, 3, 0);
   // Token 0 appears twice in the output: 2 - 0.5 - 2 * 0.25 = 1.0; the prompt does not count.
   s.sample(l.data(), {1}, {0, 0}, kNone);
   EXPECT_FLOAT_EQ(l[0], 1.0f);

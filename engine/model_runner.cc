@@ -1,0 +1,83 @@
+#include "engine/model_runner.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+
+namespace tierserve {
+
+ModelRunner::ModelRunner(Model* model, Backend* backend, KvPool* pool, int32_t max_num_tokens,
+                         int32_t max_num_seqs, int32_t max_blocks_per_seq)
+    : model_(model),
+      backend_(backend),
+      pool_(pool),
+      max_num_tokens_(max_num_tokens),
+      max_num_seqs_(max_num_seqs),
+      max_blocks_per_seq_(max_blocks_per_seq),
+      token_ids_(static_cast<size_t>(max_num_tokens)),
+      positions_(static_cast<size_t>(max_num_tokens)),
+      slot_mapping_(static_cast<size_t>(max_num_tokens)),
+      query_start_(static_cast<size_t>(max_num_seqs) + 1),
+      seq_lens_(static_cast<size_t>(max_num_seqs)),
+      block_tables_(static_cast<size_t>(max_num_seqs) * static_cast<size_t>(max_blocks_per_seq)),
+      logit_rows_(static_cast<size_t>(max_num_seqs)) {
+  sampled_.reserve(static_cast<size_t>(max_num_seqs));
+}
+
+Result<TensorView> ModelRunner::execute(const StepPlan& plan) {
+  const int32_t num_seqs = static_cast<int32_t>(plan.scheduled.size());
+  TS_CHECK(num_seqs > 0 && num_seqs <= max_num_seqs_) << num_seqs << " sequences in a step";
+  TS_CHECK(plan.num_tokens > 0 && plan.num_tokens <= max_num_tokens_)
+      << plan.num_tokens << " tokens in a step";
+
+  const KvCacheView& cache = pool_->view();
+  const size_t block_bytes = cache.layout.block_bytes();
+  for (const BlockCopy& c : plan.copies) {
+    backend_->copy(cache.block_ptr(c.dst), cache.block_ptr(c.src), block_bytes);
+  }
+
+  sampled_.clear();
+  int32_t t = 0;
+  query_start_[0] = 0;
+  for (int32_t s = 0; s < num_seqs; ++s) {
+    const ScheduledSequence& item = plan.scheduled[static_cast<size_t>(s)];
+    const Sequence& seq = *item.seq;
+    const int32_t start = seq.num_computed, end = start + item.num_tokens;
+    TS_CHECK(item.num_tokens > 0 && end <= seq.num_tokens() && end <= seq.kv.table.num_tokens())
+        << "sequence " << seq.id << " scheduled past its tokens or blocks";
+    for (int32_t i = start; i < end; ++i, ++t) {
+      token_ids_[static_cast<size_t>(t)] = seq.tokens[static_cast<size_t>(i)];
+      positions_[static_cast<size_t>(t)] = i;
+      slot_mapping_[static_cast<size_t>(t)] = seq.kv.table.slot(i);
+    }
+    query_start_[static_cast<size_t>(s) + 1] = t;
+    seq_lens_[static_cast<size_t>(s)] = end;
+    const std::vector<int32_t>& blocks = seq.kv.table.blocks();
+    TS_CHECK_LE(static_cast<int32_t>(blocks.size()), max_blocks_per_seq_);
+    std::copy(blocks.begin(), blocks.end(),
+              block_tables_.begin() + static_cast<int64_t>(s) * max_blocks_per_seq_);
+    if (end == seq.num_tokens()) {
+      logit_rows_[sampled_.size()] = t - 1;
+      sampled_.push_back(s);
+    }
+  }
+  TS_CHECK_EQ(t, plan.num_tokens);
+
+  ForwardBatch batch;
+  batch.token_ids = token_ids_.data();
+  batch.positions = positions_.data();
+  batch.attn.num_seqs = num_seqs;
+  batch.attn.num_tokens = t;
+  batch.attn.query_start = query_start_.data();
+  batch.attn.seq_lens = seq_lens_.data();
+  batch.attn.block_tables = block_tables_.data();
+  batch.attn.max_blocks_per_seq = max_blocks_per_seq_;
+  batch.attn.slot_mapping = slot_mapping_.data();
+  batch.logit_rows = logit_rows_.data();
+  batch.num_logit_rows = static_cast<int32_t>(sampled_.size());
+  TS_ASSIGN_OR_RETURN(TensorView logits, model_->forward(batch, cache));
+  backend_->synchronize();
+  return logits;
+}
+
+}  // namespace tierserve

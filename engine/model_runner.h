@@ -1,0 +1,50 @@
+// ModelRunner: turns a StepPlan into one forward step (DESIGN.md §3): the plan's copy-on-write
+// block copies, then token ids, positions, slot mapping and block tables in buffers allocated
+// once, then Model::forward. Engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "kernels/backend.h"
+#include "memory/kv_pool.h"
+
+namespace tierserve {
+
+class ModelRunner {
+ public:
+  // All pointers must outlive the runner. A step holds at most `max_num_tokens` tokens and
+  // `max_num_seqs` sequences (the model's logit rows), each of at most `max_blocks_per_seq`
+  // blocks.
+  ModelRunner(Model* model, Backend* backend, KvPool* pool, int32_t max_num_tokens,
+              int32_t max_num_seqs, int32_t max_blocks_per_seq);
+
+  // Runs `plan` (already committed by the scheduler: every scheduled sequence's blocks hold
+  // its new tokens). Returns logits [rows, vocab] f32, one row per sequence whose last token ran
+  // this step, in plan order; sampled()[r] is the index in plan.scheduled of row r. Valid until
+  // the next execute.
+  Result<TensorView> execute(const StepPlan& plan);
+  const std::vector<int32_t>& sampled() const { return sampled_; }
+
+ private:
+  Model* model_;
+  Backend* backend_;
+  KvPool* pool_;
+  int32_t max_num_tokens_;
+  int32_t max_num_seqs_;
+  int32_t max_blocks_per_seq_;
+  // Step inputs (host memory on the CPU backend), sized at construction.
+  std::vector<int32_t> token_ids_;     // [max_num_tokens]
+  std::vector<int32_t> positions_;     // [max_num_tokens]
+  std::vector<int32_t> slot_mapping_;  // [max_num_tokens]
+  std::vector<int32_t> query_start_;   // [max_num_seqs + 1]
+  std::vector<int32_t> seq_lens_;      // [max_num_seqs]
+  std::vector<int32_t> block_tables_;  // [max_num_seqs, max_blocks_per_seq]
+  std::vector<int32_t> logit_rows_;    // [max_num_seqs]
+  std::vector<int32_t> sampled_;       // [max_num_seqs]
+};
+
+}  // namespace tierserve

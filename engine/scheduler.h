@@ -1,0 +1,88 @@
+// Scheduler: decides, each engine step, which sequences run and how many of their tokens
+// (DESIGN.md §3). Small and pure: it owns the waiting and running queues and changes KV
+// metadata only through the KvCacheManager; it never touches the model, so tests drive it with a
+// fake runner. Engine thread only.
+//
+// Policy, per step, within --max-num-batched-tokens tokens and --max-num-seqs sequences:
+//   1. running sequences that decode (one uncomputed token), oldest admitted first;
+//   2. running sequences in the middle of a chunked prefill, oldest first;
+//   3. waiting sequences, first come first served, each taking a prefill chunk as large as the
+//      remaining budget, admitted only if its blocks (beyond a prefix-cache hit) fit while the
+//      watermark stays free. The queue head is never skipped, so nothing starves.
+// When a running sequence cannot get a block, the most recently admitted running sequence is
+// preempted by recompute: its blocks are freed (cached content stays findable) and it returns to
+// the front of the waiting queue to be prefilled again with its output so far. A step that
+// preempted admits nobody.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/sequence.h"
+#include "memory/kv_cache_manager.h"
+
+namespace tierserve {
+
+struct SchedulerOptions {
+  int32_t max_num_seqs = 256;            // running sequences at most
+  int32_t max_num_batched_tokens = 512;  // tokens per step at most
+  int32_t max_model_len = 0;             // tokens per sequence at most (prompt + output)
+};
+
+struct ScheduledSequence {
+  Sequence* seq = nullptr;
+  int32_t num_tokens = 0;  // runs tokens[num_computed, num_computed + num_tokens) this step
+};
+
+// What one step runs.
+struct StepPlan {
+  std::vector<ScheduledSequence> scheduled;  // in batch order
+  std::vector<BlockCopy> copies;             // copy-on-write, before the forward
+  std::vector<Sequence*> preempted;          // sequences preempted this step
+  int32_t num_tokens = 0;                    // sum of scheduled num_tokens
+  bool empty() const { return scheduled.empty(); }
+};
+
+class Scheduler {
+ public:
+  // `kv` must outlive the scheduler.
+  Scheduler(const SchedulerOptions& options, KvCacheManager* kv);
+
+  // kInvalidArgument when a sequence of `total_tokens` (prompt + max_tokens) can never run:
+  // beyond max_model_len, or more blocks than the whole cache minus the watermark.
+  Status check_fits(int32_t prompt_tokens, int32_t max_tokens) const;
+
+  // Queues `seq` (status kWaiting, no blocks) at the back of the waiting queue.
+  void add(Sequence* seq);
+  // A new running sequence that shares every block of `parent` (running): parallel sampling.
+  // `child` has the same tokens and num_computed as `parent` and no blocks.
+  void fork(const Sequence& parent, Sequence* child);
+
+  StepPlan schedule();
+  // After the forward of `plan`: advances num_computed and registers full blocks in the prefix
+  // cache. The engine then appends sampled tokens to sequences with nothing uncomputed.
+  void update(const StepPlan& plan);
+  // Removes a sequence (finished or aborted) from whichever queue holds it and frees its blocks.
+  void finish(Sequence* seq);
+
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  const KvCacheManager& kv() const { return *kv_; }
+
+ private:
+  // Makes room for `seq` to run `n` more tokens, preempting from the back of running_ as
+  // needed. Returns false when `seq` itself had to be preempted.
+  bool reserve(Sequence* seq, int32_t n, StepPlan& plan, int32_t& budget);
+  void preempt(Sequence* victim, StepPlan& plan, int32_t& budget);
+  void admit_waiting(StepPlan& plan, int32_t& budget);
+
+  SchedulerOptions options_;
+  KvCacheManager* kv_;
+  std::deque<Sequence*> waiting_;
+  std::deque<Sequence*> running_;  // in admission order
+};
+
+}  // namespace tierserve
