@@ -13,8 +13,8 @@ namespace tierserve {
 struct LlmEngine::Request {
   int64_t id = 0;
   SamplingParams params;
-  uint64_t seed = 0;                      // the generator seed of output 0
-  std::shared_ptr<RequestStream> stream;  // where outputs go
+  uint64_t seed = 0;                            // the generator seed of output 0
+  std::shared_ptr<RequestStream> stream;        // where outputs go
   std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[i] makes output i (forks arrive later)
   std::vector<int32_t> stop_ids;                // stop_token_ids, plus EOS unless ignore_eos
   int32_t unfinished = 0;                       // outputs not finished
@@ -31,7 +31,8 @@ constexpr uint64_t kDefaultCpuKvBytes = 4 * kGiB;
 // files (or the dummy-weight seed). Hashed into every prefix-cache block.
 std::string model_salt(const std::filesystem::path& dir, const ModelConfig& c, LoadFormat format,
                        uint64_t seed) {
-  std::string salt = "tierserve kv v1|" + c.architecture_name + "|" + std::string(dtype_name(c.dtype));
+  std::string salt =
+      "tierserve kv v1|" + c.architecture_name + "|" + std::string(dtype_name(c.dtype));
   auto config = read_file_if_exists(dir / "config.json");
   if (config.is_ok() && config.value()) salt += "|" + *config.value();
   if (format == LoadFormat::kDummy) return salt + "|dummy " + std::to_string(seed);
@@ -167,9 +168,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   e->scheduler_ = std::make_unique<Scheduler>(sched, e->kv_.get());
   const int32_t max_blocks_per_seq = static_cast<int32_t>(
       (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
-  e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(),
-                                             e->kv_pool_.get(), max_step, max_seqs,
-                                             max_blocks_per_seq);
+  e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(), e->kv_pool_.get(),
+                                             max_step, max_seqs, max_blocks_per_seq);
   e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
   e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
 
@@ -373,8 +373,8 @@ bool LlmEngine::step() {
   StepPlan plan = scheduler_->schedule();
   // A lone sequence always fits (add_request checked), so work without a plan is a bug.
   TS_CHECK(!plan.empty()) << "scheduler stalled: " << scheduler_->num_waiting() << " waiting, "
-                          << scheduler_->num_running() << " running, "
-                          << kv_->num_free_blocks() << " free blocks";
+                          << scheduler_->num_running() << " running, " << kv_->num_free_blocks()
+                          << " free blocks";
   stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   auto logits = runner_->execute(plan);
   if (!logits.is_ok()) {

@@ -46,9 +46,9 @@ struct EngineOptions {
   int32_t max_num_seqs = 256;                  // sequences per step
   bool enable_prefix_caching = true;           // reuse KV of shared prompt prefixes
   double gpu_memory_utilization = 0.9;         // fraction of device memory for weights + KV
-  double device_memory_gb = 0;  // CPU backend: the RAM budget; 0 = physical RAM, with the KV
-                                // cache capped at 4 GiB
-  uint64_t kv_cache_memory_bytes = 0;          // if > 0, the KV cache size (overrides the above)
+  double device_memory_gb = 0;         // CPU backend: the RAM budget; 0 = physical RAM, with the KV
+                                       // cache capped at 4 GiB
+  uint64_t kv_cache_memory_bytes = 0;  // if > 0, the KV cache size (overrides the above)
   uint64_t seed = 0;  // seeds the per-request seeds of unseeded requests, and dummy weights
 
   Status validate() const;
@@ -64,12 +64,12 @@ struct GenerateResult {
 
 // Counters since creation, for benchmarks and metrics. Engine thread.
 struct EngineStats {
-  int64_t steps = 0;              // forward steps run
-  int64_t scheduled_seqs = 0;     // sum over steps of sequences in the step
-  int64_t decode_seqs = 0;        // sum over steps of sequences that decoded one token
-  int64_t scheduled_tokens = 0;   // sum over steps of tokens in the step
-  int64_t generated_tokens = 0;   // tokens sampled
-  int64_t preemptions = 0;        // sequences preempted
+  int64_t steps = 0;             // forward steps run
+  int64_t scheduled_seqs = 0;    // sum over steps of sequences in the step
+  int64_t decode_seqs = 0;       // sum over steps of sequences that decoded one token
+  int64_t scheduled_tokens = 0;  // sum over steps of tokens in the step
+  int64_t generated_tokens = 0;  // tokens sampled
+  int64_t preemptions = 0;       // sequences preempted
 };
 
 class LlmEngine {

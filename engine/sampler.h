@@ -33,8 +33,8 @@ class Sampler {
                       std::span<const int32_t> suppressed);
 
  private:
-  void apply_penalties(float* logits, const SamplingParams& params,
-                       std::span<const int32_t> prompt, std::span<const int32_t> output);
+  void apply_penalties(float* logits, const SamplingParams& params, std::span<const int32_t> prompt,
+                       std::span<const int32_t> output);
 
   int32_t vocab_size_;
   std::vector<int32_t> counts_;          // per token: occurrences in the output

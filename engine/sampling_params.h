@@ -26,8 +26,8 @@ struct SamplingParams {
   bool ignore_eos = false;              // do not stop at the model's EOS tokens
 
   // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,
-  // repetition_penalty > 0, penalties in [-2, 2], 1 <= n <= 128, max_tokens >= 1, min_tokens <= max_tokens),
-  // naming the offending field.
+  // repetition_penalty > 0, penalties in [-2, 2], 1 <= n <= 128, max_tokens >= 1, min_tokens <=
+  // max_tokens), naming the offending field.
   Status validate() const;
   bool greedy() const { return temperature < 1e-5; }
 };

@@ -20,18 +20,18 @@ enum class SequenceStatus : uint8_t {
 struct Sequence {
   Sequence(int64_t id, int32_t block_size) : id(id), kv(block_size) {}
 
-  int64_t id;                  // unique within the engine
-  int64_t request_id = 0;      // the request it belongs to
-  int32_t index = 0;           // which of the request's n outputs (0-based)
+  int64_t id;                   // unique within the engine
+  int64_t request_id = 0;       // the request it belongs to
+  int32_t index = 0;            // which of the request's n outputs (0-based)
   std::vector<int32_t> tokens;  // the prompt, then the tokens generated so far
   int32_t prompt_len = 0;       // tokens[0, prompt_len) are the prompt
   int32_t num_computed = 0;     // tokens[0, num_computed) have K/V in the cache
   int32_t max_tokens = 0;       // generated tokens at most
   SequenceStatus status = SequenceStatus::kWaiting;
-  SequenceKv kv;                 // the blocks holding its K/V
+  SequenceKv kv;                  // the blocks holding its K/V
   int32_t num_cached_tokens = 0;  // prompt tokens found in the prefix cache at first admission
-  int32_t num_preemptions = 0;   // times its KV was dropped to make room
-  std::mt19937_64 rng;           // its own generator (seeded from the request)
+  int32_t num_preemptions = 0;    // times its KV was dropped to make room
+  std::mt19937_64 rng;            // its own generator (seeded from the request)
 
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_output() const { return num_tokens() - prompt_len; }

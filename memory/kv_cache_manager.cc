@@ -18,6 +18,7 @@ KvCacheManager::KvCacheManager(const KvCacheOptions& options)
 
 PrefixHit KvCacheManager::find_cached_prefix(const int32_t* tokens, int32_t num_tokens) const {
   PrefixHit hit;
+  hit.query_tokens = num_tokens;
   if (!options_.enable_prefix_caching) return hit;
   const int32_t bs = options_.block_size;
   const int32_t max_blocks = (num_tokens - 1) / bs;
@@ -63,7 +64,7 @@ void KvCacheManager::admit(SequenceKv& kv, const PrefixHit& hit, int32_t num_tok
   }
   kv.table.append_tokens(num_tokens - hit.num_tokens);
   if (options_.enable_prefix_caching) {
-    prefix_query_tokens_ += num_tokens;
+    prefix_query_tokens_ += hit.query_tokens;
     prefix_hit_tokens_ += hit.num_tokens;
   }
 }

@@ -36,6 +36,7 @@ struct PrefixHit {
   std::vector<int32_t> blocks;    // in token order
   std::vector<BlockHash> hashes;  // of each block
   int32_t num_tokens = 0;         // blocks.size() * block_size
+  int32_t query_tokens = 0;       // tokens looked up (the sequence's length)
 };
 
 // A copy-on-write: the whole block `src` is copied to `dst` before the next forward step.

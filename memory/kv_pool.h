@@ -25,8 +25,7 @@ class KvPool {
   }
 
  private:
-  KvPool(Backend* backend, KvCacheView view)
-      : backend_(backend), view_(view) {}
+  KvPool(Backend* backend, KvCacheView view) : backend_(backend), view_(view) {}
   Backend* backend_;
   KvCacheView view_;
 };

@@ -46,8 +46,8 @@ Result<KvSizing> size_kv_cache(const KvSizingInputs& in) {
     kv_bytes = budget - in.used_bytes;
   }
   KvSizing s;
-  const uint64_t blocks = std::min<uint64_t>(kv_bytes / in.block_bytes,
-                                             std::numeric_limits<int32_t>::max() / 2);
+  const uint64_t blocks =
+      std::min<uint64_t>(kv_bytes / in.block_bytes, std::numeric_limits<int32_t>::max() / 2);
   s.num_blocks = static_cast<int32_t>(blocks);
   s.watermark_blocks = watermark(s.num_blocks);
   s.bytes = blocks * in.block_bytes;
@@ -57,13 +57,15 @@ Result<KvSizing> size_kv_cache(const KvSizingInputs& in) {
   const int32_t usable = s.num_blocks - s.watermark_blocks;
   if (usable < per_request) {
     const int64_t fits = static_cast<int64_t>(std::max(usable, 0)) * in.block_size;
-    std::string msg = "the KV cache (" + format_bytes(s.bytes) + ", " + std::to_string(s.num_tokens) +
+    std::string msg = "the KV cache (" + format_bytes(s.bytes) + ", " +
+                      std::to_string(s.num_tokens) +
                       " tokens) cannot hold one request of --max-model-len " +
                       std::to_string(in.max_model_len) + " tokens; ";
     msg += fits > 0 ? "use --max-model-len " + std::to_string(fits) + " or less, or "
                     : std::string("");
-    msg += "give the KV cache more memory (--gpu-memory-utilization, --kv-cache-memory-bytes, "
-           "or --device-memory-gb on the CPU)";
+    msg +=
+        "give the KV cache more memory (--gpu-memory-utilization, --kv-cache-memory-bytes, "
+        "or --device-memory-gb on the CPU)";
     return invalid_argument(msg);
   }
   return s;

@@ -1,5 +1,6 @@
 #include "engine/tokenizer/bpe_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -8,6 +9,25 @@
 #include "engine/tokenizer/utf8.h"
 
 namespace tierserve::tokenizer {
+namespace {
+
+constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
+
+// The byte offset of the first "▁" in `text` after `from` that follows a character other than
+// "▁", or npos. (UTF-8 is self-synchronizing: the three bytes before `pos` are a "▁" exactly when
+// they spell one.)
+size_t next_metaspace_run(std::string_view text, size_t from) {
+  for (size_t pos = text.find(kMetaspace, std::max<size_t>(from, 1)); pos != std::string_view::npos;
+       pos = text.find(kMetaspace, pos + kMetaspace.size())) {
+    if (pos < kMetaspace.size() ||
+        text.substr(pos - kMetaspace.size(), kMetaspace.size()) != kMetaspace) {
+      return pos;
+    }
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
 
 const std::vector<int32_t>* BpeCache::find(std::string_view word) const {
   auto it = map_.find(word);
@@ -81,6 +101,12 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model) {
     m.ignore_merges_ = model.value("ignore_merges", false);
   } catch (const nlohmann::json::exception& e) {
     return data_loss(std::string("BPE model: ") + e.what());
+  }
+  m.split_at_metaspace_ = m.vocab_.count(std::string_view(kMetaspace)) > 0;
+  for (const auto& [token, id] : m.vocab_) {
+    if (m.split_at_metaspace_) {
+      m.split_at_metaspace_ = next_metaspace_run(token, 0) == std::string_view::npos;
+    }
   }
   for (int b = 0; b < 256; ++b) {
     char name[8];
@@ -203,6 +229,20 @@ void BpeModel::tokenize(std::string_view word, BpeCache* cache, std::vector<int3
       return;
     }
   }
+  if (split_at_metaspace_ && !byte_level_) {
+    size_t begin = 0;
+    for (size_t pos = next_metaspace_run(word, 1); pos != std::string_view::npos;
+         pos = next_metaspace_run(word, pos + kMetaspace.size())) {
+      merge_word(word.substr(begin, pos - begin), cache, out);
+      begin = pos;
+    }
+    merge_word(word.substr(begin), cache, out);
+    return;
+  }
+  merge_word(word, cache, out);
+}
+
+void BpeModel::merge_word(std::string_view word, BpeCache* cache, std::vector<int32_t>* out) const {
   if (cache != nullptr) {
     if (const auto* hit = cache->find(word)) {
       out->insert(out->end(), hit->begin(), hit->end());

@@ -66,6 +66,8 @@ class BpeModel {
   void split_chars(std::string_view word, std::vector<Symbol>* symbols) const;
   // Applies the merges to `symbols` and appends the surviving ids to `out`.
   void merge_all(std::vector<Symbol>* symbols, std::vector<int32_t>* out) const;
+  // Appends the merged ids of `word` (no ignore_merges shortcut), through `cache` when not null.
+  void merge_word(std::string_view word, BpeCache* cache, std::vector<int32_t>* out) const;
 
   TokenMap vocab_;
   TokenMap raw_vocab_;  // byte-level mode: raw bytes -> id
@@ -77,6 +79,11 @@ class BpeModel {
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
   bool byte_level_ = false;
+  // True when "▁" is a token and no token has "▁" right after another character: then no merge
+  // can span the start of a "▁"-run, and a word without a pre-tokenizer (SentencePiece style,
+  // where the whole text is one word) is merged piece by piece, each starting at such a run, with
+  // the same result as merging it whole, and with the cache.
+  bool split_at_metaspace_ = false;
   int32_t byte_ids_[256] = {};           // byte-level: initial token of each byte
   int32_t byte_fallback_ids_[256] = {};  // <0xNN> tokens, -1 when missing
 };

@@ -57,6 +57,15 @@ expect unsupported_arch nonzero 'GPT2LMHeadModel' -- "$bin" generate "$tmp/arch"
 
 expect long_context nonzero 'max-model-len 100000 exceeds' -- \
   "$bin" generate "$m" --prompt-ids 1 --max-model-len 100000
+expect kv_report 0 'KV cache [0-9.]+ [KM]iB = [0-9]+ tokens \([0-9]+ blocks of 16\); maximum concurrency for 128 tokens per request: [0-9.]+x' -- \
+  "$bin" generate "$m" --prompt-ids 1,2 --max-tokens 2 --max-model-len 128 --kv-cache-memory-bytes 1048576
+expect kv_too_small nonzero 'cannot hold one request of --max-model-len 256 tokens; use --max-model-len 32 or less' -- \
+  "$bin" generate "$m" --prompt-ids 1 --max-model-len 256 --kv-cache-memory-bytes 24576
+expect engine_flags 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$m" --prompt-ids 1,2,3 --max-tokens 3 --ignore-eos --json --deterministic \
+  --no-enable-prefix-caching --max-num-seqs 4 --gpu-memory-utilization 0.5 --device-memory-gb 1
+expect bad_utilization nonzero 'gpu-memory-utilization must be in \(0, 1\]' -- \
+  "$bin" generate "$m" --prompt-ids 1 --gpu-memory-utilization 1.5
 expect negative_seed nonzero 'seed|-7' -- "$bin" generate "$m" --prompt-ids 1 --seed -7
 
 # Hostile shapes are refused before anything is allocated or written.
