@@ -1,0 +1,114 @@
+#include "benchmarks/bench_util.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+
+namespace tierserve::bench {
+namespace {
+
+// Sums n words with 256-bit loads (the widest this baseline-compiled program can rely on where
+// the CPU has AVX2); the GEMV kernels stream weights with loads at least this wide.
+__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* p, int64_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_epi64(s0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    s2 = _mm256_add_epi64(s2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    s3 = _mm256_add_epi64(s3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < n; ++i) sum += p[i];
+  return sum;
+}
+
+uint64_t sum_words(const uint64_t* p, int64_t n) {
+  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(p, n);
+  uint64_t s0 = 0, s1 = 0;
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    s0 += p[i];
+    s1 += p[i + 1];
+  }
+  return s0 + s1 + (i < n ? p[i] : 0);
+}
+
+}  // namespace
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+ReadBandwidth::ReadBandwidth(int threads) : pool_(threads, &topology_) {
+  words_ = static_cast<int64_t>((1ull << 30) / sizeof(uint64_t));
+  buf_ = static_cast<uint64_t*>(std::aligned_alloc(64, (1ull << 30)));
+  for (int64_t i = 0; i < words_; ++i) buf_[i] = static_cast<uint64_t>(i);
+  measure();  // warm up: page faults, frequency
+}
+
+ReadBandwidth::~ReadBandwidth() { std::free(buf_); }
+
+double ReadBandwidth::measure() {
+  std::atomic<uint64_t> total{0};
+  auto t0 = Clock::now();
+  pool_.parallel_for(words_, 1 << 20, [&](int64_t b, int64_t e) {
+    total.fetch_add(sum_words(buf_ + b, e - b), std::memory_order_relaxed);
+  });
+  const double t = seconds_since(t0);
+  sink_ = sink_ + total.load();
+  return static_cast<double>(words_) * sizeof(uint64_t) / t;
+}
+
+double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const int64_t shapes[][2] = {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};  // n, k
+  const int64_t max_k = std::max({d, f, q}), max_n = std::max({d, f, q});
+  std::vector<float> x(static_cast<size_t>(tokens * max_k), 0.01f);
+  std::vector<float> y(static_cast<size_t>(tokens * max_n));
+  // Weight values do not change the time (zeros are not denormals); only the dtype matters.
+  std::vector<uint8_t> w(static_cast<size_t>(max_n * max_k) * dtype_size(c.dtype));
+  double flops = 0, seconds = 0;
+  for (const auto& shape : shapes) {
+    const int64_t n = shape[0], k = shape[1];
+    TensorView xv = TensorView::contiguous(x.data(), DType::kF32, {tokens, k});
+    TensorView wv = TensorView::contiguous(w.data(), c.dtype, {n, k});
+    TensorView yv = TensorView::contiguous(y.data(), DType::kF32, {tokens, n});
+    std::vector<double> times;
+    for (int r = 0; r < repeats + 1; ++r) {
+      auto t0 = Clock::now();
+      backend->gemm(xv, wv, nullptr, yv);
+      backend->synchronize();
+      if (r > 0) times.push_back(seconds_since(t0));  // the first call creates the primitive
+    }
+    flops += 2.0 * static_cast<double>(tokens * n * k);
+    seconds += median(times);
+  }
+  return flops / seconds;
+}
+
+StepCost step_cost(const ModelConfig& c, uint64_t weight_bytes) {
+  // A decode step reads every weight but the embedding table (one row is read), plus the
+  // lm_head, which is the embedding table again when tied. Prefill multiplies every token by
+  // every decoder weight; the lm_head runs for the last token only.
+  const uint64_t elem = dtype_size(c.dtype);
+  const uint64_t embed_bytes = static_cast<uint64_t>(c.vocab_size) * c.hidden_size * elem;
+  StepCost cost;
+  cost.decode_bytes = weight_bytes - embed_bytes;
+  if (c.tie_word_embeddings) cost.decode_bytes += embed_bytes;
+  uint64_t decoder_bytes = weight_bytes - embed_bytes;
+  if (!c.tie_word_embeddings) decoder_bytes -= embed_bytes;
+  cost.decoder_params = static_cast<double>(decoder_bytes) / static_cast<double>(elem);
+  return cost;
+}
+
+}  // namespace tierserve::bench
