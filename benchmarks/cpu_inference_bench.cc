@@ -24,6 +24,7 @@
 #include "common/topology.h"
 #include "common/units.h"
 #include "engine/llm_engine.h"
+#include "engine/model_weights.h"
 
 namespace tierserve {
 namespace {
@@ -57,7 +58,7 @@ int run(const Args& a) {
   const ModelConfig& c = engine.config();
   const int threads = a.threads > 0 ? a.threads : Topology().num_cores();
 
-  const bench::StepCost cost = bench::step_cost(c, engine.weight_bytes());
+  const bench::StepCost cost = bench::step_cost(c, checkpoint_weight_bytes(c));
   const uint64_t step_bytes = cost.decode_bytes;
   const double decoder_params = cost.decoder_params;
 

@@ -6,7 +6,8 @@
 // Runs each --batch size (N = batch requests, --max-num-seqs batch) and prints the speed-up of
 // decode throughput over the first. Medians over --repeats runs. Usage:
 //   throughput_bench MODEL_DIR [--load-format dummy|auto] [--batch-sizes 1,32] [--input-len 128]
-//                    [--output-len 128] [--repeats 3] [--threads N] [--markdown FILE]
+//                    [--output-len 128] [--repeats 3] [--threads N] [--deterministic]
+//                    [--markdown FILE]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "benchmarks/bench_util.h"
 #include "common/units.h"
 #include "engine/llm_engine.h"
+#include "engine/model_weights.h"
 
 namespace tierserve {
 namespace {
@@ -35,6 +37,7 @@ struct Args {
   int output_len = 128;
   int repeats = 3;
   int threads = 0;
+  bool deterministic = false;
   std::string markdown;
 };
 
@@ -106,6 +109,7 @@ int run(const Args& a) {
     EngineOptions o;
     o.load_format = a.load_format;
     o.backend.num_threads = a.threads;
+    o.backend.deterministic = a.deterministic;
     o.max_model_len = a.input_len + a.output_len;
     o.max_num_seqs = batch;
     o.max_num_batched_tokens = std::max(512, batch);
@@ -117,7 +121,7 @@ int run(const Args& a) {
     }
     LlmEngine& engine = *engine_or.value();
     const ModelConfig& c = engine.config();
-    const bench::StepCost cost = bench::step_cost(c, engine.weight_bytes());
+    const bench::StepCost cost = bench::step_cost(c, checkpoint_weight_bytes(c));
     auto backend = create_backend(o.backend);
     model_line = c.architecture_name + " (" + std::string(dtype_name(c.dtype)) + ", " +
                  std::to_string(c.num_layers) + " layers, weights " +
@@ -199,6 +203,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --load-format must be auto or dummy\n");
         return 2;
       }
+    } else if (arg == "--deterministic") {
+      a.deterministic = true;
     } else if (arg == "--markdown") {
       a.markdown = next();
     } else if (!arg.empty() && arg[0] == '-') {
@@ -212,7 +218,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: throughput_bench MODEL_DIR [--load-format dummy|auto] [--batch-sizes "
                  "1,32] [--input-len N] [--output-len N] [--repeats R] [--threads N] "
-                 "[--markdown FILE]\n");
+                 "[--deterministic] [--markdown FILE]\n");
     return 2;
   }
   return tierserve::run(a);

@@ -322,7 +322,7 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
   out.request_id = req.id;
   out.index = seq->index;
   out.token_ids.push_back(t.token);
-  out.logprobs.push_back(t.logprob);
+  if (req.params.logprobs) out.logprobs.push_back(t.logprob);
   const bool stop =
       std::find(req.stop_ids.begin(), req.stop_ids.end(), t.token) != req.stop_ids.end();
   const bool length = seq->num_output() >= seq->max_tokens;
@@ -446,7 +446,7 @@ Result<GenerateResult> LlmEngine::generate(const std::vector<int32_t>& prompt,
     while (auto out = stream->poll()) {
       for (size_t i = 0; i < out->token_ids.size() && !stopped_by_callback; ++i) {
         result.token_ids.push_back(out->token_ids[i]);
-        result.logprobs.push_back(out->logprobs[i]);
+        if (i < out->logprobs.size()) result.logprobs.push_back(out->logprobs[i]);
         if (on_token && !on_token(out->token_ids[i])) {
           stopped_by_callback = true;
           abort(stream->request_id());

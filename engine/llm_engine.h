@@ -57,7 +57,8 @@ struct EngineOptions {
 struct GenerateResult {
   std::vector<int32_t> prompt_token_ids;  // the prompt as given
   std::vector<int32_t> token_ids;         // generated tokens, including a final EOS/stop token
-  std::vector<float> logprobs;            // logprobs[i]: raw log-probability of token_ids[i]
+  std::vector<float> logprobs;            // logprobs[i]: raw log-probability of token_ids[i];
+                                          // empty unless params.logprobs
   std::string finish_reason;              // "stop" (EOS, stop token, callback) or "length"
   int32_t num_cached_tokens = 0;          // prompt tokens served from the prefix cache
 };

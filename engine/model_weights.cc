@@ -34,6 +34,24 @@ TensorView make_view(void* data, DType dtype, const std::vector<int64_t>& shape,
   return TensorView::contiguous(data, dtype, {shape[0], shape[1]}, device);
 }
 
+// Whether `spec` is a weight that gemm multiplies by (and so may take a packed layout).
+bool is_gemm_weight(const ModelConfig& config, const WeightSpec& spec) {
+  if (spec.unit == head_unit(config)) return spec.slot == kLmHead;
+  if (spec.unit == kEmbeddingUnit) return false;
+  switch (spec.slot) {
+    case kQProj:
+    case kKProj:
+    case kVProj:
+    case kOProj:
+    case kGateProj:
+    case kUpProj:
+    case kDownProj:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // splitmix64: a small, fast, well-mixed generator for dummy weights.
 uint64_t next_random(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -118,6 +136,14 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
   return specs;
 }
 
+uint64_t checkpoint_weight_bytes(const ModelConfig& config) {
+  uint64_t total = 0;
+  for (const WeightSpec& s : weight_specs(config)) {
+    total += static_cast<uint64_t>(numel(s.shape)) * dtype_size(config.dtype);
+  }
+  return total;
+}
+
 Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                                                      const std::filesystem::path& model_dir,
                                                      LoadFormat format, Backend* backend,
@@ -148,18 +174,37 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   }
 
   // One arena for all units, each tensor 64-byte aligned. Sizes are summed in 128 bits: the
-  // config's bounds keep each dimension sane, not necessarily their products.
-  std::vector<uint64_t> offsets(specs.size());
+  // config's bounds keep each dimension sane, not necessarily their products. Gemm weights
+  // take the backend's packed layout where it has one (Backend::packed_weight_bytes); a tied
+  // lm_head then gets a packed copy of its own, as the embedding reads plain rows.
+  std::vector<uint64_t> offsets(specs.size() + 1);
+  std::vector<uint64_t> packed(specs.size() + 1, 0);  // packed bytes, 0 = plain
   unsigned __int128 total_wide = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    unsigned __int128 bytes = dtype_size(dtypes[i]);
-    for (int64_t d : specs[i].shape) bytes *= static_cast<uint64_t>(d);
+  const int64_t vocab = config.vocab_size, hidden = config.hidden_size;
+  const uint64_t tied_head_packed =
+      config.tie_word_embeddings ? backend->packed_weight_bytes(config.dtype, vocab, hidden) : 0;
+  for (size_t i = 0; i <= specs.size(); ++i) {
+    unsigned __int128 bytes = 0;
+    std::string name = "lm_head (packed copy of the tied embedding)";
+    std::vector<int64_t> shape = {vocab, hidden};
+    if (i < specs.size()) {
+      name = specs[i].name;
+      shape = specs[i].shape;
+      bytes = dtype_size(dtypes[i]);
+      for (int64_t d : shape) bytes *= static_cast<uint64_t>(d);
+      if (is_gemm_weight(config, specs[i]) && bytes <= kMaxWeightBytes) {
+        packed[i] = backend->packed_weight_bytes(dtypes[i], shape[0], shape[1]);
+        if (packed[i] > 0) bytes = packed[i];
+      }
+    } else {
+      bytes = packed[i] = tied_head_packed;
+    }
     offsets[i] = static_cast<uint64_t>(total_wide);
     total_wide = (total_wide + bytes + 63) / 64 * 64;
     if (total_wide > kMaxWeightBytes) {
       return invalid_argument("config.json: the model's weights would need more than " +
-                              format_bytes(kMaxWeightBytes) + " (tensor '" + specs[i].name +
-                              "' has shape " + shape_string(specs[i].shape) + ")");
+                              format_bytes(kMaxWeightBytes) + " (tensor '" + name + "' has shape " +
+                              shape_string(shape) + ")");
     }
   }
   const uint64_t total = static_cast<uint64_t>(total_wide);
@@ -180,22 +225,34 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   units[static_cast<size_t>(head_unit(config))].name = "head";
   units[static_cast<size_t>(head_unit(config))].tensors.resize(kNumHeadSlots);
 
+  std::vector<uint8_t> staging;  // a dummy weight before packing
   for (size_t i = 0; i < specs.size(); ++i) {
     const WeightSpec& s = specs[i];
     void* dst = arena + offsets[i];
     const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(dtypes[i]);
+    // Packed weights are made from host memory: the checkpoint's mapping, or `staging`.
+    void* plain = packed[i] > 0 ? nullptr : dst;
     if (format == LoadFormat::kAuto) {
-      backend->copy(dst, sources[i].data, bytes);
+      if (plain != nullptr) backend->copy(dst, sources[i].data, bytes);
+      plain = const_cast<void*>(sources[i].data);
     } else {
+      if (plain == nullptr) {
+        staging.resize(bytes);
+        plain = staging.data();
+      }
       bool is_norm = s.name.find("norm") != std::string::npos;
-      fill_dummy(dst, dtypes[i], numel(s.shape), is_norm, seed * 1000003ull + i);
+      fill_dummy(plain, dtypes[i], numel(s.shape), is_norm, seed * 1000003ull + i);
     }
-    units[static_cast<size_t>(s.unit)].tensors[static_cast<size_t>(s.slot)] =
-        make_view(dst, dtypes[i], s.shape, backend->device());
+    TensorView view = make_view(dst, dtypes[i], s.shape, backend->device());
+    if (packed[i] > 0) {
+      view = backend->pack_weight(make_view(plain, dtypes[i], s.shape, DeviceKind::kCpu), dst);
+    }
+    units[static_cast<size_t>(s.unit)].tensors[static_cast<size_t>(s.slot)] = view;
   }
   if (config.tie_word_embeddings) {
-    units[static_cast<size_t>(head_unit(config))].tensors[kLmHead] =
-        units[kEmbeddingUnit].tensors[kEmbedTokens];
+    TensorView& head = units[static_cast<size_t>(head_unit(config))].tensors[kLmHead];
+    head = units[kEmbeddingUnit].tensors[kEmbedTokens];
+    if (tied_head_packed > 0) head = backend->pack_weight(head, arena + offsets[specs.size()]);
   }
   if (checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).

@@ -60,6 +60,10 @@ struct WeightSpec {
 // model.embed_tokens.weight).
 std::vector<WeightSpec> weight_specs(const ModelConfig& config);
 
+// Bytes of those tensors in config.dtype, as a checkpoint stores them (the device tier may hold
+// more: packed layouts pad, and a tied lm_head gets a packed copy).
+uint64_t checkpoint_weight_bytes(const ModelConfig& config);
+
 enum class LoadFormat : uint8_t {
   kAuto,   // safetensors from the model directory
   kDummy,  // random weights of the config's shapes and dtype; no checkpoint read

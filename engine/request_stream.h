@@ -21,7 +21,7 @@ struct RequestOutput {
   int64_t request_id = 0;
   int32_t index = 0;               // which of the request's n outputs
   std::vector<int32_t> token_ids;  // new tokens (a final EOS or stop token included)
-  std::vector<float> logprobs;     // raw log-probability of each new token
+  std::vector<float> logprobs;     // raw log-probability of each new token, if asked for
   bool finished = false;           // no more updates for this output
   std::string finish_reason;       // when finished: "stop", "length", "abort" or "error"
   Status error;                    // when finish_reason is "error": what failed

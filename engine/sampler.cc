@@ -59,8 +59,9 @@ SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::m
                              std::span<const int32_t> suppressed) {
   const int32_t n = vocab_size_;
   // The reported log-probability is of the raw distribution; remember it before processing.
+  const bool want_logprob = params.logprobs.has_value();
   std::vector<float>& raw = probs_;
-  std::copy(logits, logits + n, raw.begin());
+  if (want_logprob) std::copy(logits, logits + n, raw.begin());
 
   apply_penalties(logits, params, prompt, output);
   for (int32_t t : suppressed) {
@@ -118,7 +119,7 @@ SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::m
       }
     }
   }
-  return {token, raw_logprob(raw.data(), n, token)};
+  return {token, want_logprob ? raw_logprob(raw.data(), n, token) : 0.0f};
 }
 
 }  // namespace tierserve

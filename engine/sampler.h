@@ -15,7 +15,8 @@ namespace tierserve {
 struct SampledToken {
   int32_t token = 0;     // the chosen id
   float logprob = 0.0f;  // log-probability of `token` under the model's raw distribution
-                         // (log_softmax of the unprocessed logits, as vLLM reports by default)
+                         // (log_softmax of the unprocessed logits, as vLLM reports by default);
+                         // computed only when the params ask for logprobs, else 0
 };
 
 // One per engine, shared by all sequences, which keep their own parameters and generator. Not

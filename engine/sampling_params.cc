@@ -38,6 +38,9 @@ Status SamplingParams::validate() const {
     return invalid_argument("min_tokens must be in [0, max_tokens], got " +
                             std::to_string(min_tokens));
   }
+  if (logprobs && (*logprobs < 0 || *logprobs > 20)) {
+    return invalid_argument("logprobs must be in [0, 20], got " + std::to_string(*logprobs));
+  }
   for (int32_t id : stop_token_ids) {
     if (id < 0) return invalid_argument("stop_token_ids must be >= 0, got " + std::to_string(id));
   }

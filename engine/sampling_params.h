@@ -24,10 +24,14 @@ struct SamplingParams {
   int32_t min_tokens = 0;           // EOS and stop tokens are suppressed until this many
   std::vector<int32_t> stop_token_ids;  // extra tokens that end generation (kept in the output)
   bool ignore_eos = false;              // do not stop at the model's EOS tokens
+  // Log-probabilities to report with each new token: absent = none (the default, which spares a
+  // softmax over the vocabulary per token); k >= 0 = the sampled token's raw log-probability
+  // (log_softmax of the unprocessed logits, as vLLM reports by default), k <= 20.
+  std::optional<int32_t> logprobs;
 
   // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,
   // repetition_penalty > 0, penalties in [-2, 2], 1 <= n <= 128, max_tokens >= 1, min_tokens <=
-  // max_tokens), naming the offending field.
+  // max_tokens, 0 <= logprobs <= 20), naming the offending field.
   Status validate() const;
   bool greedy() const { return temperature < 1e-5; }
 };

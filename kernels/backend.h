@@ -68,8 +68,24 @@ class Backend {
   // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]). x and y f32; w f32, bf16 or f16 (a Hugging Face
   // Linear weight, [out_features, in_features]); bias f32, bf16 or f16, or null. Accumulates in
   // f32. x may have a row stride (stride(0) >= k); y is contiguous.
+  // w may also be a packed view from pack_weight().
   virtual void gemm(const TensorView& x, const TensorView& w, const TensorView* bias,
                     const TensorView& y) = 0;
+  // Bytes that a gemm weight [n, k] of `dtype` takes in this backend's own layout, or 0 when its
+  // gemm reads the plain row-major layout best (then pack_weight must not be called). Constant
+  // for the life of the backend.
+  virtual uint64_t packed_weight_bytes(DType dtype, int64_t n, int64_t k) {
+    (void)dtype, (void)n, (void)k;
+    return 0;
+  }
+  // Writes `w` (a plain, contiguous, host-addressable gemm weight [n, k]) in the backend's
+  // layout to `dst` (packed_weight_bytes(...) bytes, 64-byte aligned, host-addressable) and
+  // returns the packed view that gemm takes. Called at load time, never in the step loop.
+  virtual TensorView pack_weight(const TensorView& w, void* dst) {
+    (void)dst;
+    TS_CHECK(false) << "pack_weight on a backend without a packed layout: " << w.debug_string();
+    return w;
+  }
 
   // y[m, d] = x / sqrt(mean(x^2) + eps) * weight[d], computed in f32 (Hugging Face's RMSNorm).
   // x and y f32 and may alias; weight f32, bf16 or f16.

@@ -25,6 +25,9 @@ struct TensorView {
   std::array<int64_t, kMaxDims> shape{};    // extent of each dimension
   std::array<int64_t, kMaxDims> strides{};  // distance between neighbours, in elements
   DeviceKind device = DeviceKind::kCpu;     // memory the data pointer refers to
+  // A gemm weight [n, k] stored in its backend's own layout (Backend::pack_weight), not as the
+  // row-major matrix that shape and strides describe: only that backend's gemm may read it.
+  bool packed = false;
 
   // A row-major contiguous view of `shape`.
   static TensorView contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,

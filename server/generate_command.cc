@@ -142,6 +142,7 @@ int run_generate_command(GenerateCommandOptions& o) {
   given.repetition_penalty = o.repetition_penalty_opt->count() > 0;
   given.max_tokens = o.max_tokens_opt->count() > 0;
   apply_generation_defaults(engine.value()->generation_defaults(), given, &o.sampling);
+  if (o.json) o.sampling.logprobs = 0;  // the JSON output reports each token's logprob
   if (Status s = o.sampling.validate(); !s.is_ok()) {
     return fail(s.with_context("generation_config.json"));
   }

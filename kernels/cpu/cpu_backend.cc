@@ -121,6 +121,12 @@ void CpuBackend::gemm(const TensorView& x, const TensorView& w, const TensorView
   gemm_->run(x, w, bias, y);
 }
 
+uint64_t CpuBackend::packed_weight_bytes(DType dtype, int64_t n, int64_t k) {
+  return gemm_->packed_bytes(dtype, n, k);
+}
+
+TensorView CpuBackend::pack_weight(const TensorView& w, void* dst) { return gemm_->pack(w, dst); }
+
 const float* CpuBackend::norm_weight_f32(const TensorView& weight, int64_t d) {
   check_vector(weight, d, "norm weight");
   if (weight.dtype == DType::kF32) return weight.ptr<const float>();

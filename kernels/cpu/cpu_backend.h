@@ -52,6 +52,8 @@ class CpuBackend final : public Backend {
 
   void gemm(const TensorView& x, const TensorView& w, const TensorView* bias,
             const TensorView& y) override;
+  uint64_t packed_weight_bytes(DType dtype, int64_t n, int64_t k) override;
+  TensorView pack_weight(const TensorView& w, void* dst) override;
   void rmsnorm(const TensorView& x, const TensorView& weight, float eps,
                const TensorView& y) override;
   void add_rmsnorm(const TensorView& residual, const TensorView& x, const TensorView& weight,

@@ -1,7 +1,7 @@
-// Why decode does not use oneDNN. Measured on the development machine (2-core AMD EPYC Zen 5 VM,
-// AVX-512 + AVX512_BF16, oneDNN 2.6.3 on OpenMP, a host shared with other jobs, so figures vary
-// by about 20% between runs), k = 896 and weights rotated through more memory than the 32 MiB
-// L3 so that every call streams them from DRAM:
+// Why decode of plain weights does not use oneDNN. Measured on the development machine (2-core AMD
+// EPYC Zen 5 VM, AVX-512 + AVX512_BF16, oneDNN 2.6.3 on OpenMP, a host shared with other jobs, so
+// figures vary by about 20% between runs), k = 896 and weights rotated through more memory than the
+// 32 MiB L3 so that every call streams them from DRAM:
 //
 //   read bandwidth, 2 threads of AVX-512 loads                36-38 GB/s (the bound)
 //   oneDNN matmul m=1, own OpenMP threads, bf16 [4864, 896]    24-28 GB/s (0.63-0.75)
@@ -19,6 +19,20 @@
 // kernels widen bf16 weights exactly and keep x in f32. So calls with m <= kGemvMaxM use the
 // GEMV kernels (cpu_kernels.h), threaded over output rows with the kernel pool; larger m
 // (prefill) is compute-bound and goes to oneDNN's brgemm kernels through split_matmul.
+//
+// Packed weights change that. oneDNN's brgemm kernels read weights in a blocked layout; given a
+// plain one they re-block it into the scratchpad on every call. Packed once at load (pack()),
+// measured the same way (2 threads, one column slice each, weights rotated beyond L3):
+//
+//   bf16 [4864, 896]  m=1: packed 39.9 GB/s, plain oneDNN 19.0 GB/s (GEMV kernels: 33-35)
+//                     m=4: packed 39.2 GB/s, plain oneDNN 19.3 GB/s (GEMV kernels: 26-27)
+//                     m=32: packed 582 GFLOP/s, plain 444 GFLOP/s
+//   bf16 [151936, 896] m=1: packed 38.8 GB/s; m=32: packed 600 GFLOP/s, plain 399 GFLOP/s
+//
+// So resident bf16/f16 weights are packed at load (Backend::pack_weight) and every m of them
+// goes to oneDNN, x rounded to the weight dtype; in the engine this took batch-32 decode of the
+// qwen2.5-0.5b shape from 283 to 397 tokens/s. The GEMV kernels serve plain weights: f32
+// models, batch-invariant mode, and weights that arrive in their checkpoint layout.
 //
 // Batch-invariant mode (CpuGemmOptions::batch_invariant) sends every m to the GEMV kernels,
 // which sum each y[i, r] in an order fixed by k alone (not by m or the other rows of x), add the
@@ -51,12 +65,46 @@ constexpr int64_t kMinSliceColumns = 64;
 }  // namespace
 
 CpuGemm::CpuGemm(ThreadPool* pool, const CpuKernels* kernels, const CpuGemmOptions& options)
-    : pool_(pool), kernels_(kernels), options_(options), onednn_(pool->num_threads()) {
+    : pool_(pool),
+      kernels_(kernels),
+      options_(options),
+      onednn_(pool->num_threads()),
+      slice_y_(static_cast<size_t>(pool->num_threads())) {
   TS_CHECK(options_.gemv_max_m >= 0 && options_.gemv_max_m <= kGemvMaxM)
       << "gemv_max_m " << options_.gemv_max_m;
 }
 
 CpuGemm::~CpuGemm() = default;
+
+uint64_t CpuGemm::packed_bytes(DType dtype, int64_t n, int64_t k) {
+  if (!options_.pack_weights || options_.batch_invariant || dtype == DType::kF32 ||
+      !options_.native_low_precision || !onednn_.supports(dtype) || n <= 0 || k <= 0) {
+    return 0;
+  }
+  const int64_t slice = column_slice(n);
+  const int64_t slices = (n + slice - 1) / slice, last = n - (slices - 1) * slice;
+  const uint64_t full = onednn_.packed_bytes(slice, k, dtype);
+  return full * static_cast<uint64_t>(slices - 1) + onednn_.packed_bytes(last, k, dtype);
+}
+
+TensorView CpuGemm::pack(const TensorView& w, void* dst) {
+  check_rows(w, w.dtype, 2, "packed gemm w");
+  TS_CHECK(w.is_contiguous() && !w.packed) << "pack a plain contiguous weight: " << describe(w);
+  const int64_t n = w.dim(0), k = w.dim(1);
+  TS_CHECK(packed_bytes(w.dtype, n, k) > 0) << "no packed layout for " << describe(w);
+  const int64_t slice = column_slice(n);
+  const size_t esize = dtype_size(w.dtype);
+  char* out = static_cast<char*>(dst);
+  for (int64_t j0 = 0; j0 < n; j0 += slice) {
+    const int64_t cols = std::min(slice, n - j0);
+    onednn_.pack(cols, k, w.dtype, w.ptr<const char>() + static_cast<size_t>(j0 * k) * esize, out);
+    out += onednn_.packed_bytes(cols, k, w.dtype);
+  }
+  TensorView packed = w;
+  packed.data = dst;
+  packed.packed = true;
+  return packed;
+}
 
 void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
                   const TensorView& y) {
@@ -95,7 +143,11 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
     return;
   }
 
-  if (options_.batch_invariant || m <= options_.gemv_max_m) {
+  if (w.packed) {
+    TS_CHECK(packed_bytes(w.dtype, n, k) > 0)
+        << "packed weight " << describe(w) << " given to a gemm that does not pack";
+    run_packed(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
+  } else if (options_.batch_invariant || m <= options_.gemv_max_m) {
     run_gemv(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
   } else if (w.dtype == DType::kF32 ||
              (options_.native_low_precision && onednn_.supports(w.dtype))) {
@@ -173,11 +225,20 @@ void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, 
 void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                          float* y, int64_t m, int64_t n, int64_t k) {
   if (dtype == DType::kF32) {
-    split_matmul(x, ldx, w, dtype, bias, y, n, m, n, k);
+    split_matmul(x, ldx, w, false, dtype, bias, y, n, m, n, k);
     return;
   }
-  // oneDNN multiplies only like types: x goes to the weight's dtype (what a bf16 model's
-  // activations would be anyway); accumulation and y stay f32.
+  split_matmul(convert_x(x, ldx, dtype, m, k), k, w, false, dtype, bias, y, n, m, n, k);
+}
+
+void CpuGemm::run_packed(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
+                         float* y, int64_t m, int64_t n, int64_t k) {
+  split_matmul(convert_x(x, ldx, dtype, m, k), k, w, true, dtype, bias, y, n, m, n, k);
+}
+
+// oneDNN multiplies only like types: x goes to the weight's dtype (what a bf16 model's
+// activations would be anyway); accumulation and y stay f32.
+const void* CpuGemm::convert_x(const float* x, int64_t ldx, DType dtype, int64_t m, int64_t k) {
   struct Work {
     const float* x;
     int64_t ldx, k;
@@ -190,7 +251,7 @@ void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype
       work.convert(work.x + i * work.ldx, work.low + i * work.k, work.k);
     }
   });
-  split_matmul(work.low, k, w, dtype, bias, y, n, m, n, k);
+  return work.low;
 }
 
 // The fallback for a low-precision weight dtype oneDNN cannot multiply on this CPU (f16 without
@@ -220,32 +281,50 @@ void CpuGemm::run_f32_panels(const float* x, int64_t ldx, const void* w, DType d
       const int64_t kk = panel.work->k;
       panel.work->convert(panel.src + b * kk, panel.work->panel + b * kk, (e - b) * kk);
     });
-    split_matmul(x, ldx, work.panel, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0, n,
-                 m, rows, k);
+    split_matmul(x, ldx, work.panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr,
+                 y + r0, n, m, rows, k);
   }
+}
+
+int64_t CpuGemm::column_slice(int64_t n) const {
+  const int64_t threads = pool_->num_threads();
+  if (threads == 1 || n < kMinSliceColumns * threads) return n;
+  const int64_t slice = (n + threads - 1) / threads;
+  return (slice + kMinSliceColumns - 1) / kMinSliceColumns * kMinSliceColumns;
 }
 
 // Slices along n (multiples of 64 columns, oneDNN's n blocking with AVX-512) when n is wide
 // enough for every thread, else along m. Slices have at most two shapes (the last one may be
-// shorter), so the steady state reuses two cached primitives per product shape.
-void CpuGemm::split_matmul(const void* x, int64_t ldx, const void* w, DType dtype,
+// shorter), so the steady state reuses two cached primitives per product shape. Packed weights
+// were packed per column slice of the same split (pack()).
+//
+// A column slice of y is not dense (its row stride is n, not its width), and oneDNN 2.6's
+// brgemm matmul takes only dense outputs: given a strided one it falls back to its older
+// gemm:jit kernel, measured 1.4-8x slower at m = 32 on the qwen2.5-0.5b shapes. So when m > 1
+// each column slice is written densely into its slot's scratch and copied into y (m x width
+// floats, small next to the m x width x k product).
+void CpuGemm::split_matmul(const void* x, int64_t ldx, const void* w, bool packed, DType dtype,
                            const float* bias, float* y, int64_t ldy, int64_t m, int64_t n,
                            int64_t k) {
   const int64_t threads = pool_->num_threads();
-  int64_t m_slice = m, n_slice = n;
-  if (threads > 1) {
-    if (n >= kMinSliceColumns * threads) {
-      n_slice = (n + threads - 1) / threads;
-      n_slice = (n_slice + kMinSliceColumns - 1) / kMinSliceColumns * kMinSliceColumns;
-    } else {
-      m_slice = (m + threads - 1) / threads;
-    }
-  }
+  const int64_t n_slice = column_slice(n);
+  const int64_t m_slice = n_slice < n ? m : (m + threads - 1) / threads;
   const int64_t n_slices = (n + n_slice - 1) / n_slice, m_slices = (m + m_slice - 1) / m_slice;
+  const int64_t last_n = n - (n_slices - 1) * n_slice;
+  // Dense slices when a column slice is narrower than y and has more than one row.
+  const bool staged = n_slice < ldy && m > 1 && m_slice == m;
   const bool has_bias = bias != nullptr;
-  const MatmulShape full{m_slice, n_slice, k, ldx, ldy, dtype, has_bias};
-  const MatmulShape last{
-      m - (m_slices - 1) * m_slice, n - (n_slices - 1) * n_slice, k, ldx, ldy, dtype, has_bias};
+  // A single row's stride is immaterial: it is given as the slice width, so that the output is
+  // dense for oneDNN without staging.
+  const bool dense = staged || m == 1;
+  const MatmulShape full{m_slice, n_slice, k, ldx, dense ? n_slice : ldy, dtype, has_bias, packed};
+  MatmulShape last = full;
+  last.m = m - (m_slices - 1) * m_slice;
+  last.n = last_n;
+  if (dense) last.ldy = last_n;
+  if (staged) {
+    for (ScratchBuffer& b : slice_y_) b.get<float>(static_cast<size_t>(m_slice * n_slice));
+  }
   struct Work {
     OnednnMatmul* onednn;
     const OnednnMatmul::Entry *full, *last;
@@ -253,7 +332,9 @@ void CpuGemm::split_matmul(const void* x, int64_t ldx, const void* w, DType dtyp
     size_t esize;
     const float* bias;
     float* y;
-    int64_t ldx, ldy, k, m_slice, n_slice, n_slices, items;
+    ScratchBuffer* slice_y;  // per slot, when staged; else null
+    size_t w_slice_bytes;    // bytes between the weights of consecutive column slices
+    int64_t ldx, ldy, k, m_slice, n_slice, n_slices, items, last_n, m;
   } work{&onednn_,
          onednn_.prepare(full),
          nullptr,
@@ -262,24 +343,42 @@ void CpuGemm::split_matmul(const void* x, int64_t ldx, const void* w, DType dtyp
          dtype_size(dtype),
          bias,
          y,
+         staged ? slice_y_.data() : nullptr,
+         0,
          ldx,
          ldy,
          k,
          m_slice,
          n_slice,
          n_slices,
-         n_slices * m_slices};
+         n_slices * m_slices,
+         last_n,
+         m};
   // Prepared second: an entry stays cached across the next prepare().
   work.last = last == full ? work.full : onednn_.prepare(last);
+  // Packed slices lie one after another (pack()); plain ones are rows of w.
+  work.w_slice_bytes = packed ? OnednnMatmul::weights_bytes(work.full)
+                              : static_cast<size_t>(n_slice * k) * work.esize;
   parallel_slots(*pool_, work.items, 1, [&work](int slot, int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i0 = item / work.n_slices * work.m_slice;
       const int64_t j0 = item % work.n_slices * work.n_slice;
-      work.onednn->execute(item == work.items - 1 ? work.last : work.full, slot,
+      const bool is_last = item == work.items - 1;
+      float* out = work.y + i0 * work.ldy + j0;
+      if (work.slice_y != nullptr) {
+        // The size was reserved above: get() does not reallocate here.
+        out = work.slice_y[slot].get<float>(static_cast<size_t>(work.m_slice * work.n_slice));
+      }
+      work.onednn->execute(is_last ? work.last : work.full, slot,
                            work.x + static_cast<size_t>(i0 * work.ldx) * work.esize,
-                           work.w + static_cast<size_t>(j0 * work.k) * work.esize,
-                           work.bias != nullptr ? work.bias + j0 : nullptr,
-                           work.y + i0 * work.ldy + j0);
+                           work.w + static_cast<size_t>(j0 / work.n_slice) * work.w_slice_bytes,
+                           work.bias != nullptr ? work.bias + j0 : nullptr, out);
+      if (work.slice_y != nullptr) {
+        const int64_t width = is_last ? work.last_n : work.n_slice;
+        for (int64_t i = 0; i < work.m; ++i) {
+          std::copy_n(out + i * width, width, work.y + i * work.ldy + j0);
+        }
+      }
     }
   });
 }

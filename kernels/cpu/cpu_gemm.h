@@ -1,10 +1,11 @@
-// The CPU gemm: y[m, n] = x[m, k] . w[n, k]^T (+ bias), choosing per call between the hand-written
-// GEMV kernels (small m: decode) and oneDNN matmul (larger m: prefill), or the GEMV kernels for
-// every m in batch-invariant mode.
+// The CPU gemm: y[m, n] = x[m, k] . w[n, k]^T (+ bias). Packed weights (pack()) always go to
+// oneDNN; plain ones go per call to the hand-written GEMV kernels (small m: decode) or oneDNN
+// matmul (larger m: prefill), or to the GEMV kernels for every m in batch-invariant mode.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "common/thread_pool.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -27,6 +28,11 @@ struct CpuGemmOptions {
   // kernel path; different paths differ). Every call then uses the GEMV kernels, with weights
   // blocked for L2 when m > kGemvMaxM; gemv_max_m and native_low_precision are ignored.
   bool batch_invariant = false;
+  // Whether bf16/f16 weights may be packed once (pack()) into oneDNN's blocked layout, which
+  // every m then multiplies through oneDNN: measured at the GEMV kernels' bandwidth for m = 1
+  // and 1.4-2x faster than plain weights at m = 32 (see cpu_gemm.cc). Off in batch-invariant
+  // mode and where oneDNN lacks a native kernel for the dtype.
+  bool pack_weights = true;
 };
 
 // Not thread-safe: one caller at a time. Owns grown-on-demand scratch, so steady-state calls do
@@ -42,6 +48,12 @@ class CpuGemm {
   // The Backend::gemm contract (kernels/backend.h); shapes are TS_CHECKed.
   void run(const TensorView& x, const TensorView& w, const TensorView* bias, const TensorView& y);
 
+  // Backend::packed_weight_bytes and Backend::pack_weight. The packed layout is, per column
+  // slice of column_slice(n) (the split run() uses for this thread count), oneDNN's blocked
+  // layout of that slice, the slices one after another.
+  uint64_t packed_bytes(DType dtype, int64_t n, int64_t k);
+  TensorView pack(const TensorView& w, void* dst);
+
   int64_t onednn_primitives_created() const { return onednn_.primitives_created(); }
 
  private:
@@ -53,19 +65,27 @@ class CpuGemm {
                   float* y, int64_t m, int64_t n, int64_t k);
   void run_f32_panels(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                       float* y, int64_t m, int64_t n, int64_t k);
+  void run_packed(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
+                  float* y, int64_t m, int64_t n, int64_t k);
+  // x as `dtype` (a copy in low_x_, row stride k) for oneDNN, which multiplies only like types.
+  const void* convert_x(const float* x, int64_t ldx, DType dtype, int64_t m, int64_t k);
+  // Columns per slice when a product with n columns is split across the pool: n itself when n
+  // is too narrow for every thread to get kMinSliceColumns (then rows are split instead).
+  int64_t column_slice(int64_t n) const;
   // y (row stride ldy) = x . w^T (+ bias) through oneDNN, x and w of `dtype`, split across the
-  // pool into slices that each run single-threaded (see onednn_matmul.h).
-  void split_matmul(const void* x, int64_t ldx, const void* w, DType dtype, const float* bias,
-                    float* y, int64_t ldy, int64_t m, int64_t n, int64_t k);
+  // pool into slices that each run single-threaded (see onednn_matmul.h); w packed or plain.
+  void split_matmul(const void* x, int64_t ldx, const void* w, bool packed, DType dtype,
+                    const float* bias, float* y, int64_t ldy, int64_t m, int64_t n, int64_t k);
 
   ThreadPool* pool_;
   const CpuKernels* kernels_;
   CpuGemmOptions options_;
   OnednnMatmul onednn_;
-  ScratchBuffer packed_x_;  // GEMV input, packed and padded
-  ScratchBuffer low_x_;     // x converted to the weight dtype for oneDNN
-  ScratchBuffer bias_;      // bias converted to f32
-  ScratchBuffer panel_;     // f32 copy of a panel of weight rows (fallback path)
+  ScratchBuffer packed_x_;              // GEMV input, packed and padded
+  ScratchBuffer low_x_;                 // x converted to the weight dtype for oneDNN
+  ScratchBuffer bias_;                  // bias converted to f32
+  ScratchBuffer panel_;                 // f32 copy of a panel of weight rows (fallback path)
+  std::vector<ScratchBuffer> slice_y_;  // per pool slot: a dense column slice of y
 };
 
 }  // namespace tierserve

@@ -38,6 +38,7 @@ memory::data_type to_dnnl(DType dtype) {
 struct ShapeHash {
   size_t operator()(const MatmulShape& s) const {
     size_t h = static_cast<size_t>(s.dtype) * 2 + (s.bias ? 1 : 0);
+    h = h * 2 + (s.packed ? 1 : 0);
     for (int64_t v : {s.m, s.n, s.k, s.ldx, s.ldy}) {
       h ^= std::hash<int64_t>()(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
     }
@@ -48,7 +49,8 @@ struct ShapeHash {
 dnnl::matmul::primitive_desc make_pd(const MatmulShape& s, const dnnl::engine& engine) {
   const memory::data_type dt = to_dnnl(s.dtype);
   memory::desc src_md({s.m, s.k}, dt, {s.ldx, 1});
-  memory::desc wei_md({s.k, s.n}, dt, {1, s.k});
+  memory::desc wei_md = s.packed ? memory::desc({s.k, s.n}, dt, memory::format_tag::any)
+                                 : memory::desc({s.k, s.n}, dt, {1, s.k});
   memory::desc dst_md({s.m, s.n}, memory::data_type::f32, {s.ldy, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -67,12 +69,18 @@ struct SlotMemory {
 
 using SetNumThreads = void (*)(int);
 
+// The packed weight layout of [n, k] `dtype`: what a primitive with m = 1 picks.
+memory::desc packed_desc(int64_t n, int64_t k, DType dtype, const dnnl::engine& engine) {
+  return make_pd(MatmulShape{1, n, k, k, n, dtype, false, true}, engine).weights_desc();
+}
+
 }  // namespace
 
 struct OnednnMatmul::Entry {
   MatmulShape shape;
   dnnl::matmul primitive;
   size_t scratchpad_bytes = 0;
+  size_t weights_bytes = 0;
   std::vector<SlotMemory> slots;
 };
 
@@ -138,7 +146,18 @@ const OnednnMatmul::Entry* OnednnMatmul::prepare(const MatmulShape& shape) {
   } else {
     try {
       dnnl::matmul::primitive_desc pd = make_pd(shape, impl_->engine);
-      Entry e{shape, dnnl::matmul(pd), pd.scratchpad_desc().get_size(), {}};
+      if (shape.packed) {
+        // The weights were packed for m = 1; oneDNN 2.6 picks the same layout for every m
+        // (checked for m = 1..2048 on the model shapes), and this keeps it so.
+        TS_CHECK(pd.weights_desc() == packed_desc(shape.n, shape.k, shape.dtype, impl_->engine))
+            << "oneDNN chose another packed weight layout for m = " << shape.m
+            << ", n = " << shape.n << ", k = " << shape.k;
+      }
+      Entry e{shape,
+              dnnl::matmul(pd),
+              pd.scratchpad_desc().get_size(),
+              pd.weights_desc().get_size(),
+              {}};
       for (size_t s = 0; s < impl_->streams.size(); ++s) {
         e.slots.push_back(SlotMemory{
             memory(pd.src_desc(), impl_->engine, DNNL_MEMORY_NONE),
@@ -193,6 +212,33 @@ void OnednnMatmul::execute(const Entry* entry, int slot, const void* x, const vo
   const dnnl_status_t status =
       dnnl_primitive_execute(entry->primitive.get(), impl_->streams[s].get(), nargs, args);
   TS_CHECK(status == dnnl_success) << "oneDNN matmul execution failed with status " << status;
+}
+
+size_t OnednnMatmul::weights_bytes(const Entry* entry) { return entry->weights_bytes; }
+
+size_t OnednnMatmul::packed_bytes(int64_t n, int64_t k, DType dtype) {
+  ensure_single_threaded_openmp();
+  try {
+    return packed_desc(n, k, dtype, impl_->engine).get_size();
+  } catch (const dnnl::error& err) {
+    TS_CHECK(false) << "oneDNN packed layout of [" << n << ", " << k << "] " << dtype_name(dtype)
+                    << ": " << err.what();
+    return 0;
+  }
+}
+
+void OnednnMatmul::pack(int64_t n, int64_t k, DType dtype, const void* w, void* dst) {
+  ensure_single_threaded_openmp();
+  try {
+    const memory::desc plain({k, n}, to_dnnl(dtype), {1, k});
+    memory src(plain, impl_->engine, const_cast<void*>(w));
+    memory out(packed_desc(n, k, dtype, impl_->engine), impl_->engine, dst);
+    dnnl::reorder(src, out).execute(impl_->streams[0], src, out);
+    impl_->streams[0].wait();
+  } catch (const dnnl::error& err) {
+    TS_CHECK(false) << "oneDNN packing of [" << n << ", " << k << "] " << dtype_name(dtype) << ": "
+                    << err.what();
+  }
 }
 
 int64_t OnednnMatmul::primitives_created() const { return impl_->created; }

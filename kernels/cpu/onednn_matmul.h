@@ -18,16 +18,19 @@
 namespace tierserve {
 
 // One matmul y[m, n] (row stride ldy) = x[m, k] (row stride ldx) . w[n, k]^T (+ bias[n]), with w
-// used in place as a k x n matrix of strides {1, k} (a Hugging Face weight needs no copy). x and
-// w share `dtype` (f32, bf16 or f16); y and bias are f32.
+// either used in place as a k x n matrix of strides {1, k} (a Hugging Face weight needs no copy)
+// or packed once by OnednnMatmul::pack into the blocked layout oneDNN's brgemm kernels read
+// directly (plain weights are re-blocked into the scratchpad on every call, which at m = 32
+// costs as much as the product). x and w share `dtype` (f32, bf16 or f16); y and bias are f32.
 struct MatmulShape {
   int64_t m = 0, n = 0, k = 0;
   int64_t ldx = 0, ldy = 0;
   DType dtype = DType::kF32;
   bool bias = false;
+  bool packed = false;  // w is in the layout of pack(n, k, dtype)
   bool operator==(const MatmulShape& o) const {
     return m == o.m && n == o.n && k == o.k && ldx == o.ldx && ldy == o.ldy && dtype == o.dtype &&
-           bias == o.bias;
+           bias == o.bias && packed == o.packed;
   }
 };
 
@@ -57,10 +60,20 @@ class OnednnMatmul {
   // supports(shape.dtype) must be true. A oneDNN error aborts (it is a bug, not bad input).
   const Entry* prepare(const MatmulShape& shape);
 
+  // Bytes of the weights `entry` reads (the packed size for a packed shape).
+  static size_t weights_bytes(const Entry* entry);
+
   // Runs `entry` on `slot` (0 <= slot < num_slots) with these operands (bias only if the shape
   // has one). Allocates nothing on this side.
   void execute(const Entry* entry, int slot, const void* x, const void* w, const float* bias,
                float* y);
+
+  // The packed layout of a weight [n, k] of `dtype` (supports(dtype) must be true): its size in
+  // bytes, and pack(), which writes the plain weight `w` (row-major [n, k]) in it to `dst`. The
+  // layout is oneDNN's choice for this (n, k, dtype); it does not depend on m (prepare() checks
+  // that every packed primitive reads exactly this layout).
+  size_t packed_bytes(int64_t n, int64_t k, DType dtype);
+  void pack(int64_t n, int64_t k, DType dtype, const void* w, void* dst);
 
   // Primitives created so far (for tests of the cache).
   int64_t primitives_created() const;

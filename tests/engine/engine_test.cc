@@ -73,6 +73,7 @@ TEST(EngineTest, StopsAtStopTokensAndEos) {
   p.temperature = 0.0;
   p.ignore_eos = true;
   p.max_tokens = 8;
+  p.logprobs = 0;
   auto free_run = engine->generate({1, 5, 9, 13}, p);
   ASSERT_TRUE(free_run.is_ok());
   const auto& tokens = free_run.value().token_ids;

@@ -104,3 +104,42 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ModelBatchTest,
 
 }  // namespace
 }  // namespace tierserve
+
+namespace tierserve {
+namespace {
+
+// On the CPU backend, bf16 gemm weights are loaded in oneDNN's packed layout (a tied lm_head as
+// a packed copy beside the plain embedding the lookup reads), and in --deterministic mode all
+// stay plain for the batch-invariant GEMV kernels.
+TEST(ModelWeightsTest, GemmWeightsPackedUnlessDeterministic) {
+  const fs::path dir = fs::path(TIERSERVE_FIXTURES_DIR) / "llama_tied_bf16";
+  auto config = load_model_config(dir);
+  ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+  const ModelConfig& c = config.value();
+  for (bool deterministic : {false, true}) {
+    BackendOptions o;
+    o.deterministic = deterministic;
+    auto backend = create_backend(o);
+    ASSERT_TRUE(backend.is_ok());
+    const bool can_pack = backend.value()->packed_weight_bytes(c.dtype, 64, 64) > 0;
+    auto weights = load_weights(c, dir, LoadFormat::kAuto, backend.value().get());
+    ASSERT_TRUE(weights.is_ok()) << weights.status().to_string();
+    WeightProvider& w = *weights.value();
+    const WeightUnit* layer = w.acquire(layer_unit(0)).value();
+    EXPECT_EQ(layer->tensors[kQProj].packed, can_pack && !deterministic);
+    EXPECT_EQ(layer->tensors[kDownProj].packed, can_pack && !deterministic);
+    EXPECT_FALSE(layer->tensors[kInputNorm].packed);
+    w.release(layer_unit(0));
+    const WeightUnit* embedding = w.acquire(kEmbeddingUnit).value();
+    EXPECT_FALSE(embedding->tensors[kEmbedTokens].packed);
+    const void* table = embedding->tensors[kEmbedTokens].data;
+    w.release(kEmbeddingUnit);
+    const WeightUnit* head = w.acquire(head_unit(c)).value();
+    EXPECT_EQ(head->tensors[kLmHead].packed, can_pack && !deterministic);
+    EXPECT_EQ(head->tensors[kLmHead].data == table, !(can_pack && !deterministic));
+    w.release(head_unit(c));
+  }
+}
+
+}  // namespace
+}  // namespace tierserve

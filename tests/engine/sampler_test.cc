@@ -37,10 +37,16 @@ SampledToken sample_once(const SamplingParams& p, std::vector<float> logits,
 TEST(SamplerTest, GreedyTakesArgMaxAndReportsRawLogprob) {
   SamplingParams p;
   p.temperature = 0.0;
+  p.logprobs = 0;
   auto t = sample_once(p, logits_of({0.5f, 2.0f, -1.0f, 1.9f}));
   EXPECT_EQ(t.token, 1);
   double z = std::exp(0.5) + std::exp(2.0) + std::exp(-1.0) + std::exp(1.9);
   EXPECT_NEAR(t.logprob, 2.0 - std::log(z), 1e-6);
+  // Without logprobs asked for, none is computed.
+  p.logprobs.reset();
+  EXPECT_EQ(sample_once(p, logits_of({0.5f, 2.0f, -1.0f, 1.9f})).logprob, 0.0f);
+  p.logprobs = 21;
+  EXPECT_FALSE(p.validate().is_ok());
 }
 
 TEST(SamplerTest, SeedMakesSamplingReproducible) {

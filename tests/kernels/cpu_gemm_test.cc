@@ -130,6 +130,59 @@ TEST_P(CpuGemmTest, EveryRouteMatchesDoubleReference) {
   }
 }
 
+// Weights packed once (CpuGemm::pack) give the same products as plain ones through oneDNN, for
+// every m (1 included), thread count (so one, two or three column slices, the last one
+// narrower) and bias; the packed bytes are exactly what packed_bytes() reserved.
+TEST_P(CpuGemmTest, PackedWeightsMatchDoubleReference) {
+  const CpuKernels& kernels = cpu_kernels(GetParam());
+  Random rng(33);
+  const GemmCase cases[] = {{1, 1, 1, 1},       {1, 100, 129, 131}, {2, 127, 64, 64},
+                            {4, 128, 96, 96},   {5, 300, 70, 72},   {32, 448, 896, 896},
+                            {33, 1000, 17, 17}, {64, 200, 129, 200}};
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads, nullptr);
+    CpuGemm gemm(&pool, &kernels, CpuGemmOptions{});
+    for (DType wdt : {DType::kBF16, DType::kF16}) {
+      if (gemm.packed_bytes(wdt, 64, 64) == 0) continue;  // no native oneDNN kernel here
+      for (const GemmCase& c : cases) {
+        for (BiasKind b : {BiasKind::kNone, BiasKind::kBF16}) {
+          const uint64_t bytes = gemm.packed_bytes(wdt, c.n, c.k);
+          ASSERT_GT(bytes, 0u);
+          // One guard byte past the end catches a pack that writes more than it reserved.
+          std::vector<uint8_t> packed(bytes + 64 + 1, 0xA5);
+          uint8_t* dst = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64);
+          dst[bytes] = 0x5A;
+          check_gemm(c, wdt, b, wdt, rng,
+                     [&](const TensorView& x, const TensorView& w, const TensorView* bias,
+                         const TensorView& y) {
+                       const TensorView pw = gemm.pack(w, dst);
+                       EXPECT_TRUE(pw.packed);
+                       gemm.run(x, pw, bias, y);
+                     });
+          ASSERT_EQ(dst[bytes], 0x5A) << "pack wrote past packed_bytes()";
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// Packing is off where it would change results or cannot help.
+TEST(CpuGemmPackTest, NoPackedLayoutInBatchInvariantModeOrForF32) {
+  ThreadPool pool(2, nullptr);
+  const CpuKernels& kernels = cpu_kernels(resolve_cpu_isa(CpuIsa::kAuto));
+  CpuGemmOptions invariant;
+  invariant.batch_invariant = true;
+  CpuGemm gemm(&pool, &kernels, invariant);
+  EXPECT_EQ(gemm.packed_bytes(DType::kBF16, 256, 256), 0u);
+  CpuGemmOptions off;
+  off.pack_weights = false;
+  CpuGemm gemm_off(&pool, &kernels, off);
+  EXPECT_EQ(gemm_off.packed_bytes(DType::kBF16, 256, 256), 0u);
+  CpuGemm plain(&pool, &kernels, CpuGemmOptions{});
+  EXPECT_EQ(plain.packed_bytes(DType::kF32, 256, 256), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, CpuGemmTest, ::testing::ValuesIn(testing::all_isas()),
                          testing::isa_param_name);
 
