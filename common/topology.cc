@@ -46,4 +46,18 @@ bool Topology::bind_current_thread_to_core(int core) const {
   return rc == 0;
 }
 
+bool Topology::bind_memory_near_core(void* addr, size_t bytes, int core) const {
+  int n = hwloc_get_nbobjs_by_type(impl_->topo, HWLOC_OBJ_CORE);
+  hwloc_obj_type_t type = HWLOC_OBJ_CORE;
+  if (n <= 0) {
+    type = HWLOC_OBJ_PU;
+    n = hwloc_get_nbobjs_by_type(impl_->topo, type);
+  }
+  if (n <= 0 || bytes == 0) return false;
+  hwloc_obj_t obj = hwloc_get_obj_by_type(impl_->topo, type, static_cast<unsigned>(core % n));
+  if (obj == nullptr || obj->nodeset == nullptr) return false;
+  return hwloc_set_area_membind(impl_->topo, addr, bytes, obj->nodeset, HWLOC_MEMBIND_BIND,
+                                HWLOC_MEMBIND_BYNODESET) == 0;
+}
+
 }  // namespace tierserve

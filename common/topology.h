@@ -1,6 +1,7 @@
 // The machine's CPU topology, read through hwloc, and pinning of threads to cores.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 
 namespace tierserve {
@@ -21,6 +22,10 @@ class Topology {
   // Binds the calling thread to core `core % num_cores()`. Returns false (and leaves the thread
   // unbound) where the OS refuses, e.g. in a restricted container.
   bool bind_current_thread_to_core(int core) const;
+  // Binds the pages of [addr, addr + bytes) to the NUMA node(s) of core `core % num_cores()`
+  // (pages not yet touched are placed there when first touched). Returns false where the OS
+  // or hwloc refuses (e.g. no NUMA support); the memory then stays where the kernel puts it.
+  bool bind_memory_near_core(void* addr, size_t bytes, int core) const;
 
  private:
   struct Impl;

@@ -6,7 +6,9 @@
 #include "common/check.h"
 #include "common/file.h"
 #include "common/logging.h"
+#include "common/topology.h"
 #include "common/units.h"
+#include "engine/weight_loading.h"
 
 namespace tierserve {
 
@@ -77,16 +79,49 @@ Status EngineOptions::validate() const {
     return invalid_argument("--device-memory-gb must be positive, got " +
                             std::to_string(device_memory_gb));
   }
+  if (!(kv_offloading_size_gb >= 0 && kv_offloading_size_gb < 1e6)) {
+    return invalid_argument("--kv-offloading-size must be a size in GiB >= 0, got " +
+                            std::to_string(kv_offloading_size_gb));
+  }
+  if (!(kv_disk_offload_gb >= 0 && kv_disk_offload_gb < 1e6)) {
+    return invalid_argument("--kv-disk-offload-gb must be a size in GiB >= 0, got " +
+                            std::to_string(kv_disk_offload_gb));
+  }
+  if (kv_disk_offload_gb > 0 && offload_dir.empty()) {
+    return invalid_argument(
+        "--kv-disk-offload-gb needs --offload-dir (where the disk tier's "
+        "files go)");
+  }
+  if (cpu_offload_gb && !(*cpu_offload_gb >= 0 && *cpu_offload_gb < 1e6)) {
+    return invalid_argument("--cpu-offload-gb must be auto or a size in GiB >= 0, got " +
+                            std::to_string(*cpu_offload_gb));
+  }
+  if (disk_offload_gb && !(*disk_offload_gb >= 0 && *disk_offload_gb < 1e6)) {
+    return invalid_argument("--disk-offload-gb must be auto or a size in GiB >= 0, got " +
+                            std::to_string(*disk_offload_gb));
+  }
+  if (offload_prefetch_depth < 1 || offload_prefetch_depth > 64) {
+    return invalid_argument("--offload-prefetch-depth must be in [1, 64], got " +
+                            std::to_string(offload_prefetch_depth));
+  }
+  if (offload_queue_depth < 1 || offload_queue_depth > 4096) {
+    return invalid_argument("the offload queue depth must be in [1, 4096], got " +
+                            std::to_string(offload_queue_depth));
+  }
   return Status::ok();
 }
 
 LlmEngine::~LlmEngine() {
   stop();
   // Order matters: everything allocated from the backend goes before it.
+  swapper_.reset();
+  kv_transfers_.reset();
+  kv_host_.reset();
   runner_.reset();
   model_.reset();
   kv_pool_.reset();
   weights_.reset();
+  topology_.reset();
 }
 
 Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path& model_dir,
@@ -116,8 +151,30 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                             "/config.json: no max_position_embeddings; pass --max-model-len");
   }
   TS_ASSIGN_OR_RETURN(e->backend_, create_backend(options.backend));
-  TS_ASSIGN_OR_RETURN(e->weights_, load_weights(c, model_dir, options.load_format,
-                                                e->backend_.get(), options.seed));
+  {
+    WeightTierOptions tiers;
+    tiers.cpu_offload_gb = options.cpu_offload_gb;
+    tiers.disk_offload_gb = options.disk_offload_gb;
+    tiers.offload_dir = options.offload_dir;
+    tiers.prefetch_depth = options.offload_prefetch_depth;
+    const uint64_t device_memory = options.device_memory_gb > 0
+                                       ? static_cast<uint64_t>(options.device_memory_gb * kGiB)
+                                       : e->backend_->memory_capacity();
+    tiers.device_budget =
+        static_cast<uint64_t>(static_cast<double>(device_memory) * options.gpu_memory_utilization);
+    // The KV cache must hold one request of max_model_len next to the resident weights.
+    const uint64_t block_bytes = static_cast<uint64_t>(c.num_layers) * 2 * options.block_size *
+                                 c.num_kv_heads * c.head_dim * dtype_size(c.dtype);
+    tiers.min_kv_bytes = (static_cast<uint64_t>(e->max_model_len_) + options.block_size - 1) /
+                         options.block_size * block_bytes;
+    e->topology_ = std::make_unique<Topology>();
+    tiers.topology = e->topology_.get();
+    TS_ASSIGN_OR_RETURN(LoadedWeights loaded,
+                        load_tiered_weights(c, model_dir, options.load_format, e->backend_.get(),
+                                            tiers, options.seed));
+    e->weights_ = std::move(loaded.provider);
+    if (loaded.placement.num_streamed() > 0) e->placement_report_ = loaded.placement.report();
+  }
 
   const int32_t max_step = std::min(options.max_num_batched_tokens, e->max_model_len_);
   const int32_t max_seqs = options.max_num_seqs;
@@ -165,7 +222,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   sched.max_num_seqs = max_seqs;
   sched.max_num_batched_tokens = max_step;
   sched.max_model_len = e->max_model_len_;
-  e->scheduler_ = std::make_unique<Scheduler>(sched, e->kv_.get());
+  TS_RETURN_IF_ERROR(e->create_kv_tiers());
+  e->scheduler_ = std::make_unique<Scheduler>(sched, e->kv_.get(), e->swapper_.get());
   const int32_t max_blocks_per_seq = static_cast<int32_t>(
       (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
   e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(), e->kv_pool_.get(),
@@ -178,8 +236,79 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                         std::string(dtype_name(c.dtype)) + "), " +
                         e->kv_sizing_.describe(options.block_size, e->max_model_len_) +
                         "; backend " + std::string(e->backend_->name());
+  if (!e->placement_report_.empty()) e->startup_summary_ += "; weights: " + e->placement_report_;
+  if (e->swapper_ != nullptr) {
+    const KvTierUsage u = e->kv_tier_usage();
+    const int64_t bs = options.block_size;
+    e->startup_summary_ += "; KV swap space: host " + std::to_string(u.host_blocks * bs) +
+                           " tokens (" + std::to_string(u.host_blocks) + " blocks), disk " +
+                           std::to_string(u.disk_blocks * bs) + " tokens (" +
+                           std::to_string(u.disk_blocks) + " blocks)";
+  }
   TS_LOG(Info) << e->startup_summary_;
   return e;
+}
+
+Status LlmEngine::create_kv_tiers() {
+  const EngineOptions& o = options_;
+  if (o.kv_offloading_size_gb <= 0 && o.kv_disk_offload_gb <= 0) return Status::ok();
+  const KvCacheView& view = kv_pool_->view();
+  const uint64_t block_bytes = view.layout.block_bytes();
+  const uint64_t extent_bytes = (block_bytes + 4095) / 4096 * 4096;
+  const uint64_t host_blocks = static_cast<uint64_t>(o.kv_offloading_size_gb * kGiB) / block_bytes;
+  std::unique_ptr<DiskStore> disk;
+  int32_t num_staging = 0;
+  if (o.kv_disk_offload_gb > 0) {
+    DiskStoreOptions d;
+    d.dir = o.offload_dir;
+    d.extent_bytes = extent_bytes;
+    d.capacity_bytes =
+        static_cast<uint64_t>(o.kv_disk_offload_gb * kGiB) / extent_bytes * extent_bytes;
+    if (d.capacity_bytes == 0) d.capacity_bytes = extent_bytes;
+    d.queue_depth = o.offload_queue_depth;
+    Result<std::unique_ptr<DiskStore>> store = DiskStore::create(d);
+    if (!store.is_ok()) return store.status().with_context("--offload-dir (KV disk tier)");
+    disk = std::move(store.value());
+    if (o.kv_disk_fault_hook_for_testing) {
+      disk->set_fault_hook_for_testing(o.kv_disk_fault_hook_for_testing);
+    }
+    num_staging = 8;
+  }
+  const uint64_t host_bytes =
+      host_blocks * block_bytes + static_cast<uint64_t>(num_staging) * extent_bytes + 2 * 4096;
+  Topology topology;
+  TS_ASSIGN_OR_RETURN(kv_host_, HostPool::create(host_bytes, backend_.get(), &topology));
+  if (disk != nullptr && kv_host_->bytes() > 0) {
+    // Disk transfers go through host staging buffers in this pool: registered, io_uring uses
+    // them without pinning pages per operation. Registration is an optimisation only.
+    std::vector<iovec> iov;
+    constexpr uint64_t kMaxRegistered = 1ull << 30;  // io_uring's limit per buffer
+    for (uint64_t off = 0; off < kv_host_->bytes(); off += kMaxRegistered) {
+      iov.push_back({kv_host_->data() + off, std::min(kMaxRegistered, kv_host_->bytes() - off)});
+    }
+    if (Status s = disk->register_buffers(iov); !s.is_ok()) {
+      TS_LOG(Warning) << "KV disk tier: host buffers not registered with io_uring (" << s.message()
+                      << "); it works without, with more overhead per I/O";
+    }
+  }
+  TS_ASSIGN_OR_RETURN(kv_transfers_, TransferEngine::create(backend_.get(), std::move(disk)));
+  KvSwapperOptions so;
+  so.num_host_blocks = static_cast<int32_t>(std::min<uint64_t>(host_blocks, INT32_MAX));
+  so.num_staging = std::max(num_staging, 1);
+  TS_ASSIGN_OR_RETURN(swapper_, KvSwapper::create(view, kv_host_.get(), kv_transfers_.get(), so));
+  return Status::ok();
+}
+
+KvTierUsage LlmEngine::kv_tier_usage() {
+  KvTierUsage u;
+  if (swapper_ == nullptr) return u;
+  swapper_->drain();
+  u.host_blocks = swapper_->num_host_blocks();
+  u.host_used = swapper_->num_used_host_blocks();
+  u.disk_blocks = static_cast<int32_t>(kv_transfers_->num_extents());
+  u.disk_used = swapper_->num_used_disk_blocks();
+  u.swaps = swapper_->stats();
+  return u;
 }
 
 Status LlmEngine::check_prompt(const std::vector<int32_t>& prompt) const {
@@ -258,6 +387,10 @@ void LlmEngine::take_inbox() {
 
 void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason, Status error) {
   scheduler_->finish(seq);
+  if (!seq->swap_slots.empty()) {
+    swapper_->release(seq->swap_slots);
+    seq->swap_slots.clear();
+  }
   RequestOutput out;
   out.request_id = req.id;
   out.index = seq->index;
@@ -367,6 +500,34 @@ void LlmEngine::fail_step(const StepPlan& plan, const Status& error) {
   }
 }
 
+void LlmEngine::apply_swaps(StepPlan& plan) {
+  // Out first: the scheduler already gave these device blocks to others in this step.
+  for (const SwapOut& out : std::vector<SwapOut>(plan.swap_out)) {
+    Result<std::vector<SwapSlot>> slots = swapper_->swap_out(out.blocks);
+    if (slots.is_ok()) {
+      out.seq->swap_slots = std::move(slots.value());
+      continue;
+    }
+    TS_LOG(Warning) << "KV swap-out of sequence " << out.seq->id << " failed ("
+                    << slots.status().message() << "); it will be recomputed";
+    ++stats_.swap_failures;
+    scheduler_->recompute(out.seq, plan);
+  }
+  for (const SwapIn& in : std::vector<SwapIn>(plan.swap_in)) {
+    Sequence* seq = in.seq;
+    std::span<SwapSlot> slots(seq->swap_slots);
+    // Blocks before first_slot were found in the prefix cache.
+    swapper_->release(slots.first(static_cast<size_t>(in.first_slot)));
+    Status s = swapper_->swap_in(slots.subspan(static_cast<size_t>(in.first_slot)), in.blocks);
+    seq->swap_slots.clear();
+    if (s.is_ok()) continue;
+    TS_LOG(Warning) << "KV swap-in of sequence " << seq->id << " failed (" << s.message()
+                    << "); recomputing it";
+    ++stats_.swap_failures;
+    scheduler_->recompute(seq, plan);
+  }
+}
+
 bool LlmEngine::step() {
   take_inbox();
   if (!scheduler_->has_work()) return false;
@@ -376,6 +537,8 @@ bool LlmEngine::step() {
                           << scheduler_->num_running() << " running, " << kv_->num_free_blocks()
                           << " free blocks";
   stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
+  apply_swaps(plan);
+  if (plan.scheduled.empty()) return true;  // every sequence of the step is to be recomputed
   auto logits = runner_->execute(plan);
   if (!logits.is_ok()) {
     fail_step(plan, logits.status());

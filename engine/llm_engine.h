@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/topology.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
 #include "engine/model_runner.h"
@@ -50,6 +52,18 @@ struct EngineOptions {
                                        // cache capped at 4 GiB
   uint64_t kv_cache_memory_bytes = 0;  // if > 0, the KV cache size (overrides the above)
   uint64_t seed = 0;  // seeds the per-request seeds of unseeded requests, and dummy weights
+  // Weight tiers (DESIGN.md §2, offload/planner.h): GiB of weights forced to the host and disk
+  // tiers; absent = auto (a model that does not fit the device tier spills, with a warning).
+  std::optional<double> cpu_offload_gb;   // --cpu-offload-gb
+  std::optional<double> disk_offload_gb;  // --disk-offload-gb
+  int32_t offload_prefetch_depth = 2;     // --offload-prefetch-depth: streamed layers in flight
+  // KV tiers below the device (DESIGN.md §2). With either, preemption swaps a sequence's blocks
+  // out instead of dropping them.
+  double kv_offloading_size_gb = 0;   // --kv-offloading-size: host GiB for swapped KV blocks
+  double kv_disk_offload_gb = 0;      // --kv-disk-offload-gb: disk GiB behind the host tier
+  std::filesystem::path offload_dir;  // --offload-dir: where the disk tier's files go
+  int32_t offload_queue_depth = 64;   // io_uring queue depth of the disk tier
+  DiskFaultHook kv_disk_fault_hook_for_testing;  // tests only: faults on the KV disk tier
 
   Status validate() const;
 };
@@ -71,6 +85,14 @@ struct EngineStats {
   int64_t scheduled_tokens = 0;  // sum over steps of tokens in the step
   int64_t generated_tokens = 0;  // tokens sampled
   int64_t preemptions = 0;       // sequences preempted
+  int64_t swap_failures = 0;     // swaps that failed, so that the sequence was recomputed
+};
+
+// The KV tiers below the device, for metrics and leak checks. Engine thread.
+struct KvTierUsage {
+  int32_t host_blocks = 0, host_used = 0;  // host-tier slots, and those holding swapped blocks
+  int32_t disk_blocks = 0, disk_used = 0;  // disk-tier extents, and those holding swapped blocks
+  KvSwapStats swaps;                       // blocks moved so far
 };
 
 class LlmEngine {
@@ -89,6 +111,8 @@ class LlmEngine {
   int32_t max_model_len() const { return max_model_len_; }
   uint64_t weight_bytes() const { return weights_->device_bytes(); }
   const KvSizing& kv_sizing() const { return kv_sizing_; }
+  // Engine thread (or no loop running).
+  KvTierUsage kv_tier_usage();
   // "weights ..., KV cache ..." as printed at start-up.
   const std::string& startup_summary() const { return startup_summary_; }
 
@@ -146,6 +170,10 @@ class LlmEngine {
   // stop token or max_tokens.
   void emit_token(Request& req, Sequence* seq, float* logits);
   void fail_step(const StepPlan& plan, const Status& error);
+  // Creates the KV host and disk tiers from the options (nothing when neither is asked for).
+  Status create_kv_tiers();
+  // Carries out the plan's swaps; a sequence whose swap fails is recomputed instead.
+  void apply_swaps(StepPlan& plan);
   std::unique_ptr<Sequence> new_sequence(Request& req, int32_t index);
 
   EngineOptions options_;
@@ -155,10 +183,16 @@ class LlmEngine {
   KvSizing kv_sizing_;
   std::string startup_summary_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Topology> topology_;  // NUMA placement of the host tiers
+  std::string placement_report_;        // where the weights went (offload/planner.h)
   std::unique_ptr<WeightProvider> weights_;
   std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvCacheManager> kv_;
+  // The KV host and disk tiers (null without them); destroyed before the device tier.
+  std::unique_ptr<HostPool> kv_host_;
+  std::unique_ptr<TransferEngine> kv_transfers_;
+  std::unique_ptr<KvSwapper> swapper_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Sampler> sampler_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/check.h"
 #include "common/logging.h"
 #include "common/units.h"
 #include "engine/safetensors.h"
@@ -32,24 +33,6 @@ TensorView make_view(void* data, DType dtype, const std::vector<int64_t>& shape,
                      DeviceKind device) {
   if (shape.size() == 1) return TensorView::contiguous(data, dtype, {shape[0]}, device);
   return TensorView::contiguous(data, dtype, {shape[0], shape[1]}, device);
-}
-
-// Whether `spec` is a weight that gemm multiplies by (and so may take a packed layout).
-bool is_gemm_weight(const ModelConfig& config, const WeightSpec& spec) {
-  if (spec.unit == head_unit(config)) return spec.slot == kLmHead;
-  if (spec.unit == kEmbeddingUnit) return false;
-  switch (spec.slot) {
-    case kQProj:
-    case kKProj:
-    case kVProj:
-    case kOProj:
-    case kGateProj:
-    case kUpProj:
-    case kDownProj:
-      return true;
-    default:
-      return false;
-  }
 }
 
 // splitmix64: a small, fast, well-mixed generator for dummy weights.
@@ -84,6 +67,23 @@ bool is_float(DType dtype) {
 }
 
 }  // namespace
+
+bool is_gemm_weight(const ModelConfig& config, const WeightSpec& spec) {
+  if (spec.unit == head_unit(config)) return spec.slot == kLmHead;
+  if (spec.unit == kEmbeddingUnit) return false;
+  switch (spec.slot) {
+    case kQProj:
+    case kKProj:
+    case kVProj:
+    case kOProj:
+    case kGateProj:
+    case kUpProj:
+    case kDownProj:
+      return true;
+    default:
+      return false;
+  }
+}
 
 bool parse_load_format(const std::string& name, LoadFormat* out) {
   if (name == "auto" || name == "safetensors") {
@@ -144,22 +144,24 @@ uint64_t checkpoint_weight_bytes(const ModelConfig& config) {
   return total;
 }
 
-Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
-                                                     const std::filesystem::path& model_dir,
-                                                     LoadFormat format, Backend* backend,
-                                                     uint64_t seed) {
-  const std::vector<WeightSpec> specs = weight_specs(config);
+Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
+                                        const std::filesystem::path& model_dir, LoadFormat format,
+                                        Backend* backend, uint64_t seed) {
+  ResolvedWeights w;
+  w.format = format;
+  w.seed = seed;
+  w.specs = weight_specs(config);
+  const std::vector<WeightSpec>& specs = w.specs;
 
   // Resolve every tensor (and its dtype) before allocating anything.
-  std::unique_ptr<Checkpoint> checkpoint;
-  std::vector<CheckpointTensor> sources(specs.size());
-  std::vector<DType> dtypes(specs.size(), config.dtype);
+  w.sources.resize(specs.size());
+  w.dtypes.assign(specs.size(), config.dtype);
   if (format == LoadFormat::kAuto) {
-    TS_ASSIGN_OR_RETURN(checkpoint, Checkpoint::open(model_dir));
+    TS_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::open(model_dir));
     for (size_t i = 0; i < specs.size(); ++i) {
-      TS_ASSIGN_OR_RETURN(sources[i], checkpoint->find(specs[i].name));
-      const SafetensorsEntry& e = *sources[i].entry;
-      const std::string file = sources[i].file->path().filename().string();
+      TS_ASSIGN_OR_RETURN(w.sources[i], w.checkpoint->find(specs[i].name));
+      const SafetensorsEntry& e = *w.sources[i].entry;
+      const std::string file = w.sources[i].file->path().filename().string();
       if (!is_float(e.dtype)) {
         return unimplemented(file + ": tensor '" + e.name + "' has dtype " +
                              std::string(dtype_name(e.dtype)) + ", expected f32, f16 or bf16");
@@ -169,20 +171,24 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                                 shape_string(e.shape) + ", expected " +
                                 shape_string(specs[i].shape) + " from config.json");
       }
-      dtypes[i] = e.dtype;
+      w.dtypes[i] = e.dtype;
     }
   }
 
-  // One arena for all units, each tensor 64-byte aligned. Sizes are summed in 128 bits: the
+  // Each tensor 64-byte aligned, in spec (= unit) order. Sizes are summed in 128 bits: the
   // config's bounds keep each dimension sane, not necessarily their products. Gemm weights
   // take the backend's packed layout where it has one (Backend::packed_weight_bytes); a tied
-  // lm_head then gets a packed copy of its own, as the embedding reads plain rows.
-  std::vector<uint64_t> offsets(specs.size() + 1);
-  std::vector<uint64_t> packed(specs.size() + 1, 0);  // packed bytes, 0 = plain
+  // lm_head then gets a packed copy of its own at the end (in the head unit), as the embedding
+  // reads plain rows.
+  w.offsets.assign(specs.size() + 1, 0);
+  w.packed.assign(specs.size() + 1, 0);
   unsigned __int128 total_wide = 0;
   const int64_t vocab = config.vocab_size, hidden = config.hidden_size;
   const uint64_t tied_head_packed =
       config.tie_word_embeddings ? backend->packed_weight_bytes(config.dtype, vocab, hidden) : 0;
+  w.tied_head_packed = tied_head_packed > 0;
+  w.unit_begin.assign(static_cast<size_t>(head_unit(config)) + 2, 0);
+  int32_t unit = -1;
   for (size_t i = 0; i <= specs.size(); ++i) {
     unsigned __int128 bytes = 0;
     std::string name = "lm_head (packed copy of the tied embedding)";
@@ -190,16 +196,19 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
     if (i < specs.size()) {
       name = specs[i].name;
       shape = specs[i].shape;
-      bytes = dtype_size(dtypes[i]);
+      bytes = dtype_size(w.dtypes[i]);
       for (int64_t d : shape) bytes *= static_cast<uint64_t>(d);
       if (is_gemm_weight(config, specs[i]) && bytes <= kMaxWeightBytes) {
-        packed[i] = backend->packed_weight_bytes(dtypes[i], shape[0], shape[1]);
-        if (packed[i] > 0) bytes = packed[i];
+        w.packed[i] = backend->packed_weight_bytes(w.dtypes[i], shape[0], shape[1]);
+        if (w.packed[i] > 0) bytes = w.packed[i];
+      }
+      for (; unit < specs[i].unit; ++unit) {
+        w.unit_begin[static_cast<size_t>(unit) + 1] = static_cast<uint64_t>(total_wide);
       }
     } else {
-      bytes = packed[i] = tied_head_packed;
+      bytes = w.packed[i] = tied_head_packed;
     }
-    offsets[i] = static_cast<uint64_t>(total_wide);
+    w.offsets[i] = static_cast<uint64_t>(total_wide);
     total_wide = (total_wide + bytes + 63) / 64 * 64;
     if (total_wide > kMaxWeightBytes) {
       return invalid_argument("config.json: the model's weights would need more than " +
@@ -207,56 +216,83 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                               shape_string(shape) + ")");
     }
   }
-  const uint64_t total = static_cast<uint64_t>(total_wide);
-  auto arena_or = backend->allocate(total);
-  if (!arena_or.is_ok()) {
-    return arena_or.status().with_context("weights of " + format_bytes(total) +
-                                          " in the device tier");
-  }
-  char* arena = static_cast<char*>(arena_or.value());
+  w.unit_begin.back() = static_cast<uint64_t>(total_wide);
+  return w;
+}
 
-  std::vector<WeightUnit> units(static_cast<size_t>(head_unit(config)) + 1);
-  units[kEmbeddingUnit].name = "embedding";
-  units[kEmbeddingUnit].tensors.resize(kNumEmbeddingSlots);
-  for (int32_t l = 0; l < config.num_layers; ++l) {
-    units[static_cast<size_t>(layer_unit(l))].name = "layer " + std::to_string(l);
-    units[static_cast<size_t>(layer_unit(l))].tensors.resize(kNumLayerSlots);
-  }
-  units[static_cast<size_t>(head_unit(config))].name = "head";
-  units[static_cast<size_t>(head_unit(config))].tensors.resize(kNumHeadSlots);
+std::string weight_unit_name(const ModelConfig& config, int32_t unit) {
+  if (unit == kEmbeddingUnit) return "embedding";
+  if (unit == head_unit(config)) return "head";
+  return "layer " + std::to_string(unit - 1);
+}
 
+int32_t weight_unit_slots(const ModelConfig& config, int32_t unit) {
+  if (unit == kEmbeddingUnit) return kNumEmbeddingSlots;
+  if (unit == head_unit(config)) return kNumHeadSlots;
+  return kNumLayerSlots;
+}
+
+WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w, int32_t unit,
+                             char* dst, Backend* backend, const WeightUnit* embedding) {
+  WeightUnit out;
+  out.name = weight_unit_name(config, unit);
+  out.tensors.resize(static_cast<size_t>(weight_unit_slots(config, unit)));
+  const uint64_t begin = w.unit_begin[static_cast<size_t>(unit)];
   std::vector<uint8_t> staging;  // a dummy weight before packing
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const WeightSpec& s = specs[i];
-    void* dst = arena + offsets[i];
-    const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(dtypes[i]);
+  for (size_t i = 0; i < w.specs.size(); ++i) {
+    const WeightSpec& s = w.specs[i];
+    if (s.unit != unit) continue;
+    void* to = dst + (w.offsets[i] - begin);
+    const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(w.dtypes[i]);
     // Packed weights are made from host memory: the checkpoint's mapping, or `staging`.
-    void* plain = packed[i] > 0 ? nullptr : dst;
-    if (format == LoadFormat::kAuto) {
-      if (plain != nullptr) backend->copy(dst, sources[i].data, bytes);
-      plain = const_cast<void*>(sources[i].data);
+    void* plain = w.packed[i] > 0 ? nullptr : to;
+    if (w.format == LoadFormat::kAuto) {
+      if (plain != nullptr) backend->copy(to, w.sources[i].data, bytes);
+      plain = const_cast<void*>(w.sources[i].data);
     } else {
       if (plain == nullptr) {
         staging.resize(bytes);
         plain = staging.data();
       }
       bool is_norm = s.name.find("norm") != std::string::npos;
-      fill_dummy(plain, dtypes[i], numel(s.shape), is_norm, seed * 1000003ull + i);
+      fill_dummy(plain, w.dtypes[i], numel(s.shape), is_norm, w.seed * 1000003ull + i);
     }
-    TensorView view = make_view(dst, dtypes[i], s.shape, backend->device());
-    if (packed[i] > 0) {
-      view = backend->pack_weight(make_view(plain, dtypes[i], s.shape, DeviceKind::kCpu), dst);
+    TensorView view = make_view(to, w.dtypes[i], s.shape, backend->device());
+    if (w.packed[i] > 0) {
+      view = backend->pack_weight(make_view(plain, w.dtypes[i], s.shape, DeviceKind::kCpu), to);
     }
-    units[static_cast<size_t>(s.unit)].tensors[static_cast<size_t>(s.slot)] = view;
+    out.tensors[static_cast<size_t>(s.slot)] = view;
   }
-  if (config.tie_word_embeddings) {
-    TensorView& head = units[static_cast<size_t>(head_unit(config))].tensors[kLmHead];
-    head = units[kEmbeddingUnit].tensors[kEmbedTokens];
-    if (tied_head_packed > 0) head = backend->pack_weight(head, arena + offsets[specs.size()]);
+  if (unit == head_unit(config) && config.tie_word_embeddings) {
+    TS_CHECK(embedding != nullptr) << "the tied lm_head needs the embedding unit";
+    TensorView& head = out.tensors[kLmHead];
+    head = embedding->tensors[kEmbedTokens];
+    if (w.tied_head_packed)
+      head = backend->pack_weight(head, dst + (w.offsets[w.specs.size()] - begin));
   }
-  if (checkpoint != nullptr) {
+  return out;
+}
+
+Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
+                                                     const std::filesystem::path& model_dir,
+                                                     LoadFormat format, Backend* backend,
+                                                     uint64_t seed) {
+  TS_ASSIGN_OR_RETURN(ResolvedWeights w, resolve_weights(config, model_dir, format, backend, seed));
+  const uint64_t total = w.total_bytes();
+  auto arena_or = backend->allocate(total);
+  if (!arena_or.is_ok()) {
+    return arena_or.status().with_context("weights of " + format_bytes(total) +
+                                          " in the device tier");
+  }
+  char* arena = static_cast<char*>(arena_or.value());
+  std::vector<WeightUnit> units;
+  for (int32_t u = 0; u < w.num_units(); ++u) {
+    units.push_back(write_weight_unit(config, w, u, arena + w.unit_begin[static_cast<size_t>(u)],
+                                      backend, units.empty() ? nullptr : &units[0]));
+  }
+  if (w.checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).
-    size_t unused = checkpoint->names().size() - specs.size();
+    size_t unused = w.checkpoint->names().size() - w.specs.size();
     if (unused > 0)
       TS_LOG(Info) << "checkpoint has " << unused << " tensors the model does not use";
   }

@@ -10,6 +10,7 @@
 
 #include "common/status.h"
 #include "engine/model_config.h"
+#include "engine/safetensors.h"
 #include "kernels/backend.h"
 #include "offload/weight_provider.h"
 
@@ -78,5 +79,57 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                                                      const std::filesystem::path& model_dir,
                                                      LoadFormat format, Backend* backend,
                                                      uint64_t seed = 0);
+
+// --- Building blocks of the loaders (load_weights above, engine/weight_loading.h) ----------
+
+// The model's tensors resolved against their source before anything is allocated: dtypes, the
+// device layout (each tensor 64-byte aligned, units in order, each unit one contiguous range)
+// and where each tensor comes from.
+struct ResolvedWeights {
+  LoadFormat format = LoadFormat::kAuto;
+  uint64_t seed = 0;                       // dummy weights' seed
+  std::unique_ptr<Checkpoint> checkpoint;  // kAuto: the open checkpoint
+  std::vector<WeightSpec> specs;           // weight_specs(config)
+  std::vector<CheckpointTensor> sources;   // per spec (kAuto)
+  std::vector<DType> dtypes;               // per spec: the checkpoint's (kAuto) or config.dtype
+  std::vector<uint64_t> packed;            // per spec, then the tied lm_head's packed copy:
+                                           // bytes in the backend's packed layout, 0 = plain
+  std::vector<uint64_t> offsets;           // per spec, then the tied copy: device-layout offset
+  std::vector<uint64_t> unit_begin;        // per unit, then the total: unit u is the range
+                                           // [unit_begin[u], unit_begin[u + 1])
+  bool tied_head_packed = false;           // the head holds a packed copy of the embedding
+
+  int32_t num_units() const { return static_cast<int32_t>(unit_begin.size()) - 1; }
+  uint64_t total_bytes() const { return unit_begin.back(); }
+  uint64_t unit_bytes(int32_t unit) const {
+    return unit_begin[static_cast<size_t>(unit) + 1] - unit_begin[static_cast<size_t>(unit)];
+  }
+  // Whether the head unit holds an lm_head of its own (not just the embedding's table).
+  bool head_owns_lm_head(const ModelConfig& config) const {
+    return !config.tie_word_embeddings || tied_head_packed;
+  }
+};
+
+// Opens the checkpoint (kAuto) and checks every tensor's presence, dtype and shape; computes
+// the device layout with `backend`'s packed sizes. Errors as load_weights.
+Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
+                                        const std::filesystem::path& model_dir, LoadFormat format,
+                                        Backend* backend, uint64_t seed);
+
+// Writes unit `unit` in the device layout at `dst` (unit_bytes(unit) bytes, 64-byte aligned:
+// the backend's device memory, or host memory) and returns its views, which point into dst.
+// Dummy weights get the same values whatever `dst` is. A tied lm_head that stays plain is the
+// embedding's table: `embedding` (the embedding unit, already written) is then required.
+WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& weights,
+                             int32_t unit, char* dst, Backend* backend,
+                             const WeightUnit* embedding);
+
+// The name of unit `unit`: "embedding", "layer 3", "head".
+std::string weight_unit_name(const ModelConfig& config, int32_t unit);
+// The number of tensor slots of unit `unit` (kNumEmbeddingSlots, kNumLayerSlots, kNumHeadSlots).
+int32_t weight_unit_slots(const ModelConfig& config, int32_t unit);
+
+// Whether `spec` is a weight that gemm multiplies by (and so may take a packed layout).
+bool is_gemm_weight(const ModelConfig& config, const WeightSpec& spec);
 
 }  // namespace tierserve

@@ -6,8 +6,8 @@
 
 namespace tierserve {
 
-Scheduler::Scheduler(const SchedulerOptions& options, KvCacheManager* kv)
-    : options_(options), kv_(kv) {
+Scheduler::Scheduler(const SchedulerOptions& options, KvCacheManager* kv, const SwapSpace* swap)
+    : options_(options), kv_(kv), swap_(swap) {
   TS_CHECK(options.max_num_seqs > 0 && options.max_num_batched_tokens > 0 &&
            options.max_model_len > 0)
       << "scheduler limits";
@@ -47,28 +47,98 @@ void Scheduler::fork(const Sequence& parent, Sequence* child) {
   running_.push_back(child);
 }
 
-void Scheduler::preempt(Sequence* victim, StepPlan& plan, int32_t& budget) {
-  // Undo anything this step already gave the victim.
+void Scheduler::unschedule(Sequence* seq, StepPlan& plan, int32_t& budget) {
   auto it = std::find_if(plan.scheduled.begin(), plan.scheduled.end(),
-                         [victim](const ScheduledSequence& s) { return s.seq == victim; });
-  if (it != plan.scheduled.end()) {
-    budget += it->num_tokens;
-    plan.num_tokens -= it->num_tokens;
-    plan.scheduled.erase(it);
-    const std::vector<int32_t>& own = victim->kv.table.blocks();
-    plan.copies.erase(std::remove_if(plan.copies.begin(), plan.copies.end(),
-                                     [&own](const BlockCopy& c) {
-                                       return std::find(own.begin(), own.end(), c.dst) != own.end();
-                                     }),
-                      plan.copies.end());
+                         [seq](const ScheduledSequence& s) { return s.seq == seq; });
+  if (it == plan.scheduled.end()) return;
+  budget += it->num_tokens;
+  plan.num_tokens -= it->num_tokens;
+  plan.scheduled.erase(it);
+  const std::vector<int32_t>& own = seq->kv.table.blocks();
+  plan.copies.erase(std::remove_if(plan.copies.begin(), plan.copies.end(),
+                                   [&own](const BlockCopy& c) {
+                                     return std::find(own.begin(), own.end(), c.dst) != own.end();
+                                   }),
+                    plan.copies.end());
+}
+
+void Scheduler::preempt(Sequence* victim, StepPlan& plan, int32_t& budget) {
+  const int32_t bs = kv_->block_size();
+  const int32_t computed_blocks = (victim->num_computed + bs - 1) / bs;
+  const bool swap = swap_ != nullptr && computed_blocks > 0 &&
+                    computed_blocks <= swap_->num_free_swap_blocks() - swap_reserved_;
+  if (swap) {
+    // The blocks holding its computed tokens as they are now: where this step gave the victim
+    // a copy-on-write block, the content is still in the copy's source.
+    SwapOut out{victim, {}};
+    const std::vector<int32_t>& table = victim->kv.table.blocks();
+    for (int32_t i = 0; i < computed_blocks; ++i) {
+      int32_t b = table[static_cast<size_t>(i)];
+      for (const BlockCopy& c : plan.copies) {
+        if (c.dst == b) b = c.src;
+      }
+      out.blocks.push_back(b);
+    }
+    swap_reserved_ += computed_blocks;
+    plan.swap_out.push_back(std::move(out));
   }
+  unschedule(victim, plan, budget);
   running_.erase(std::find(running_.begin(), running_.end(), victim));
   kv_->free(victim->kv);
-  victim->num_computed = 0;
-  victim->status = SequenceStatus::kWaiting;
   ++victim->num_preemptions;
-  waiting_.push_front(victim);
   plan.preempted.push_back(victim);
+  if (swap) {
+    victim->status = SequenceStatus::kSwapped;
+    swapped_.push_front(victim);  // victims go newest first, so older ones end up in front
+  } else {
+    victim->num_computed = 0;
+    victim->status = SequenceStatus::kWaiting;
+    waiting_.push_front(victim);
+  }
+}
+
+void Scheduler::recompute(Sequence* seq, StepPlan& plan) {
+  int32_t budget = 0;
+  unschedule(seq, plan, budget);
+  plan.swap_in.erase(std::remove_if(plan.swap_in.begin(), plan.swap_in.end(),
+                                    [seq](const SwapIn& s) { return s.seq == seq; }),
+                     plan.swap_in.end());
+  for (std::deque<Sequence*>* q : {&running_, &swapped_, &waiting_}) {
+    auto it = std::find(q->begin(), q->end(), seq);
+    if (it != q->end()) q->erase(it);
+  }
+  kv_->free(seq->kv);
+  seq->num_computed = 0;
+  seq->status = SequenceStatus::kWaiting;
+  waiting_.push_front(seq);
+}
+
+bool Scheduler::resume_swapped(StepPlan& plan, int32_t& budget) {
+  const int32_t bs = kv_->block_size();
+  while (!swapped_.empty() && budget > 0 &&
+         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
+    Sequence* seq = swapped_.front();
+    // Blocks still cached on the device need no copy; the hit never covers more than the
+    // computed tokens.
+    PrefixHit hit = kv_->find_cached_prefix(seq->tokens.data(), seq->num_computed);
+    const int32_t n = std::min(seq->num_uncomputed(), budget);
+    if (!kv_->can_admit(hit, seq->num_computed + n)) return false;
+    kv_->admit(seq->kv, hit, seq->num_computed + n);
+    SwapIn in{seq, static_cast<int32_t>(hit.blocks.size()), {}};
+    const int32_t computed_blocks = (seq->num_computed + bs - 1) / bs;
+    TS_CHECK_EQ(static_cast<int32_t>(seq->swap_slots.size()), computed_blocks)
+        << "sequence " << seq->id << " swap slots";
+    const std::vector<int32_t>& table = seq->kv.table.blocks();
+    in.blocks.assign(table.begin() + in.first_slot, table.begin() + computed_blocks);
+    plan.swap_in.push_back(std::move(in));
+    seq->status = SequenceStatus::kRunning;
+    swapped_.pop_front();
+    running_.push_back(seq);
+    plan.scheduled.push_back({seq, n});
+    plan.num_tokens += n;
+    budget -= n;
+  }
+  return swapped_.empty();
 }
 
 bool Scheduler::reserve(Sequence* seq, int32_t n, StepPlan& plan, int32_t& budget) {
@@ -123,7 +193,8 @@ StepPlan Scheduler::schedule() {
       budget -= n;
     }
   }
-  if (plan.preempted.empty()) admit_waiting(plan, budget);
+  if (plan.preempted.empty() && resume_swapped(plan, budget)) admit_waiting(plan, budget);
+  swap_reserved_ = 0;  // the engine carries out this step's swaps before the next schedule()
   return plan;
 }
 
@@ -137,7 +208,9 @@ void Scheduler::update(const StepPlan& plan) {
 }
 
 void Scheduler::finish(Sequence* seq) {
-  auto& queue = seq->status == SequenceStatus::kRunning ? running_ : waiting_;
+  auto& queue = seq->status == SequenceStatus::kRunning   ? running_
+                : seq->status == SequenceStatus::kSwapped ? swapped_
+                                                          : waiting_;
   auto it = std::find(queue.begin(), queue.end(), seq);
   if (it != queue.end()) queue.erase(it);
   kv_->free(seq->kv);

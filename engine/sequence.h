@@ -8,12 +8,14 @@
 
 #include "engine/sampling_params.h"
 #include "memory/kv_cache_manager.h"
+#include "offload/kv_swapper.h"
 
 namespace tierserve {
 
 enum class SequenceStatus : uint8_t {
   kWaiting,   // queued for admission (new, or preempted and to be recomputed)
   kRunning,   // admitted: holds KV blocks and is scheduled each step
+  kSwapped,   // preempted by swapping: its KV lives in swap_slots (host or disk tier)
   kFinished,  // done or aborted; holds nothing
 };
 
@@ -30,8 +32,11 @@ struct Sequence {
   SequenceStatus status = SequenceStatus::kWaiting;
   SequenceKv kv;                  // the blocks holding its K/V
   int32_t num_cached_tokens = 0;  // prompt tokens found in the prefix cache at first admission
-  int32_t num_preemptions = 0;    // times its KV was dropped to make room
-  std::mt19937_64 rng;            // its own generator (seeded from the request)
+  int32_t num_preemptions = 0;    // times its KV was dropped or swapped out to make room
+  // While kSwapped (and from the step that swapped it out until the engine copied the blocks
+  // out): one slot per block of tokens[0, num_computed), in order.
+  std::vector<SwapSlot> swap_slots;
+  std::mt19937_64 rng;  // its own generator (seeded from the request)
 
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_output() const { return num_tokens() - prompt_len; }

@@ -59,6 +59,14 @@ class Backend {
   // kResourceExhausted. Called at start-up, never in the step loop.
   virtual Result<void*> allocate(size_t bytes) = 0;
   virtual void deallocate(void* ptr) = 0;
+  // Page-locked host memory for the host tier (DESIGN.md §2), where the backend has its own kind
+  // (CUDA: cudaHostAlloc, which DMA reads without staging). nullptr when it has none: the
+  // host tier then locks ordinary pages itself (offload/host_pool.h). Start-up only.
+  virtual Result<void*> allocate_pinned_host(size_t bytes) {
+    (void)bytes;
+    return static_cast<void*>(nullptr);
+  }
+  virtual void free_pinned_host(void* ptr) { (void)ptr; }
   // Copies between host and device memory (either direction, or within one side).
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   // Waits until all issued work has completed.

@@ -1,5 +1,10 @@
 #include "server/engine_flags.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+
 namespace tierserve {
 
 void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
@@ -20,6 +25,53 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
                   "CPU backend: the RAM budget that stands for device memory (default: all RAM)");
   cmd->add_option("--kv-cache-memory-bytes", o.kv_cache_memory_bytes,
                   "KV cache size in bytes (overrides --gpu-memory-utilization)");
+  // "auto" (the default) or GiB; a bad value is an error naming the flag.
+  auto gib_or_auto = [cmd](const char* name, std::optional<double>& out, const char* help) {
+    cmd->add_option_function<std::string>(
+           name,
+           [name, &out](const std::string& v) {
+             if (v == "auto") {
+               out.reset();
+               return;
+             }
+             char* end = nullptr;
+             const double gb = std::strtod(v.c_str(), &end);
+             if (end == v.c_str() || *end != '\0' || !(gb >= 0)) {
+               throw CLI::ValidationError(name,
+                                          "must be auto or a size in GiB >= 0, got '" + v + "'");
+             }
+             out = gb;
+           },
+           help)
+        ->type_name("auto|GiB");
+  };
+  gib_or_auto("--cpu-offload-gb", o.cpu_offload_gb,
+              "GiB of weights streamed from host memory (auto: only what does not fit the "
+              "device)");
+  gib_or_auto("--disk-offload-gb", o.disk_offload_gb,
+              "GiB of weights streamed from disk under --offload-dir (auto: only what fits "
+              "neither the device nor the host)");
+  cmd->add_option("--offload-prefetch-depth", o.offload_prefetch_depth,
+                  "Streamed layers copied ahead of compute")
+      ->capture_default_str();
+  cmd->add_option("--kv-offloading-size", o.kv_offloading_size_gb,
+                  "GiB of host memory for KV blocks of preempted sequences (swapped out instead "
+                  "of recomputed)");
+  // vLLM's older name, kept working.
+  cmd->add_option_function<double>(
+         "--swap-space",
+         [&o](double gb) {
+           std::fprintf(stderr,
+                        "warning: --swap-space is deprecated; use --kv-offloading-size "
+                        "(same meaning, GiB)\n");
+           o.kv_offloading_size_gb = gb;
+         },
+         "Deprecated alias of --kv-offloading-size")
+      ->group("");
+  cmd->add_option("--kv-disk-offload-gb", o.kv_disk_offload_gb,
+                  "GiB of disk (under --offload-dir) for KV blocks behind the host tier");
+  cmd->add_option("--offload-dir", o.offload_dir,
+                  "Directory for the disk tier's files (a private subdirectory, removed at exit)");
   cmd->add_flag("--deterministic", o.backend.deterministic,
                 "Batch-invariant kernels: a request's output does not depend on its batch");
   cmd->add_option("--device", o.backend.device, "cpu, cuda or auto")->capture_default_str();

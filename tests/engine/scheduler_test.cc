@@ -51,16 +51,34 @@ std::vector<int32_t> tokens_from(int32_t first, int32_t n) {
   return t;
 }
 
+// Swap space of a fixed number of blocks.
+class FakeSwapSpace : public SwapSpace {
+ public:
+  explicit FakeSwapSpace(int32_t capacity) : capacity_(capacity) {}
+  int32_t num_free_swap_blocks() const override { return capacity_ - used; }
+  int32_t used = 0;
+
+ private:
+  int32_t capacity_;
+};
+
 // What the engine does around the scheduler, with a model of the KV pool's bytes in place of the
-// model: every slot holds the (token, position) whose K/V were last written there.
+// model: every slot holds the (token, position) whose K/V were last written there. With
+// `swap_blocks` > 0 it also plays the KV swapper: swapped-out blocks' contents are kept aside and
+// written back into the blocks the plan's swap_in names, so a wrong swap plan shows up as stale
+// K/V read by the next forward.
 class FakeEngine {
  public:
-  FakeEngine(const SchedulerOptions& so, const KvCacheOptions& ko)
+  FakeEngine(const SchedulerOptions& so, const KvCacheOptions& ko, int32_t swap_blocks = 0)
       : options_(so),
         kv_(ko),
-        scheduler_(so, &kv_),
+        swap_(swap_blocks),
+        scheduler_(so, &kv_, swap_blocks > 0 ? &swap_ : nullptr),
         bs_(ko.block_size),
         pool_(static_cast<size_t>(ko.num_blocks) * static_cast<size_t>(ko.block_size), -1) {}
+
+  int64_t num_swap_outs() const { return num_swap_outs_; }
+  int64_t num_swap_ins() const { return num_swap_ins_; }
 
   Scheduler& scheduler() { return scheduler_; }
   const KvCacheManager& kv() const { return kv_; }
@@ -87,6 +105,13 @@ class FakeEngine {
 
   // Aborts a sequence wherever it is.
   void abort(Sequence* seq) {
+    if (seq->status == SequenceStatus::kSwapped) {
+      swap_.used -= static_cast<int32_t>(seq->swap_slots.size());
+      seq->swap_slots.clear();
+      swapped_.erase(seq);
+      swapped_model_.erase(std::remove(swapped_model_.begin(), swapped_model_.end(), seq),
+                           swapped_model_.end());
+    }
     scheduler_.finish(seq);
     waiting_model_.erase(std::remove(waiting_model_.begin(), waiting_model_.end(), seq),
                          waiting_model_.end());
@@ -118,6 +143,7 @@ class FakeEngine {
     EXPECT_TRUE(!had_work || !plan.empty()) << "a step with work scheduled nothing";
     check_plan(plan, before);
     check_kv();
+    apply_swaps(plan);
     forward(plan);
     scheduler_.update(plan);
     check_hashes();
@@ -148,6 +174,8 @@ class FakeEngine {
   void check_drained() const {
     EXPECT_EQ(scheduler_.num_waiting(), 0);
     EXPECT_EQ(scheduler_.num_running(), 0);
+    EXPECT_EQ(scheduler_.num_swapped(), 0);
+    EXPECT_EQ(swap_.used, 0);
     EXPECT_EQ(kv_.num_used_blocks(), 0);
     EXPECT_EQ(kv_.num_free_blocks(), kv_.num_blocks());
     for (int32_t b = 0; b < kv_.num_blocks(); ++b) EXPECT_EQ(kv_.allocator().ref_count(b), 0);
@@ -155,6 +183,36 @@ class FakeEngine {
   }
 
  private:
+  // Out (the blocks' contents set aside), then in (written into the new blocks).
+  void apply_swaps(const StepPlan& plan) {
+    const size_t bs = static_cast<size_t>(bs_);
+    for (const SwapOut& out : plan.swap_out) {
+      std::vector<int64_t>& saved = swapped_[out.seq];
+      saved.clear();
+      for (int32_t b : out.blocks) {
+        auto first = pool_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(b) * bs);
+        saved.insert(saved.end(), first, first + static_cast<ptrdiff_t>(bs));
+      }
+      out.seq->swap_slots.assign(out.blocks.size(), SwapSlot{});
+      swap_.used += static_cast<int32_t>(out.blocks.size());
+      ASSERT_GE(swap_.num_free_swap_blocks(), 0) << "swap space overcommitted";
+      ++num_swap_outs_;
+    }
+    for (const SwapIn& in : plan.swap_in) {
+      auto it = swapped_.find(in.seq);
+      ASSERT_NE(it, swapped_.end()) << "swap-in of " << in.seq->id << ", never swapped out";
+      ASSERT_EQ(static_cast<size_t>(in.first_slot) + in.blocks.size(), in.seq->swap_slots.size());
+      for (size_t i = 0; i < in.blocks.size(); ++i) {
+        std::copy_n(it->second.begin() + static_cast<ptrdiff_t>((in.first_slot + i) * bs), bs,
+                    pool_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(in.blocks[i]) * bs));
+      }
+      swap_.used -= static_cast<int32_t>(in.seq->swap_slots.size());
+      in.seq->swap_slots.clear();
+      swapped_.erase(it);
+      ++num_swap_ins_;
+    }
+  }
+
   static int64_t content(int32_t token, int32_t position) {
     return (static_cast<int64_t>(token) << 32) | static_cast<int64_t>(position);
   }
@@ -211,6 +269,21 @@ class FakeEngine {
     EXPECT_LE(plan.num_tokens, options_.max_num_batched_tokens);
     EXPECT_LE(static_cast<int32_t>(plan.scheduled.size()), options_.max_num_seqs);
 
+    // Resumptions: the front of the swapped queue, in order, before anyone new is admitted
+    // (so they were pushed to the running queue first).
+    for (const SwapIn& in : plan.swap_in) {
+      EXPECT_EQ(before.at(in.seq), SequenceStatus::kSwapped);
+      EXPECT_EQ(in.seq->status, SequenceStatus::kRunning);
+      ASSERT_FALSE(swapped_model_.empty());
+      EXPECT_EQ(swapped_model_.front(), in.seq) << "resumed out of order: " << in.seq->id;
+      swapped_model_.pop_front();
+      stamp_[in.seq] = next_stamp_++;
+      const std::vector<int32_t>& table = in.seq->kv.table.blocks();
+      for (size_t i = 0; i < in.blocks.size(); ++i) {
+        EXPECT_EQ(table[static_cast<size_t>(in.first_slot) + i], in.blocks[i]);
+        EXPECT_EQ(kv_.allocator().ref_count(in.blocks[i]), 1) << "swap-in into a shared block";
+      }
+    }
     // Admissions: a prefix of the waiting queue, in order, and only in steps without preemption.
     std::vector<Sequence*> admitted;
     for (const ScheduledSequence& s : plan.scheduled) {
@@ -232,9 +305,23 @@ class FakeEngine {
           << "a chunk smaller than both the prompt and the budget";
     }
 
-    // Preemption: the most recently admitted first, by recompute, back to the queue's front.
+    EXPECT_TRUE(admitted.empty() || swapped_model_.empty()) << "admitted while others are swapped";
+    // Preemption: the most recently admitted first, by swapping when there is room (then to the
+    // swapped queue, keeping what was computed), else by recompute, back to the queue's front.
+    for (const SwapOut& out : plan.swap_out) {
+      EXPECT_EQ(out.seq->status, SequenceStatus::kSwapped);
+      EXPECT_EQ(static_cast<int32_t>(out.blocks.size()), (out.seq->num_computed + bs_ - 1) / bs_);
+    }
     for (Sequence* victim : plan.preempted) {
       EXPECT_EQ(before.at(victim), SequenceStatus::kRunning);
+      if (victim->status == SequenceStatus::kSwapped) {
+        EXPECT_GT(victim->num_computed, 0);
+        EXPECT_TRUE(victim->kv.table.blocks().empty());
+        EXPECT_EQ(scheduled.count(victim), 0u);
+        swapped_model_.push_front(victim);
+        ++num_preemptions_;
+        continue;
+      }
       EXPECT_EQ(victim->status, SequenceStatus::kWaiting);
       EXPECT_EQ(victim->num_computed, 0);
       EXPECT_TRUE(victim->kv.table.blocks().empty());
@@ -263,6 +350,7 @@ class FakeEngine {
     }
     EXPECT_EQ(scheduler_.num_running(), running);
     EXPECT_EQ(scheduler_.num_waiting(), waiting);
+    EXPECT_EQ(scheduler_.num_swapped(), static_cast<int32_t>(swapped_model_.size()));
     EXPECT_EQ(static_cast<int32_t>(waiting_model_.size()), waiting);
 
     // Each running sequence holds blocks for exactly what is computed plus what runs now.
@@ -382,6 +470,7 @@ class FakeEngine {
 
   SchedulerOptions options_;
   KvCacheManager kv_;
+  FakeSwapSpace swap_;
   Scheduler scheduler_;
   int32_t bs_;
   std::vector<int64_t> pool_;  // per slot: content(token, position) last written, or -1
@@ -391,7 +480,11 @@ class FakeEngine {
   std::map<Sequence*, int64_t> stamp_;   // when last admitted (or forked)
   std::map<Sequence*, int32_t> n_scheduled_;
   std::map<Sequence*, std::vector<BlockHash>> chains_;
-  std::deque<Sequence*> waiting_model_;  // what the waiting queue must be
+  std::deque<Sequence*> waiting_model_;                // what the waiting queue must be
+  std::deque<Sequence*> swapped_model_;                // what the swapped queue must be
+  std::map<Sequence*, std::vector<int64_t>> swapped_;  // swapped-out contents, per sequence
+  int64_t num_swap_outs_ = 0;
+  int64_t num_swap_ins_ = 0;
   std::vector<Sequence*> admissions_;
   int64_t next_id_ = 1;
   int64_t next_stamp_ = 0;
@@ -657,6 +750,8 @@ struct StressTotals {
   int64_t copies = 0;
   int64_t hit_tokens = 0;
   int64_t rejected = 0;
+  int64_t swap_outs = 0;
+  int64_t swap_ins = 0;
 };
 
 void stress(uint32_t seed, StressTotals& totals) {
@@ -677,8 +772,10 @@ void stress(uint32_t seed, StressTotals& totals) {
                ", caching " + std::to_string(caching) + ", budget " + std::to_string(budget) +
                ", max_num_seqs " + std::to_string(max_num_seqs) + ", max_model_len " +
                std::to_string(max_model_len));
+  const int32_t swap_blocks = rng() % 2 ? uniform(1, 2 * num_blocks) : 0;
+  SCOPED_TRACE("swap blocks " + std::to_string(swap_blocks));
   FakeEngine e(sched_options(max_num_seqs, budget, max_model_len),
-               kv_options(num_blocks, bs, watermark, caching));
+               kv_options(num_blocks, bs, watermark, caching), swap_blocks);
   const int32_t vocab = uniform(2, 50);
   std::vector<std::vector<int32_t>> prefixes(3);
   for (auto& p : prefixes) {
@@ -714,6 +811,8 @@ void stress(uint32_t seed, StressTotals& totals) {
   totals.preemptions += e.num_preemptions();
   totals.copies += e.num_copies();
   totals.hit_tokens += e.kv().prefix_hit_tokens();
+  totals.swap_outs += e.num_swap_outs();
+  totals.swap_ins += e.num_swap_ins();
 }
 
 TEST(SchedulerStressTest, RandomLoadKeepsEveryInvariant) {
@@ -727,6 +826,8 @@ TEST(SchedulerStressTest, RandomLoadKeepsEveryInvariant) {
   EXPECT_GT(totals.copies, 500);
   EXPECT_GT(totals.hit_tokens, 10000);
   EXPECT_GT(totals.rejected, 0);
+  EXPECT_GT(totals.swap_outs, 300);
+  EXPECT_GT(totals.swap_ins, 300);
 }
 
 }  // namespace

@@ -1,0 +1,120 @@
+// KvSwapper: moves whole KV blocks (all layers, contiguous; DESIGN.md §2) between the device
+// tier and the lower tiers when the scheduler preempts a sequence by swapping, and back when it
+// resumes. Blocks go to the host tier first (--kv-offloading-size) and, when it is full, to the
+// disk tier behind it (io_uring extents, CRC-checked on every read). Engine thread only.
+//
+// Pinning (DESIGN.md §6 invariant 5): a disk write reads a host staging buffer, never the
+// device block, so swap_out() returns as soon as every device block has been read and the
+// scheduler may reuse them; the staging buffer and the extent stay pinned until the write
+// completes, and a swapped block on disk is read back only after its write has completed
+// successfully. A failed write or read is reported by swap_in() (the caller then recomputes
+// the sequence); nothing is silently wrong.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/paged_kv.h"
+#include "offload/host_pool.h"
+#include "offload/transfer_engine.h"
+
+namespace tierserve {
+
+// Where one swapped-out block lives.
+struct SwapSlot {
+  bool on_disk = false;  // false: a host-tier slot; true: a disk extent
+  int32_t index = -1;    // host slot, or disk extent id
+};
+
+// Room for swapped blocks, as the scheduler sees it (engine/scheduler.h).
+class SwapSpace {
+ public:
+  virtual ~SwapSpace() = default;
+  // Blocks that swap_out could place right now.
+  virtual int32_t num_free_swap_blocks() const = 0;
+};
+
+struct KvSwapperOptions {
+  int32_t num_host_blocks = 0;  // host-tier slots (--kv-offloading-size / block bytes)
+  int32_t num_staging = 8;      // host staging buffers for disk transfers (when there is a disk)
+};
+
+// Running totals, for tests and the engine's statistics.
+struct KvSwapStats {
+  int64_t blocks_out = 0, blocks_in = 0;            // blocks swapped out / in
+  int64_t disk_blocks_out = 0, disk_blocks_in = 0;  // of which through the disk tier
+  int64_t failures = 0;                             // swap-ins that failed (then recomputed)
+};
+
+class KvSwapper : public SwapSpace {
+ public:
+  // Carves the host slots (and, with a disk tier, the staging buffers) from `host`.
+  // `transfers` does the copies; its disk store, if any, must have extents of at least one
+  // block (rounded up to 4096 bytes). `device`, `host` and `transfers` must outlive the swapper.
+  static Result<std::unique_ptr<KvSwapper>> create(const KvCacheView& device, HostPool* host,
+                                                   TransferEngine* transfers,
+                                                   const KvSwapperOptions& options);
+  // Waits for pending disk writes.
+  ~KvSwapper() override;
+  KvSwapper(const KvSwapper&) = delete;
+  KvSwapper& operator=(const KvSwapper&) = delete;
+
+  int32_t num_free_swap_blocks() const override;
+
+  // Copies `device_blocks` out, host slots first, then disk extents; returns one slot per block,
+  // in order, once every device block has been read (they may then be reused). kInternal (with
+  // nothing placed) when there is not room for all of them, or a copy failed.
+  Result<std::vector<SwapSlot>> swap_out(std::span<const int32_t> device_blocks);
+  // Copies `slots` into `device_blocks` (same length) and frees the slots (also on error). An
+  // error (a failed write or read, a checksum mismatch) means the device blocks hold garbage:
+  // the caller must recompute the sequence.
+  Status swap_in(std::span<SwapSlot> slots, std::span<const int32_t> device_blocks);
+  // Frees slots without reading them (an aborted or recomputed sequence).
+  void release(std::span<SwapSlot> slots);
+  // Waits for every disk write in flight, so that extents released meanwhile are free again
+  // (for leak checks, and before the engine idles).
+  void drain();
+
+  int32_t num_host_blocks() const { return static_cast<int32_t>(host_slot_used_.size()); }
+  int32_t num_used_host_blocks() const { return used_host_; }
+  int32_t num_used_disk_blocks() const { return used_disk_; }
+  const KvSwapStats& stats() const { return stats_; }
+
+ private:
+  KvSwapper(const KvCacheView& device, TransferEngine* transfers)
+      : device_(device), transfers_(transfers) {}
+  char* host_slot(int32_t i) const { return host_base_ + static_cast<size_t>(i) * block_bytes_; }
+  char* staging(int32_t i) const { return staging_base_ + static_cast<size_t>(i) * extent_bytes_; }
+  // What is known of a disk extent's contents.
+  enum class ExtentState : uint8_t { kFree, kWriting, kStored, kFailed };
+
+  // A staging buffer with no write in flight, finishing the oldest write if all are busy.
+  int32_t take_staging();
+  // Waits for staging buffer `s`'s write and records its outcome in its extent's state.
+  void finish_staging(int32_t s);
+  // finish_staging() on every write that has already completed; never blocks.
+  void reap();
+  void free_slot(const SwapSlot& slot);
+
+  KvCacheView device_;
+  TransferEngine* transfers_;
+  size_t block_bytes_ = 0;
+  uint64_t extent_bytes_ = 0;  // block bytes rounded up to 4096 (disk transfers)
+  char* host_base_ = nullptr;
+  std::vector<uint8_t> host_slot_used_;
+  std::vector<int32_t> free_host_;  // LIFO
+  int32_t used_host_ = 0, used_disk_ = 0;
+  char* staging_base_ = nullptr;
+  std::vector<TransferTicket> staging_ticket_;  // per staging buffer: its write in flight, or 0
+  std::vector<int64_t> staging_extent_;         // per staging buffer: the extent it writes
+  std::vector<Status> extent_error_;            // per extent: why its write failed (kFailed)
+  std::vector<ExtentState> extent_state_;       // per extent
+  std::vector<int32_t> extent_staging_;         // per extent: its staging buffer while kWriting
+  int32_t next_staging_ = 0;                    // round robin, so the oldest write is next
+  KvSwapStats stats_;
+};
+
+}  // namespace tierserve
