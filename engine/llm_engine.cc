@@ -217,6 +217,9 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   kv.enable_prefix_caching = options.enable_prefix_caching;
   kv.salt = model_salt(model_dir, c, options.load_format, options.seed);
   kv.watermark_blocks = e->kv_sizing_.watermark_blocks;
+  // With lower KV tiers, blocks evicted from the prefix cache are spilled to them.
+  kv.record_evictions = options.enable_prefix_caching &&
+                        (options.kv_offloading_size_gb > 0 || options.kv_disk_offload_gb > 0);
   e->kv_ = std::make_unique<KvCacheManager>(kv);
   SchedulerOptions sched;
   sched.max_num_seqs = max_seqs;
@@ -307,6 +310,7 @@ KvTierUsage LlmEngine::kv_tier_usage() {
   u.host_used = swapper_->num_used_host_blocks();
   u.disk_blocks = static_cast<int32_t>(kv_transfers_->num_extents());
   u.disk_used = swapper_->num_used_disk_blocks();
+  u.prefix_blocks = swapper_->num_prefix_blocks();
   u.swaps = swapper_->stats();
   return u;
 }
@@ -501,7 +505,13 @@ void LlmEngine::fail_step(const StepPlan& plan, const Status& error) {
 }
 
 void LlmEngine::apply_swaps(StepPlan& plan) {
-  // Out first: the scheduler already gave these device blocks to others in this step.
+  if (swapper_ == nullptr) return;
+  // The lower-tier prefix blocks this step restores stay put while spills and swaps make room.
+  const std::vector<PrefixRestore> restores = plan.restores;
+  for (const PrefixRestore& r : restores) swapper_->pin_prefix(r.hashes, +1);
+  // Reads of device blocks first: the scheduler already gave these blocks to others in this
+  // step. Evicted prefix blocks go down (best effort), then preempted sequences' blocks.
+  for (const EvictedBlock& e : plan.spills) swapper_->spill(e.block, e.hash);
   for (const SwapOut& out : std::vector<SwapOut>(plan.swap_out)) {
     Result<std::vector<SwapSlot>> slots = swapper_->swap_out(out.blocks);
     if (slots.is_ok()) {
@@ -525,6 +535,15 @@ void LlmEngine::apply_swaps(StepPlan& plan) {
                     << "); recomputing it";
     ++stats_.swap_failures;
     scheduler_->recompute(seq, plan);
+  }
+  for (const PrefixRestore& r : restores) {
+    Status s = swapper_->restore(r.hashes, r.blocks);
+    swapper_->pin_prefix(r.hashes, -1);
+    if (s.is_ok()) continue;
+    TS_LOG(Warning) << "restoring cached prefix blocks of sequence " << r.seq->id << " failed ("
+                    << s.message() << "); recomputing them";
+    ++stats_.swap_failures;
+    scheduler_->recompute(r.seq, plan);
   }
 }
 

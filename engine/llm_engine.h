@@ -92,6 +92,7 @@ struct EngineStats {
 struct KvTierUsage {
   int32_t host_blocks = 0, host_used = 0;  // host-tier slots, and those holding swapped blocks
   int32_t disk_blocks = 0, disk_used = 0;  // disk-tier extents, and those holding swapped blocks
+  int32_t prefix_blocks = 0;               // evicted prefix blocks stored in either tier
   KvSwapStats swaps;                       // blocks moved so far
 };
 
@@ -172,7 +173,8 @@ class LlmEngine {
   void fail_step(const StepPlan& plan, const Status& error);
   // Creates the KV host and disk tiers from the options (nothing when neither is asked for).
   Status create_kv_tiers();
-  // Carries out the plan's swaps; a sequence whose swap fails is recomputed instead.
+  // Carries out the plan's spills, swaps and prefix restores; a sequence whose swap or restore
+  // fails is recomputed instead.
   void apply_swaps(StepPlan& plan);
   std::unique_ptr<Sequence> new_sequence(Request& req, int32_t index);
 

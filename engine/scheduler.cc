@@ -103,6 +103,9 @@ void Scheduler::recompute(Sequence* seq, StepPlan& plan) {
   plan.swap_in.erase(std::remove_if(plan.swap_in.begin(), plan.swap_in.end(),
                                     [seq](const SwapIn& s) { return s.seq == seq; }),
                      plan.swap_in.end());
+  plan.restores.erase(std::remove_if(plan.restores.begin(), plan.restores.end(),
+                                     [seq](const PrefixRestore& r) { return r.seq == seq; }),
+                      plan.restores.end());
   for (std::deque<Sequence*>* q : {&running_, &swapped_, &waiting_}) {
     auto it = std::find(q->begin(), q->end(), seq);
     if (it != q->end()) q->erase(it);
@@ -152,16 +155,39 @@ bool Scheduler::reserve(Sequence* seq, int32_t n, StepPlan& plan, int32_t& budge
   return true;
 }
 
+std::vector<BlockHash> Scheduler::lower_prefix(const Sequence& seq, const PrefixHit& hit) const {
+  std::vector<BlockHash> lower;
+  if (swap_ == nullptr || !kv_->prefix_caching()) return lower;
+  const int32_t bs = kv_->block_size();
+  BlockHash parent = hit.hashes.empty() ? kv_->root_hash() : hit.hashes.back();
+  // Whole blocks, always leaving the last token to compute (as find_cached_prefix does).
+  for (int32_t i = static_cast<int32_t>(hit.blocks.size()); (i + 1) * bs < seq.num_tokens(); ++i) {
+    const BlockHash h = hash_block(parent, seq.tokens.data() + static_cast<size_t>(i) * bs, bs);
+    if (!swap_->has_prefix_block(h)) break;
+    lower.push_back(h);
+    parent = h;
+  }
+  return lower;
+}
+
 void Scheduler::admit_waiting(StepPlan& plan, int32_t& budget) {
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
     Sequence* seq = waiting_.front();
     const PrefixHit hit = kv_->find_cached_prefix(seq->tokens.data(), seq->num_tokens());
-    const int32_t n = std::min(seq->num_tokens() - hit.num_tokens, budget);
-    if (!kv_->can_admit(hit, hit.num_tokens + n)) break;
-    kv_->admit(seq->kv, hit, hit.num_tokens + n);
-    if (seq->num_preemptions == 0) seq->num_cached_tokens = hit.num_tokens;
-    seq->num_computed = hit.num_tokens;
+    const std::vector<BlockHash> lower = lower_prefix(*seq, hit);
+    const int32_t cached = hit.num_tokens + static_cast<int32_t>(lower.size()) * kv_->block_size();
+    const int32_t n = std::min(seq->num_tokens() - cached, budget);
+    if (!kv_->can_admit(hit, cached + n)) break;
+    kv_->admit(seq->kv, hit, cached + n);
+    if (!lower.empty()) {
+      const std::vector<int32_t>& table = seq->kv.table.blocks();
+      const auto first = table.begin() + static_cast<ptrdiff_t>(hit.blocks.size());
+      plan.restores.push_back(
+          {seq, lower, std::vector<int32_t>(first, first + static_cast<ptrdiff_t>(lower.size()))});
+    }
+    if (seq->num_preemptions == 0) seq->num_cached_tokens = cached;
+    seq->num_computed = cached;
     seq->status = SequenceStatus::kRunning;
     waiting_.pop_front();
     running_.push_back(seq);
@@ -194,6 +220,7 @@ StepPlan Scheduler::schedule() {
     }
   }
   if (plan.preempted.empty() && resume_swapped(plan, budget)) admit_waiting(plan, budget);
+  plan.spills = kv_->take_evictions();
   swap_reserved_ = 0;  // the engine carries out this step's swaps before the next schedule()
   return plan;
 }

@@ -18,6 +18,10 @@
 // output so far. A step that preempted admits nobody. Swapped sequences resume, oldest first,
 // before any waiting sequence is admitted: blocks still in the prefix cache are reused, the rest
 // are copied back in (the plan's swap_in, before the forward).
+// With a SwapSpace that stores prefix blocks, the prefix cache reaches into the lower tiers too:
+// blocks evicted from the device are listed in the plan (spills) for the engine to copy down,
+// and an admission whose device hit ends where the lower tiers continue it restores those blocks
+// into fresh device blocks (the plan's restores) instead of recomputing them.
 #pragma once
 
 #include <cstdint>
@@ -56,11 +60,21 @@ struct SwapIn {
   std::vector<int32_t> blocks;  // fresh device blocks, in order
 };
 
+// Prefix blocks found only in a lower tier (SwapSpace::has_prefix_block) at admission: each
+// stored block hashes[i] is copied into the fresh device block blocks[i].
+struct PrefixRestore {
+  Sequence* seq = nullptr;
+  std::vector<BlockHash> hashes;
+  std::vector<int32_t> blocks;
+};
+
 // What one step runs.
 struct StepPlan {
   std::vector<ScheduledSequence> scheduled;  // in batch order
-  std::vector<SwapOut> swap_out;             // first, before anything writes the device tier
+  std::vector<EvictedBlock> spills;          // evicted prefix blocks to copy down, first of all
+  std::vector<SwapOut> swap_out;             // then, before anything writes the device tier
   std::vector<SwapIn> swap_in;               // then, before the copies and the forward
+  std::vector<PrefixRestore> restores;       // likewise
   std::vector<BlockCopy> copies;             // copy-on-write, before the forward
   std::vector<Sequence*> preempted;          // sequences preempted this step (either way)
   int32_t num_tokens = 0;                    // sum of scheduled num_tokens
@@ -110,6 +124,8 @@ class Scheduler {
   // Resumes swapped sequences, oldest first, while blocks and budget allow; false when one is
   // left waiting (then nobody new is admitted).
   bool resume_swapped(StepPlan& plan, int32_t& budget);
+  // The blocks after `hit` that the lower tiers hold, by hash, up to the first one they lack.
+  std::vector<BlockHash> lower_prefix(const Sequence& seq, const PrefixHit& hit) const;
   // Takes `seq` out of the plan: its tokens, and copies into its blocks.
   void unschedule(Sequence* seq, StepPlan& plan, int32_t& budget);
 

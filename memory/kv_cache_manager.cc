@@ -132,9 +132,18 @@ void KvCacheManager::free(SequenceKv& kv) {
   kv.hashes.clear();
 }
 
+std::vector<EvictedBlock> KvCacheManager::take_evictions() {
+  std::vector<EvictedBlock> out;
+  out.swap(evicted_);
+  return out;
+}
+
 int32_t KvCacheManager::take_block() {
   const int32_t block = allocator_.next_free();
   TS_CHECK_GE(block, 0) << "no free KV block";
+  if (options_.record_evictions && cache_.contains(block)) {
+    evicted_.push_back({block, cache_.hash_of(block)});
+  }
   cache_.erase(block);  // evict its old content
   return allocator_.allocate().value();
 }

@@ -22,6 +22,15 @@ struct KvCacheOptions {
   bool enable_prefix_caching = true;  // share full blocks between sequences by content hash
   std::string salt;                   // identifies model and weights; hashed into every block
   int32_t watermark_blocks = 0;       // admission leaves this many blocks free for running ones
+  bool record_evictions = false;      // keep evicted cached blocks for take_evictions() (the
+                                      // engine spills them to lower tiers)
+};
+
+// A cached full block whose content was evicted from the device tier: its bytes stay in the
+// block until the step writes it, so they can still be copied down to a lower tier first.
+struct EvictedBlock {
+  int32_t block = 0;
+  BlockHash hash{};
 };
 
 // The KV of one sequence. Owned by the sequence; changed only through the manager.
@@ -69,6 +78,11 @@ class KvCacheManager {
   // < num_tokens: the last token is always left to compute, since its logits are needed. Empty
   // when prefix caching is off.
   PrefixHit find_cached_prefix(const int32_t* tokens, int32_t num_tokens) const;
+  // The parent hash of every sequence's first block (the salt's).
+  const BlockHash& root_hash() const { return root_; }
+  // Blocks evicted from the prefix cache since the last call (record_evictions only), in
+  // eviction order. Their content is intact until something writes them.
+  std::vector<EvictedBlock> take_evictions();
 
   // Whether a new sequence can hold `num_tokens` tokens, sharing `hit`'s blocks, and still leave
   // the watermark free. `num_tokens` >= hit.num_tokens.
@@ -104,6 +118,7 @@ class KvCacheManager {
   BlockAllocator allocator_;
   PrefixCache cache_;
   BlockHash root_;  // hash of the salt: the parent of every sequence's first block
+  std::vector<EvictedBlock> evicted_;
   int64_t prefix_query_tokens_ = 0;
   int64_t prefix_hit_tokens_ = 0;
 };

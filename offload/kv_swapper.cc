@@ -50,8 +50,10 @@ KvSwapper::~KvSwapper() { drain(); }
 
 int32_t KvSwapper::num_free_swap_blocks() const {
   const int64_t disk = transfers_->has_disk() ? transfers_->num_free_extents() : 0;
+  // Stored prefix blocks count as free, unless pinned: swap_out reclaims them.
+  const int64_t reclaimable = static_cast<int64_t>(prefix_.size()) - pinned_prefix_;
   return static_cast<int32_t>(
-      std::min<int64_t>(static_cast<int64_t>(free_host_.size()) + disk, INT32_MAX));
+      std::min<int64_t>(static_cast<int64_t>(free_host_.size()) + disk + reclaimable, INT32_MAX));
 }
 
 void KvSwapper::finish_staging(int32_t s) {
@@ -100,6 +102,58 @@ int32_t KvSwapper::take_staging() {
   return s;
 }
 
+bool KvSwapper::take_slot(bool reclaim, SwapSlot* slot) {
+  if (!free_host_.empty()) {
+    const int32_t h = free_host_.back();
+    free_host_.pop_back();
+    host_slot_used_[static_cast<size_t>(h)] = 1;
+    *slot = SwapSlot{false, h};
+    return true;
+  }
+  if (transfers_->has_disk()) {
+    Result<int64_t> extent = transfers_->allocate_extent();
+    if (extent.is_ok()) {
+      *slot = SwapSlot{true, static_cast<int32_t>(extent.value())};
+      return true;
+    }
+  }
+  if (!reclaim || !drop_lru_prefix()) return false;
+  return take_slot(false, slot);
+}
+
+Status KvSwapper::write_to_disk(int32_t block, const SwapSlot& slot) {
+  const int64_t e = slot.index;
+  const int32_t s = take_staging();
+  char* buf = staging(s);
+  Status status = transfers_->wait(transfers_->copy(buf, device_.block_ptr(block), block_bytes_));
+  if (!status.is_ok()) return status;
+  std::fill(buf + block_bytes_, buf + extent_bytes_, 0);  // the tail of the extent
+  extent_state_[static_cast<size_t>(e)] = ExtentState::kWriting;
+  extent_staging_[static_cast<size_t>(e)] = s;
+  staging_extent_[static_cast<size_t>(s)] = e;
+  staging_ticket_[static_cast<size_t>(s)] = transfers_->disk_write(e, buf, extent_bytes_);
+  return Status::ok();
+}
+
+Status KvSwapper::read_slot(const SwapSlot& slot, int32_t block,
+                            std::vector<TransferTicket>* copies) {
+  void* dst = device_.block_ptr(block);
+  if (!slot.on_disk) {
+    copies->push_back(transfers_->copy(dst, host_slot(slot.index), block_bytes_));
+    return Status::ok();
+  }
+  const size_t e = static_cast<size_t>(slot.index);
+  // Readable only once its write has completed (DESIGN.md §6 invariant 5).
+  if (extent_state_[e] == ExtentState::kWriting) finish_staging(extent_staging_[e]);
+  if (extent_state_[e] != ExtentState::kStored) {
+    return extent_error_[e].with_context("KV block stored in disk extent " + std::to_string(e));
+  }
+  const int32_t s = take_staging();
+  Status status = transfers_->wait(transfers_->disk_read(slot.index, staging(s), extent_bytes_));
+  if (status.is_ok()) status = transfers_->wait(transfers_->copy(dst, staging(s), block_bytes_));
+  return status;
+}
+
 Result<std::vector<SwapSlot>> KvSwapper::swap_out(std::span<const int32_t> device_blocks) {
   reap();
   if (static_cast<int64_t>(device_blocks.size()) > num_free_swap_blocks()) {
@@ -109,43 +163,26 @@ Result<std::vector<SwapSlot>> KvSwapper::swap_out(std::span<const int32_t> devic
   }
   std::vector<SwapSlot> slots(device_blocks.size());
   std::vector<TransferTicket> copies;
-  // Host slots first, all copies in flight at once.
+  Status status = Status::ok();
   size_t i = 0;
-  for (; i < device_blocks.size() && !free_host_.empty(); ++i) {
-    const int32_t h = free_host_.back();
-    free_host_.pop_back();
-    host_slot_used_[static_cast<size_t>(h)] = 1;
-    ++used_host_;
-    slots[i] = SwapSlot{false, h};
-    copies.push_back(
-        transfers_->copy(host_slot(h), device_.block_ptr(device_blocks[i]), block_bytes_));
-  }
-  Status status = transfers_->wait_all(copies);
-  // The rest through staging buffers to disk: the device block is read into a staging buffer
-  // (waited for, so the block is free to reuse), then written out asynchronously.
+  // Host copies all in flight at once; a disk block goes through a staging buffer (see
+  // write_to_disk) and is written in the background.
   for (; i < device_blocks.size() && status.is_ok(); ++i) {
-    Result<int64_t> extent = transfers_->allocate_extent();
-    TS_CHECK(extent.is_ok()) << extent.status().to_string();  // counted free above
-    const int64_t e = extent.value();
-    const int32_t s = take_staging();
-    char* buf = staging(s);
-    status =
-        transfers_->wait(transfers_->copy(buf, device_.block_ptr(device_blocks[i]), block_bytes_));
-    if (!status.is_ok()) {
-      transfers_->free_extent(e);
-      break;
+    TS_CHECK(take_slot(true, &slots[i])) << "swap space counted free but not found";
+    if (slots[i].on_disk) {
+      ++used_disk_;
+      status = write_to_disk(device_blocks[i], slots[i]);
+      ++stats_.disk_blocks_out;
+    } else {
+      ++used_host_;
+      copies.push_back(transfers_->copy(host_slot(slots[i].index),
+                                        device_.block_ptr(device_blocks[i]), block_bytes_));
     }
-    std::fill(buf + block_bytes_, buf + extent_bytes_, 0);  // the tail of the extent
-    slots[i] = SwapSlot{true, static_cast<int32_t>(e)};
-    ++used_disk_;
-    extent_state_[static_cast<size_t>(e)] = ExtentState::kWriting;
-    extent_staging_[static_cast<size_t>(e)] = s;
-    staging_extent_[static_cast<size_t>(s)] = e;
-    staging_ticket_[static_cast<size_t>(s)] = transfers_->disk_write(e, buf, extent_bytes_);
-    ++stats_.disk_blocks_out;
   }
+  Status host = transfers_->wait_all(copies);
+  if (status.is_ok()) status = std::move(host);
   if (!status.is_ok()) {
-    for (size_t j = 0; j < i; ++j) free_slot(slots[j]);
+    release(std::span<SwapSlot>(slots).first(i));
     return status;
   }
   stats_.blocks_out += static_cast<int64_t>(device_blocks.size());
@@ -157,26 +194,9 @@ Status KvSwapper::swap_in(std::span<SwapSlot> slots, std::span<const int32_t> de
   reap();
   std::vector<TransferTicket> copies;
   Status status = Status::ok();
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const SwapSlot& slot = slots[i];
-    void* dst = device_.block_ptr(device_blocks[i]);
-    if (!slot.on_disk) {
-      copies.push_back(transfers_->copy(dst, host_slot(slot.index), block_bytes_));
-      continue;
-    }
-    if (!status.is_ok()) continue;
-    const size_t e = static_cast<size_t>(slot.index);
-    // Readable only once its write has completed (DESIGN.md §6 invariant 5).
-    if (extent_state_[e] == ExtentState::kWriting) finish_staging(extent_staging_[e]);
-    if (extent_state_[e] != ExtentState::kStored) {
-      status =
-          extent_error_[e].with_context("KV block swapped to disk extent " + std::to_string(e));
-      continue;
-    }
-    const int32_t s = take_staging();
-    status = transfers_->wait(transfers_->disk_read(slot.index, staging(s), extent_bytes_));
-    if (status.is_ok()) status = transfers_->wait(transfers_->copy(dst, staging(s), block_bytes_));
-    ++stats_.disk_blocks_in;
+  for (size_t i = 0; i < slots.size() && status.is_ok(); ++i) {
+    status = read_slot(slots[i], device_blocks[i], &copies);
+    stats_.disk_blocks_in += slots[i].on_disk ? 1 : 0;
   }
   Status host = transfers_->wait_all(copies);
   if (status.is_ok()) status = std::move(host);
@@ -189,18 +209,103 @@ Status KvSwapper::swap_in(std::span<SwapSlot> slots, std::span<const int32_t> de
   return status;
 }
 
+void KvSwapper::spill(int32_t block, const BlockHash& hash) {
+  reap();
+  auto it = prefix_.find(hash);
+  if (it != prefix_.end()) {  // already stored: now the most recently used
+    prefix_lru_.splice(prefix_lru_.begin(), prefix_lru_, it->second.lru);
+    return;
+  }
+  SwapSlot slot;
+  if (!take_slot(true, &slot)) return;
+  Status status = Status::ok();
+  if (slot.on_disk) {
+    status = write_to_disk(block, slot);
+  } else {
+    status = transfers_->wait(
+        transfers_->copy(host_slot(slot.index), device_.block_ptr(block), block_bytes_));
+  }
+  if (!status.is_ok()) {
+    free_slot(slot);
+    return;
+  }
+  prefix_lru_.push_front(hash);
+  prefix_.emplace(hash, PrefixEntry{slot, prefix_lru_.begin()});
+  ++stats_.prefix_spilled;
+}
+
+bool KvSwapper::has_prefix_block(const BlockHash& hash) const {
+  auto it = prefix_.find(hash);
+  if (it == prefix_.end()) return false;
+  const SwapSlot& slot = it->second.slot;
+  return !slot.on_disk || extent_state_[static_cast<size_t>(slot.index)] == ExtentState::kStored ||
+         (extent_state_[static_cast<size_t>(slot.index)] == ExtentState::kWriting &&
+          transfers_->done(staging_ticket_[static_cast<size_t>(
+              extent_staging_[static_cast<size_t>(slot.index)])]));
+}
+
+Status KvSwapper::restore(std::span<const BlockHash> hashes,
+                          std::span<const int32_t> device_blocks) {
+  TS_CHECK_EQ(hashes.size(), device_blocks.size());
+  reap();
+  std::vector<TransferTicket> copies;
+  Status status = Status::ok();
+  for (size_t i = 0; i < hashes.size() && status.is_ok(); ++i) {
+    auto it = prefix_.find(hashes[i]);
+    TS_CHECK(it != prefix_.end()) << "restore of a prefix block that is not stored";
+    prefix_lru_.splice(prefix_lru_.begin(), prefix_lru_, it->second.lru);
+    // An unreadable disk entry stays (its extent kFailed, so no later hit sees it) until it
+    // is reclaimed.
+    status = read_slot(it->second.slot, device_blocks[i], &copies);
+  }
+  Status host = transfers_->wait_all(copies);
+  if (status.is_ok()) status = std::move(host);
+  if (status.is_ok()) {
+    stats_.prefix_restored += static_cast<int64_t>(hashes.size());
+  } else {
+    ++stats_.failures;
+  }
+  return status;
+}
+
+void KvSwapper::pin_prefix(std::span<const BlockHash> hashes, int32_t delta) {
+  for (const BlockHash& h : hashes) {
+    auto it = prefix_.find(h);
+    TS_CHECK(it != prefix_.end()) << "pin of a prefix block that is not stored";
+    const bool was = it->second.pins > 0;
+    it->second.pins += delta;
+    TS_CHECK_GE(it->second.pins, 0) << "prefix block unpinned more than pinned";
+    pinned_prefix_ += (it->second.pins > 0 ? 1 : 0) - (was ? 1 : 0);
+  }
+}
+
+bool KvSwapper::drop_lru_prefix() {
+  for (auto r = prefix_lru_.rbegin(); r != prefix_lru_.rend(); ++r) {
+    auto it = prefix_.find(*r);
+    if (it->second.pins > 0) continue;
+    const SwapSlot slot = it->second.slot;
+    prefix_lru_.erase(std::next(r).base());
+    prefix_.erase(it);
+    if (slot.on_disk) {
+      const size_t e = static_cast<size_t>(slot.index);
+      // Free at once rather than pinned: wait for its write to complete first.
+      if (extent_state_[e] == ExtentState::kWriting) finish_staging(extent_staging_[e]);
+    }
+    free_slot(slot);
+    return true;
+  }
+  return false;
+}
+
 void KvSwapper::free_slot(const SwapSlot& slot) {
   if (slot.index < 0) return;
   if (!slot.on_disk) {
     TS_CHECK(host_slot_used_[static_cast<size_t>(slot.index)]) << "host slot freed twice";
     host_slot_used_[static_cast<size_t>(slot.index)] = 0;
     free_host_.push_back(slot.index);
-    --used_host_;
     return;
   }
   const size_t e = static_cast<size_t>(slot.index);
-  TS_CHECK(extent_state_[e] != ExtentState::kFree) << "disk slot freed twice";
-  --used_disk_;
   const bool writing = extent_state_[e] == ExtentState::kWriting;
   extent_state_[e] = ExtentState::kFree;
   extent_error_[e] = Status::ok();
@@ -210,6 +315,7 @@ void KvSwapper::free_slot(const SwapSlot& slot) {
 
 void KvSwapper::release(std::span<SwapSlot> slots) {
   for (SwapSlot& slot : slots) {
+    if (slot.index >= 0) --(slot.on_disk ? used_disk_ : used_host_);
     free_slot(slot);
     slot = SwapSlot{};
   }

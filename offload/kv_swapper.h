@@ -12,12 +12,15 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
 #include "kernels/paged_kv.h"
+#include "memory/block_hash.h"
 #include "offload/host_pool.h"
 #include "offload/transfer_engine.h"
 
@@ -29,12 +32,19 @@ struct SwapSlot {
   int32_t index = -1;    // host slot, or disk extent id
 };
 
-// Room for swapped blocks, as the scheduler sees it (engine/scheduler.h).
+// Room for swapped blocks, and the lower tiers' part of the prefix cache, as the scheduler sees
+// them (engine/scheduler.h).
 class SwapSpace {
  public:
   virtual ~SwapSpace() = default;
   // Blocks that swap_out could place right now.
   virtual int32_t num_free_swap_blocks() const = 0;
+  // Whether a block of content `hash` is stored in a lower tier, its store completed, so that a
+  // prefix hit may restore it.
+  virtual bool has_prefix_block(const BlockHash& hash) const {
+    (void)hash;
+    return false;
+  }
 };
 
 struct KvSwapperOptions {
@@ -47,6 +57,8 @@ struct KvSwapStats {
   int64_t blocks_out = 0, blocks_in = 0;            // blocks swapped out / in
   int64_t disk_blocks_out = 0, disk_blocks_in = 0;  // of which through the disk tier
   int64_t failures = 0;                             // swap-ins that failed (then recomputed)
+  int64_t prefix_spilled = 0;                       // evicted prefix blocks stored below
+  int64_t prefix_restored = 0;                      // of which restored on a later hit
 };
 
 class KvSwapper : public SwapSpace {
@@ -78,6 +90,22 @@ class KvSwapper : public SwapSpace {
   // (for leak checks, and before the engine idles).
   void drain();
 
+  // --- The prefix cache's lower tiers ------------------------------------------------------
+  // Evicted device block `block`, of content `hash`, is copied down: to a free host slot, else a
+  // free disk extent, else in place of the least recently used stored prefix block. Nothing
+  // when `hash` is already stored. Best effort: a failed copy stores nothing, and a failed disk
+  // write leaves the entry invisible. Swapped sequences come first: swap_out reclaims prefix
+  // entries (least recently used first) when it needs their room.
+  void spill(int32_t block, const BlockHash& hash);
+  bool has_prefix_block(const BlockHash& hash) const override;
+  // Pins (delta +1) or unpins (-1) stored prefix blocks: a pinned one is never reclaimed. The
+  // engine pins a step's restores while the step's spills and swaps run.
+  void pin_prefix(std::span<const BlockHash> hashes, int32_t delta);
+  // Copies the stored blocks of `hashes` into `device_blocks` (same length); the entries stay
+  // stored. An error means the device blocks hold garbage: the caller recomputes.
+  Status restore(std::span<const BlockHash> hashes, std::span<const int32_t> device_blocks);
+  int32_t num_prefix_blocks() const { return static_cast<int32_t>(prefix_.size()); }
+
   int32_t num_host_blocks() const { return static_cast<int32_t>(host_slot_used_.size()); }
   int32_t num_used_host_blocks() const { return used_host_; }
   int32_t num_used_disk_blocks() const { return used_disk_; }
@@ -91,6 +119,26 @@ class KvSwapper : public SwapSpace {
   // What is known of a disk extent's contents.
   enum class ExtentState : uint8_t { kFree, kWriting, kStored, kFailed };
 
+  struct HashOf {
+    size_t operator()(const BlockHash& h) const { return static_cast<size_t>(short_hash(h)); }
+  };
+  struct PrefixEntry {
+    SwapSlot slot;
+    std::list<BlockHash>::iterator lru;
+    int32_t pins = 0;  // > 0: not to be reclaimed
+  };
+
+  // A free host slot, else a free disk extent, else (when `reclaim`) the slot of the least
+  // recently used prefix entry; marked used. false when there is none.
+  bool take_slot(bool reclaim, SwapSlot* slot);
+  // Starts moving device block `block` to disk slot `slot`: copied into a staging buffer (waited
+  // for: the device block is free to reuse when this returns), then written asynchronously.
+  Status write_to_disk(int32_t block, const SwapSlot& slot);
+  // Copies `slot` to device block `block`: host copies are queued on `copies`; disk blocks are
+  // read (once their write has completed) and copied before this returns.
+  Status read_slot(const SwapSlot& slot, int32_t block, std::vector<TransferTicket>* copies);
+  // Drops the least recently used unpinned prefix entry, its slot free at once; false if none.
+  bool drop_lru_prefix();
   // A staging buffer with no write in flight, finishing the oldest write if all are busy.
   int32_t take_staging();
   // Waits for staging buffer `s`'s write and records its outcome in its extent's state.
@@ -114,6 +162,9 @@ class KvSwapper : public SwapSpace {
   std::vector<ExtentState> extent_state_;       // per extent
   std::vector<int32_t> extent_staging_;         // per extent: its staging buffer while kWriting
   int32_t next_staging_ = 0;                    // round robin, so the oldest write is next
+  std::unordered_map<BlockHash, PrefixEntry, HashOf> prefix_;  // spilled prefix blocks
+  std::list<BlockHash> prefix_lru_;                            // most recently used first
+  int32_t pinned_prefix_ = 0;                                  // entries with pins > 0
   KvSwapStats stats_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <random>
 
 #include "engine/llm_engine.h"
 #include "tests/engine/batching_util.h"
@@ -144,6 +145,43 @@ TEST_F(KvSwapTest, DiskFaultsMakeSequencesRecomputeNeverDiffer) {
     ASSERT_NE(engine, nullptr);
     expect_exact(run_together(*engine, cases_), "with disk faults");
     EXPECT_GT(engine->stats().swap_failures, 0) << "fault " << static_cast<int>(fault);
+    expect_empty(*engine);
+  }
+}
+
+// A prefix evicted from the device goes down to the host (or disk) tier and comes back on a
+// later hit: the second request with that prefix restores its blocks instead of recomputing
+// them, and its output is exact.
+TEST_F(KvSwapTest, EvictedPrefixIsRestoredFromLowerTiers) {
+  std::mt19937 rng(5);
+  auto tokens = [&](int n) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (int32_t& x : t) x = static_cast<int32_t>(rng() % 200) + 10;
+    return t;
+  };
+  const std::vector<int32_t> prefix = tokens(64);  // 4 full blocks
+  std::vector<int32_t> a = prefix, b = prefix;
+  for (int32_t t : tokens(8)) a.push_back(t);
+  for (int32_t t : tokens(9)) b.push_back(t);
+  std::vector<std::vector<int32_t>> fillers;
+  fillers.push_back(tokens(180));  // with its output, all 12 blocks of the pool
+  auto expect_b = run_alone(kModel, {Case{b, 6}});
+  ASSERT_EQ(expect_b.size(), 1u);
+  for (int disk_blocks : {0, 32}) {
+    EngineOptions o = small_pool(disk_blocks > 0 ? 1 : 16, disk_blocks);
+    auto engine = open(kModel, o);
+    ASSERT_NE(engine, nullptr);
+    ASSERT_TRUE(engine->generate(a, greedy(4)).is_ok());
+    // The filler takes the whole pool: the prefix's blocks are evicted and spilled.
+    for (const auto& f : fillers) ASSERT_TRUE(engine->generate(f, greedy(2)).is_ok());
+    EXPECT_GE(engine->kv_tier_usage().swaps.prefix_spilled, 4);
+    auto r = engine->generate(b, greedy(6));
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r.value().token_ids, expect_b[0]) << "disk blocks " << disk_blocks;
+    EXPECT_EQ(r.value().num_cached_tokens, 64) << "the prefix came from a lower tier";
+    const KvTierUsage u = engine->kv_tier_usage();
+    EXPECT_GE(u.swaps.prefix_restored, 4);
+    EXPECT_GT(u.prefix_blocks, 0);  // cached entries may stay; nothing else
     expect_empty(*engine);
   }
 }

@@ -56,7 +56,9 @@ class FakeSwapSpace : public SwapSpace {
  public:
   explicit FakeSwapSpace(int32_t capacity) : capacity_(capacity) {}
   int32_t num_free_swap_blocks() const override { return capacity_ - used; }
+  bool has_prefix_block(const BlockHash& hash) const override { return prefix.count(hash) > 0; }
   int32_t used = 0;
+  std::map<BlockHash, std::vector<int64_t>> prefix;  // spilled blocks' contents (unbounded)
 
  private:
   int32_t capacity_;
@@ -71,13 +73,18 @@ class FakeEngine {
  public:
   FakeEngine(const SchedulerOptions& so, const KvCacheOptions& ko, int32_t swap_blocks = 0)
       : options_(so),
-        kv_(ko),
+        kv_(recording(ko, swap_blocks > 0)),
         swap_(swap_blocks),
         scheduler_(so, &kv_, swap_blocks > 0 ? &swap_ : nullptr),
         bs_(ko.block_size),
         pool_(static_cast<size_t>(ko.num_blocks) * static_cast<size_t>(ko.block_size), -1) {}
 
+  static KvCacheOptions recording(KvCacheOptions o, bool record) {
+    o.record_evictions = record;
+    return o;
+  }
   int64_t num_swap_outs() const { return num_swap_outs_; }
+  int64_t num_restored_blocks() const { return num_restored_blocks_; }
   int64_t num_swap_ins() const { return num_swap_ins_; }
 
   Scheduler& scheduler() { return scheduler_; }
@@ -183,9 +190,14 @@ class FakeEngine {
   }
 
  private:
-  // Out (the blocks' contents set aside), then in (written into the new blocks).
+  // Spills and outs (the blocks' contents set aside), then ins and restores (written into the
+  // new blocks).
   void apply_swaps(const StepPlan& plan) {
     const size_t bs = static_cast<size_t>(bs_);
+    for (const EvictedBlock& e : plan.spills) {
+      auto first = pool_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(e.block) * bs);
+      swap_.prefix[e.hash] = std::vector<int64_t>(first, first + static_cast<ptrdiff_t>(bs));
+    }
     for (const SwapOut& out : plan.swap_out) {
       std::vector<int64_t>& saved = swapped_[out.seq];
       saved.clear();
@@ -210,6 +222,17 @@ class FakeEngine {
       in.seq->swap_slots.clear();
       swapped_.erase(it);
       ++num_swap_ins_;
+    }
+    for (const PrefixRestore& r : plan.restores) {
+      ASSERT_EQ(r.hashes.size(), r.blocks.size());
+      for (size_t i = 0; i < r.blocks.size(); ++i) {
+        auto it = swap_.prefix.find(r.hashes[i]);
+        ASSERT_NE(it, swap_.prefix.end()) << "restore of a block never spilled";
+        std::copy(it->second.begin(), it->second.end(),
+                  pool_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(r.blocks[i]) * bs));
+        EXPECT_EQ(kv_.allocator().ref_count(r.blocks[i]), 1) << "restore into a shared block";
+      }
+      num_restored_blocks_ += static_cast<int64_t>(r.blocks.size());
     }
   }
 
@@ -485,6 +508,7 @@ class FakeEngine {
   std::map<Sequence*, std::vector<int64_t>> swapped_;  // swapped-out contents, per sequence
   int64_t num_swap_outs_ = 0;
   int64_t num_swap_ins_ = 0;
+  int64_t num_restored_blocks_ = 0;
   std::vector<Sequence*> admissions_;
   int64_t next_id_ = 1;
   int64_t next_stamp_ = 0;
@@ -752,6 +776,7 @@ struct StressTotals {
   int64_t rejected = 0;
   int64_t swap_outs = 0;
   int64_t swap_ins = 0;
+  int64_t restored_blocks = 0;
 };
 
 void stress(uint32_t seed, StressTotals& totals) {
@@ -813,6 +838,7 @@ void stress(uint32_t seed, StressTotals& totals) {
   totals.hit_tokens += e.kv().prefix_hit_tokens();
   totals.swap_outs += e.num_swap_outs();
   totals.swap_ins += e.num_swap_ins();
+  totals.restored_blocks += e.num_restored_blocks();
 }
 
 TEST(SchedulerStressTest, RandomLoadKeepsEveryInvariant) {
@@ -828,6 +854,7 @@ TEST(SchedulerStressTest, RandomLoadKeepsEveryInvariant) {
   EXPECT_GT(totals.rejected, 0);
   EXPECT_GT(totals.swap_outs, 300);
   EXPECT_GT(totals.swap_ins, 300);
+  EXPECT_GT(totals.restored_blocks, 100);
 }
 
 }  // namespace

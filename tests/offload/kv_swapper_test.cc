@@ -178,6 +178,84 @@ TEST(KvSwapperTest, ReleasedBlockStaysPinnedUntilItsWriteCompletes) {
   EXPECT_EQ(t.bytes(1), b3);
 }
 
+BlockHash hash_of_int(int i) {
+  BlockHash h{};
+  h[0] = static_cast<uint8_t>(i);
+  h[1] = static_cast<uint8_t>(i >> 8);
+  h[31] = 0x5A;
+  return h;
+}
+
+// Evicted prefix blocks go down (host slots, then disk extents), are visible once stored, and
+// come back byte-identical; the least recently used is replaced when the tiers are full, and
+// swapped sequences reclaim prefix entries, but never pinned ones.
+TEST(KvSwapperTest, PrefixBlocksSpillAndRestoreByteIdentical) {
+  TempDir dir;
+  Tiers t(8, 2, 2, dir.path());
+  std::vector<std::vector<char>> content;
+  for (int i = 0; i < 4; ++i) {
+    t.randomize(i, 100 + static_cast<uint32_t>(i));
+    content.push_back(t.bytes(i));
+    t.swapper->spill(i, hash_of_int(i));
+  }
+  EXPECT_EQ(t.swapper->num_prefix_blocks(), 4);     // 2 on host, 2 on disk
+  EXPECT_EQ(t.swapper->num_free_swap_blocks(), 4);  // all reclaimable
+  t.swapper->drain();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(t.swapper->has_prefix_block(hash_of_int(i)));
+  EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(9)));
+  // Restore into other blocks (the entries stay).
+  std::vector<BlockHash> hashes = {hash_of_int(3), hash_of_int(0), hash_of_int(2)};
+  std::vector<int32_t> dst = {5, 6, 7};
+  ASSERT_TRUE(t.swapper->restore(hashes, dst).is_ok());
+  EXPECT_EQ(t.bytes(5), content[3]);
+  EXPECT_EQ(t.bytes(6), content[0]);
+  EXPECT_EQ(t.bytes(7), content[2]);
+  EXPECT_EQ(t.swapper->num_prefix_blocks(), 4);
+  // A fifth spill replaces the least recently used entry: block 1 (never restored).
+  t.randomize(4, 104);
+  t.swapper->spill(4, hash_of_int(4));
+  EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(1)));
+  EXPECT_EQ(t.swapper->num_prefix_blocks(), 4);
+  // Pinned entries are not reclaimed: a swap-out of 3 blocks with 2 pinned finds room for 2.
+  std::vector<BlockHash> pinned = {hash_of_int(0), hash_of_int(3)};
+  t.swapper->pin_prefix(pinned, +1);
+  EXPECT_EQ(t.swapper->num_free_swap_blocks(), 2);
+  EXPECT_FALSE(t.swapper->swap_out(std::vector<int32_t>{5, 6, 7}).is_ok());
+  auto two = t.swapper->swap_out(std::vector<int32_t>{5, 6});
+  ASSERT_TRUE(two.is_ok());
+  EXPECT_TRUE(t.swapper->has_prefix_block(hash_of_int(0)));
+  EXPECT_TRUE(t.swapper->has_prefix_block(hash_of_int(3)));
+  EXPECT_EQ(t.swapper->num_prefix_blocks(), 2);
+  t.swapper->pin_prefix(pinned, -1);
+  ASSERT_TRUE(t.swapper->restore(pinned, std::vector<int32_t>{1, 2}).is_ok());
+  EXPECT_EQ(t.bytes(1), content[0]);
+  EXPECT_EQ(t.bytes(2), content[3]);
+  t.swapper->release(two.value());
+}
+
+// A prefix block on disk is visible only once its write has completed (invariant 5), and one
+// whose write failed never is.
+TEST(KvSwapperTest, DiskPrefixBlockVisibleOnlyAfterItsWriteCompletes) {
+  TempDir dir;
+  Tiers t(4, 0, 2, dir.path());
+  std::atomic<bool> hold{true};
+  std::atomic<int> writes{0};
+  t.disk_store->set_fault_hook_for_testing([&](DiskOp op, int64_t, uint64_t) {
+    if (op != DiskOp::kWrite) return DiskFault::kNone;
+    while (hold.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return writes.fetch_add(1) == 1 ? DiskFault::kEio : DiskFault::kNone;
+  });
+  t.randomize(0, 1);
+  t.swapper->spill(0, hash_of_int(0));
+  EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(0)));  // held in flight
+  hold = false;
+  t.swapper->drain();
+  EXPECT_TRUE(t.swapper->has_prefix_block(hash_of_int(0)));
+  t.swapper->spill(1, hash_of_int(1));  // this write fails
+  t.swapper->drain();
+  EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(1)));
+}
+
 struct FaultCase {
   DiskFault fault;
   DiskOp op;
