@@ -249,6 +249,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                            std::to_string(u.disk_blocks) + " blocks)";
   }
   TS_LOG(Info) << e->startup_summary_;
+  e->publish_load();
   return e;
 }
 
@@ -300,6 +301,33 @@ Status LlmEngine::create_kv_tiers() {
   so.num_staging = std::max(num_staging, 1);
   TS_ASSIGN_OR_RETURN(swapper_, KvSwapper::create(view, kv_host_.get(), kv_transfers_.get(), so));
   return Status::ok();
+}
+
+EngineLoad LlmEngine::load() const {
+  std::lock_guard<std::mutex> lock(load_mutex_);
+  return load_;
+}
+
+void LlmEngine::publish_load() {
+  EngineLoad l;
+  l.running = scheduler_->num_running();
+  l.waiting = scheduler_->num_waiting();
+  l.swapped = scheduler_->num_swapped();
+  l.kv_blocks = kv_->num_blocks();
+  l.kv_blocks_used = kv_->num_used_blocks();
+  l.preemptions = stats_.preemptions;
+  l.prefix_query_tokens = kv_->prefix_query_tokens();
+  l.prefix_hit_tokens = kv_->prefix_hit_tokens();
+  if (swapper_ != nullptr) {
+    l.host_blocks = swapper_->num_host_blocks();
+    l.host_blocks_used = swapper_->num_used_host_blocks();
+    l.disk_blocks = static_cast<int32_t>(kv_transfers_->num_extents());
+    l.disk_blocks_used = swapper_->num_used_disk_blocks();
+    l.swapped_out_blocks = swapper_->stats().blocks_out;
+    l.swapped_in_blocks = swapper_->stats().blocks_in;
+  }
+  std::lock_guard<std::mutex> lock(load_mutex_);
+  load_ = l;
 }
 
 KvTierUsage LlmEngine::kv_tier_usage() {
@@ -549,7 +577,10 @@ void LlmEngine::apply_swaps(StepPlan& plan) {
 
 bool LlmEngine::step() {
   take_inbox();
-  if (!scheduler_->has_work()) return false;
+  if (!scheduler_->has_work()) {
+    publish_load();  // after aborts, the queues may have emptied
+    return false;
+  }
   StepPlan plan = scheduler_->schedule();
   // A lone sequence always fits (add_request checked), so work without a plan is a bug.
   TS_CHECK(!plan.empty()) << "scheduler stalled: " << scheduler_->num_waiting() << " waiting, "
@@ -576,6 +607,7 @@ bool LlmEngine::step() {
     TS_CHECK(it != requests_.end()) << "sequence " << seq->id << " without a request";
     sample(*it->second, seq, rows + r * static_cast<size_t>(config_.vocab_size));
   }
+  publish_load();
   return true;
 }
 

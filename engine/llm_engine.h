@@ -88,6 +88,17 @@ struct EngineStats {
   int64_t swap_failures = 0;     // swaps that failed, so that the sequence was recomputed
 };
 
+// The engine's state after its last step, for metrics; any thread (LlmEngine::load()).
+struct EngineLoad {
+  int32_t running = 0, waiting = 0, swapped = 0;  // sequences per queue
+  int32_t kv_blocks_used = 0, kv_blocks = 0;      // device-tier KV blocks in use / in all
+  int32_t host_blocks_used = 0, host_blocks = 0;  // KV host tier (swapped and prefix blocks)
+  int32_t disk_blocks_used = 0, disk_blocks = 0;  // KV disk tier
+  int64_t preemptions = 0;                        // since start
+  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;  // since start
+  int64_t swapped_out_blocks = 0, swapped_in_blocks = 0;   // since start
+};
+
 // The KV tiers below the device, for metrics and leak checks. Engine thread.
 struct KvTierUsage {
   int32_t host_blocks = 0, host_used = 0;  // host-tier slots, and those holding swapped blocks
@@ -114,6 +125,8 @@ class LlmEngine {
   const KvSizing& kv_sizing() const { return kv_sizing_; }
   // Engine thread (or no loop running).
   KvTierUsage kv_tier_usage();
+  // Any thread: the state published after the last step.
+  EngineLoad load() const;
   // "weights ..., KV cache ..." as printed at start-up.
   const std::string& startup_summary() const { return startup_summary_; }
 
@@ -204,6 +217,9 @@ class LlmEngine {
   std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;
   int64_t next_sequence_id_ = 0;
   EngineStats stats_;
+  mutable std::mutex load_mutex_;
+  EngineLoad load_;  // published by publish_load() after each step
+  void publish_load();
 
   // Shared with other threads, under inbox_mutex_.
   std::mutex inbox_mutex_;

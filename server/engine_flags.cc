@@ -7,8 +7,48 @@
 
 namespace tierserve {
 
+Result<int32_t> parse_max_model_len(const std::string& text) {
+  std::string digits = text;
+  int64_t scale = 1;
+  if (!digits.empty()) {
+    switch (digits.back()) {
+      case 'k':
+        scale = 1000;
+        break;
+      case 'K':
+        scale = 1024;
+        break;
+      case 'm':
+        scale = 1000000;
+        break;
+      case 'M':
+        scale = 1048576;
+        break;
+      default:
+        break;
+    }
+    if (scale != 1) digits.pop_back();
+  }
+  char* end = nullptr;
+  const long long n = std::strtoll(digits.c_str(), &end, 10);
+  if (digits.empty() || end != digits.c_str() + digits.size() || n <= 0 || n * scale > INT32_MAX) {
+    return invalid_argument("must be a positive token count like 4096, 4k or 4K, got '" + text +
+                            "'");
+  }
+  return static_cast<int32_t>(n * scale);
+}
+
 void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
-  cmd->add_option("--max-model-len", o.max_model_len, "Context length (default: the model's)");
+  // As vLLM: an integer, or with a suffix k/m (x1000, x1000000) or K/M (x1024, x1048576).
+  cmd->add_option_function<std::string>(
+         "--max-model-len",
+         [&o](const std::string& v) {
+           Result<int32_t> n = parse_max_model_len(v);
+           if (!n.is_ok()) throw CLI::ValidationError("--max-model-len", n.status().message());
+           o.max_model_len = n.value();
+         },
+         "Context length, e.g. 4096, 4k or 4K (default: the model's)")
+      ->type_name("N[k|K|m|M]");
   cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->capture_default_str();
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens,
                   "Tokens per forward step (prefill chunk)")

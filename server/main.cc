@@ -1,11 +1,13 @@
 // The `tierserve` command line. Environment variables are read here and nowhere else.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 
 #include "CLI/CLI.hpp"
 #include "common/version.h"
 #include "server/generate_command.h"
+#include "server/serve_command.h"
 #include "server/tokenize_command.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +20,8 @@ int main(int argc, char** argv) {
   CLI::App* generate_cmd = tierserve::add_generate_command(app, generate);
   tierserve::TokenizeCommandOptions tokenize;
   CLI::App* tokenize_cmd = tierserve::add_tokenize_command(app, tokenize);
+  tierserve::ServeCommandOptions serve;
+  CLI::App* serve_cmd = tierserve::add_serve_command(app, serve);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -30,6 +34,9 @@ int main(int argc, char** argv) {
   try {
     if (generate_cmd->parsed()) return tierserve::run_generate_command(generate);
     if (tokenize_cmd->parsed()) return tierserve::run_tokenize_command(tokenize);
+    if (serve_cmd->parsed()) {
+      return tierserve::run_serve_command(serve, std::getenv("TIERSERVE_API_KEY"));
+    }
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
   } catch (const std::exception& e) {

@@ -1,0 +1,129 @@
+#include "server/serve_command.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/logging.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "server/engine_flags.h"
+#include "server/openai_service.h"
+
+namespace tierserve {
+
+Status ServeCommandOptions::validate() const {
+  if (model_dir.empty())
+    return invalid_argument("a model directory is required (MODEL_DIR or --model)");
+  if (load_format != "auto" && load_format != "dummy") {
+    return invalid_argument("--load-format must be auto or dummy, got '" + load_format + "'");
+  }
+  if (generation_config != "auto" && generation_config != "vllm") {
+    return invalid_argument("--generation-config must be auto or vllm, got '" + generation_config +
+                            "'");
+  }
+  if (seed && *seed < 0) {
+    return invalid_argument("--seed must be a non-negative integer, got " + std::to_string(*seed));
+  }
+  if (max_queue < 0) {
+    return invalid_argument("--max-queue must be >= 0, got " + std::to_string(max_queue));
+  }
+  if (!(shutdown_timeout >= 0 && shutdown_timeout < 86400)) {
+    return invalid_argument("--shutdown-timeout must be in [0, 86400) seconds");
+  }
+  for (const std::string& name : served_model_names) {
+    if (name.empty()) return invalid_argument("--served-model-name must not be empty");
+  }
+  TS_RETURN_IF_ERROR(http.validate());
+  return engine.validate();
+}
+
+CLI::App* add_serve_command(CLI::App& app, ServeCommandOptions& o) {
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
+  cmd->add_option("model_dir", o.model_dir, "Hugging Face model directory");
+  cmd->add_option("--model", o.model_flag, "The model directory (instead of MODEL_DIR)");
+  cmd->add_option("--host", o.http.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", o.http.port, "Port to listen on (0: any free port)")
+      ->capture_default_str();
+  cmd->add_option("--served-model-name", o.served_model_names,
+                  "Model names the API accepts (default: the directory's name)");
+  cmd->add_option("--api-key", o.http.api_key,
+                  "Require this bearer key on /v1/* (also TIERSERVE_API_KEY)");
+  cmd->add_option("--dtype", o.dtype, "auto (the checkpoint's dtype)")->capture_default_str();
+  cmd->add_option("--load-format", o.load_format, "auto (safetensors) or dummy (random weights)")
+      ->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed of unseeded requests' generators, and dummy weights");
+  cmd->add_option("--generation-config", o.generation_config,
+                  "auto: defaults from generation_config.json; vllm: OpenAI's defaults only")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", o.max_queue,
+                  "Requests that may wait beyond the running ones (503 with Retry-After beyond)")
+      ->capture_default_str();
+  cmd->add_option("--shutdown-timeout", o.shutdown_timeout,
+                  "Seconds running requests get to finish after SIGINT/SIGTERM")
+      ->capture_default_str();
+  add_engine_flags(cmd, o.engine);
+  return cmd;
+}
+
+int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
+  auto fail = [](const Status& s) {
+    std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    return 1;
+  };
+  if (o.model_dir.empty()) o.model_dir = o.model_flag;
+  if (o.http.api_key.empty() && env_api_key != nullptr) o.http.api_key = env_api_key;
+  if (o.served_model_names.empty() && !o.model_dir.empty()) {
+    o.served_model_names.push_back(
+        std::filesystem::path(o.model_dir).lexically_normal().filename().string());
+    if (o.served_model_names.back().empty()) o.served_model_names.back() = o.model_dir;
+  }
+  if (o.load_format == "dummy") o.engine.load_format = LoadFormat::kDummy;
+  if (o.seed) o.engine.seed = static_cast<uint64_t>(*o.seed);
+  o.http.stop_signals = {SIGINT, SIGTERM};
+  if (Status s = o.validate(); !s.is_ok()) return fail(s);
+  if (o.dtype != "auto") {
+    return fail(unimplemented("--dtype " + o.dtype +
+                              ": only the checkpoint's own dtype is supported (--dtype auto)"));
+  }
+
+  // Listening first, so that /health answers 503 while the model loads.
+  auto server = HttpServer::create(o.http);
+  if (!server.is_ok()) return fail(server.status());
+  OpenAiServiceOptions so;
+  so.model_dir = o.model_dir;
+  so.served_model_names = o.served_model_names;
+  so.max_queue = o.max_queue;
+  so.use_generation_config = o.generation_config == "auto";
+  OpenAiService service(so);
+  service.add_routes(server.value().get());
+  server.value()->start();
+
+  auto tokenizer = Tokenizer::load(o.model_dir);
+  if (!tokenizer.is_ok()) {
+    server.value()->stop(std::chrono::milliseconds(0));
+    return fail(tokenizer.status().with_context("serve needs the model's tokenizer"));
+  }
+  auto engine = LlmEngine::create(o.model_dir, o.engine);
+  if (!engine.is_ok()) {
+    server.value()->stop(std::chrono::milliseconds(0));
+    return fail(engine.status());
+  }
+  engine.value()->start();
+  service.set_engine(engine.value().get(), std::move(tokenizer).value());
+  std::fprintf(stderr, "listening on http://%s:%u (model %s)\n", o.http.host.c_str(),
+               static_cast<unsigned>(server.value()->port()), o.served_model_names.front().c_str());
+  std::fflush(stderr);
+
+  const int signal_number = server.value()->wait_for_signal();
+  if (signal_number != 0) {
+    std::fprintf(stderr, "signal %d: stopping (running requests get %.0f s)\n", signal_number,
+                 o.shutdown_timeout);
+  }
+  server.value()->stop(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout * 1000)));
+  engine.value()->stop();
+  return 0;
+}
+
+}  // namespace tierserve
