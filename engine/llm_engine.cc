@@ -1,6 +1,7 @@
 #include "engine/llm_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "common/check.h"
@@ -15,12 +16,15 @@ namespace tierserve {
 struct LlmEngine::Request {
   int64_t id = 0;
   SamplingParams params;
-  uint64_t seed = 0;                            // the generator seed of output 0
-  std::shared_ptr<RequestStream> stream;        // where outputs go
-  std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[i] makes output i (forks arrive later)
-  std::vector<int32_t> stop_ids;                // stop_token_ids, plus EOS unless ignore_eos
-  int32_t unfinished = 0;                       // outputs not finished
-  bool forked = false;                          // outputs 1..n-1 exist
+  uint64_t seed = 0;                              // the generator seed of output 0
+  std::shared_ptr<RequestStream> stream;          // where outputs go
+  std::vector<std::unique_ptr<Sequence>> seqs;    // seqs[i] makes output i (forks arrive later)
+  std::vector<int32_t> stop_ids;                  // stop_token_ids, plus EOS unless ignore_eos
+  int32_t unfinished = 0;                         // outputs not finished
+  bool forked = false;                            // outputs 1..n-1 exist
+  std::chrono::steady_clock::time_point arrival;  // when add_request() queued it
+  double queue_seconds = -1;                      // arrival until first scheduled; -1 while waiting
+  bool queue_reported = false;                    // queue_seconds went out with an output
 };
 
 namespace {
@@ -169,10 +173,12 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                          options.block_size * block_bytes;
     e->topology_ = std::make_unique<Topology>();
     tiers.topology = e->topology_.get();
+    tiers.on_progress = options.on_load_progress;
     TS_ASSIGN_OR_RETURN(LoadedWeights loaded,
                         load_tiered_weights(c, model_dir, options.load_format, e->backend_.get(),
                                             tiers, options.seed));
     e->weights_ = std::move(loaded.provider);
+    e->streamer_ = dynamic_cast<const WeightStreamer*>(e->weights_.get());
     if (loaded.placement.num_streamed() > 0) e->placement_report_ = loaded.placement.report();
   }
 
@@ -325,6 +331,17 @@ void LlmEngine::publish_load() {
     l.disk_blocks_used = swapper_->num_used_disk_blocks();
     l.swapped_out_blocks = swapper_->stats().blocks_out;
     l.swapped_in_blocks = swapper_->stats().blocks_in;
+    const KvSwapStats& k = swapper_->stats();
+    l.bytes_host_to_device += k.bytes_host_to_device;
+    l.bytes_device_to_host += k.bytes_device_to_host;
+    l.bytes_host_to_disk += k.bytes_host_to_disk;
+    l.bytes_disk_to_host += k.bytes_disk_to_host;
+  }
+  if (streamer_ != nullptr) {
+    const StreamStats& w = streamer_->stats();
+    l.bytes_host_to_device += w.host_bytes;
+    l.bytes_disk_to_device += w.disk_bytes;
+    l.weight_stall_seconds = w.stall_seconds;
   }
   std::lock_guard<std::mutex> lock(load_mutex_);
   load_ = l;
@@ -363,6 +380,7 @@ Result<std::shared_ptr<RequestStream>> LlmEngine::add_request(std::vector<int32_
   TS_RETURN_IF_ERROR(
       scheduler_->check_fits(static_cast<int32_t>(prompt.size()), params.max_tokens));
   auto req = std::make_unique<Request>();
+  req->arrival = std::chrono::steady_clock::now();
   req->params = params;
   req->stop_ids = params.stop_token_ids;
   if (!params.ignore_eos) {
@@ -417,6 +435,12 @@ void LlmEngine::take_inbox() {
   for (int64_t id : aborted) abort_now(id);
 }
 
+void LlmEngine::report_queue_time(Request& req, RequestOutput& out) {
+  if (req.queue_reported || req.queue_seconds < 0) return;
+  out.queue_seconds = req.queue_seconds;
+  req.queue_reported = true;
+}
+
 void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason, Status error) {
   scheduler_->finish(seq);
   if (!seq->swap_slots.empty()) {
@@ -431,6 +455,7 @@ void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason,
   out.error = std::move(error);
   out.num_prompt_tokens = seq->prompt_len;
   out.num_cached_tokens = seq->num_cached_tokens;
+  report_queue_time(req, out);
   --req.unfinished;
   // Outputs 1..n-1 that were never forked end with output 0.
   if (seq->index == 0 && !req.forked) {
@@ -488,6 +513,7 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
   out.index = seq->index;
   out.token_ids.push_back(t.token);
   if (req.params.logprobs) out.logprobs.push_back(t.logprob);
+  report_queue_time(req, out);
   const bool stop =
       std::find(req.stop_ids.begin(), req.stop_ids.end(), t.token) != req.stop_ids.end();
   const bool length = seq->num_output() >= seq->max_tokens;
@@ -575,6 +601,18 @@ void LlmEngine::apply_swaps(StepPlan& plan) {
   }
 }
 
+void LlmEngine::note_first_scheduled(const StepPlan& plan) {
+  const auto now = std::chrono::steady_clock::now();
+  for (const ScheduledSequence& s : plan.scheduled) {
+    // Only a sequence still in its prompt can be scheduled for the first time, so decodes
+    // skip the lookup.
+    if (s.seq->index != 0 || s.seq->num_output() != 0) continue;
+    auto it = requests_.find(s.seq->request_id);
+    if (it == requests_.end() || it->second->queue_seconds >= 0) continue;
+    it->second->queue_seconds = std::chrono::duration<double>(now - it->second->arrival).count();
+  }
+}
+
 bool LlmEngine::step() {
   take_inbox();
   if (!scheduler_->has_work()) {
@@ -587,6 +625,7 @@ bool LlmEngine::step() {
                           << scheduler_->num_running() << " running, " << kv_->num_free_blocks()
                           << " free blocks";
   stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
+  note_first_scheduled(plan);
   apply_swaps(plan);
   if (plan.scheduled.empty()) return true;  // every sequence of the step is to be recomputed
   auto logits = runner_->execute(plan);

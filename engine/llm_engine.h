@@ -36,6 +36,7 @@
 #include "memory/kv_cache_manager.h"
 #include "memory/kv_pool.h"
 #include "memory/kv_sizing.h"
+#include "offload/weight_streamer.h"
 
 namespace tierserve {
 
@@ -64,6 +65,7 @@ struct EngineOptions {
   std::filesystem::path offload_dir;  // --offload-dir: where the disk tier's files go
   int32_t offload_queue_depth = 64;   // io_uring queue depth of the disk tier
   DiskFaultHook kv_disk_fault_hook_for_testing;  // tests only: faults on the KV disk tier
+  LoadProgressFn on_load_progress;  // may be empty: weight loading's progress, during create()
 
   Status validate() const;
 };
@@ -97,6 +99,11 @@ struct EngineLoad {
   int64_t preemptions = 0;                        // since start
   int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;  // since start
   int64_t swapped_out_blocks = 0, swapped_in_blocks = 0;   // since start
+  // Bytes moved between tiers since start: KV swaps and prefix spills, and streamed weights
+  // (host -> device copies; disk -> device reads into the staging ring).
+  uint64_t bytes_host_to_device = 0, bytes_device_to_host = 0;
+  uint64_t bytes_host_to_disk = 0, bytes_disk_to_host = 0, bytes_disk_to_device = 0;
+  double weight_stall_seconds = 0;  // forward steps waiting on streamed weights, since start
 };
 
 // The KV tiers below the device, for metrics and leak checks. Engine thread.
@@ -190,6 +197,10 @@ class LlmEngine {
   // fails is recomputed instead.
   void apply_swaps(StepPlan& plan);
   std::unique_ptr<Sequence> new_sequence(Request& req, int32_t index);
+  // Records the queue time of requests scheduled for the first time in `plan`.
+  void note_first_scheduled(const StepPlan& plan);
+  // Puts the request's queue time into `out` if it is known and was not sent yet.
+  static void report_queue_time(Request& req, RequestOutput& out);
 
   EngineOptions options_;
   ModelConfig config_;
@@ -201,6 +212,7 @@ class LlmEngine {
   std::unique_ptr<Topology> topology_;  // NUMA placement of the host tiers
   std::string placement_report_;        // where the weights went (offload/planner.h)
   std::unique_ptr<WeightProvider> weights_;
+  const WeightStreamer* streamer_ = nullptr;  // weights_ when some units are streamed, else null
   std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvCacheManager> kv_;

@@ -276,7 +276,8 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
 Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                                                      const std::filesystem::path& model_dir,
                                                      LoadFormat format, Backend* backend,
-                                                     uint64_t seed) {
+                                                     uint64_t seed,
+                                                     const LoadProgressFn& on_progress) {
   TS_ASSIGN_OR_RETURN(ResolvedWeights w, resolve_weights(config, model_dir, format, backend, seed));
   const uint64_t total = w.total_bytes();
   auto arena_or = backend->allocate(total);
@@ -289,6 +290,9 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   for (int32_t u = 0; u < w.num_units(); ++u) {
     units.push_back(write_weight_unit(config, w, u, arena + w.unit_begin[static_cast<size_t>(u)],
                                       backend, units.empty() ? nullptr : &units[0]));
+    if (on_progress) {
+      on_progress({u + 1, w.num_units(), w.unit_begin[static_cast<size_t>(u) + 1], total});
+    }
   }
   if (w.checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).

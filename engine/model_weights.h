@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,14 @@ enum class LoadFormat : uint8_t {
 };
 bool parse_load_format(const std::string& name, LoadFormat* out);
 
+// Weight loading's progress, reported on the loading thread after each unit is in place (its
+// tier's copy written; a unit read in place from the checkpoint counts at once).
+struct LoadProgress {
+  int32_t units_done = 0, num_units = 0;     // units in place / in all
+  uint64_t bytes_done = 0, total_bytes = 0;  // their device-layout bytes
+};
+using LoadProgressFn = std::function<void(const LoadProgress&)>;
+
 // Loads every weight into the device tier of `backend` (one arena) and returns a provider that
 // keeps them resident. Errors name the file and tensor: a missing tensor, a shape that disagrees
 // with config.json, a non-float dtype. Dummy weights are drawn from a fixed-seed generator
@@ -78,7 +87,8 @@ bool parse_load_format(const std::string& name, LoadFormat* out);
 Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
                                                      const std::filesystem::path& model_dir,
                                                      LoadFormat format, Backend* backend,
-                                                     uint64_t seed = 0);
+                                                     uint64_t seed = 0,
+                                                     const LoadProgressFn& on_progress = nullptr);
 
 // --- Building blocks of the loaders (load_weights above, engine/weight_loading.h) ----------
 

@@ -27,6 +27,8 @@ struct RequestOutput {
   Status error;                    // when finish_reason is "error": what failed
   int32_t num_prompt_tokens = 0;   // the prompt's length
   int32_t num_cached_tokens = 0;   // prompt tokens served from the prefix cache
+  double queue_seconds = -1;       // in one update only, the first after the request was
+                                   // scheduled: seconds from add_request() until then; else -1
 };
 
 class RequestStream {

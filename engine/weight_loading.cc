@@ -191,7 +191,8 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
 
   LoadedWeights out;
   if (placement.num_streamed() == 0) {
-    TS_ASSIGN_OR_RETURN(out.provider, load_weights(config, model_dir, format, backend, seed));
+    TS_ASSIGN_OR_RETURN(
+        out.provider, load_weights(config, model_dir, format, backend, seed, options.on_progress));
     out.placement = std::move(placement);
     return out;
   }
@@ -217,6 +218,14 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
   std::vector<StreamedUnit> units(static_cast<size_t>(num_units));
   WeightUnit embedding;  // the embedding unit's views (it is always resident)
   uint64_t arena_used = 0;
+  // Units are put in place in two passes (resident ones here, host and disk copies inside
+  // WeightStreamer::create), so progress is counted in one place.
+  LoadProgress progress{0, num_units, 0, w.total_bytes()};
+  auto unit_done = [&progress, &w, &options](int32_t u) {
+    ++progress.units_done;
+    progress.bytes_done += w.unit_bytes(u);
+    if (options.on_progress) options.on_progress(progress);
+  };
   for (int32_t u = 0; u < num_units; ++u) {
     StreamedUnit& su = units[static_cast<size_t>(u)];
     su.tier = placement.tiers[static_cast<size_t>(u)];
@@ -226,6 +235,7 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
       su.unit = write_weight_unit(config, w, u, arena + arena_used, backend, &embedding);
       arena_used += w.unit_bytes(u);
       if (u == kEmbeddingUnit) embedding = su.unit;
+      unit_done(u);
     } else if (su.tier == WeightTier::kDisk && plan.possible) {
       su.unit = std::move(plan.unit);
       su.slot_offsets = std::move(plan.slot_offsets);
@@ -235,10 +245,14 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
         plan.reads[r].file = it->second;
       }
       su.file_reads = std::move(plan.reads);
+      unit_done(u);  // read from the checkpoint when streamed: nothing to write now
     } else {
       su.image_bytes = w.unit_bytes(u);
-      su.write_image = [&config, &w, u, backend, &embedding](char* dst) -> Result<WeightUnit> {
-        return write_weight_unit(config, w, u, dst, backend, &embedding);
+      su.write_image = [&config, &w, u, backend, &embedding,
+                        &unit_done](char* dst) -> Result<WeightUnit> {
+        WeightUnit unit = write_weight_unit(config, w, u, dst, backend, &embedding);
+        unit_done(u);
+        return unit;
       };
     }
   }

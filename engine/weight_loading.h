@@ -37,6 +37,7 @@ struct WeightTierOptions {
                                           // false: always from a one-time copy in offload_dir
   const Topology* topology = nullptr;     // NUMA placement of the host tier; may be null;
                                           // must outlive the provider
+  LoadProgressFn on_progress;             // may be empty; called during load_tiered_weights only
 };
 
 struct LoadedWeights {

@@ -126,8 +126,10 @@ Status KvSwapper::write_to_disk(int32_t block, const SwapSlot& slot) {
   const int32_t s = take_staging();
   char* buf = staging(s);
   Status status = transfers_->wait(transfers_->copy(buf, device_.block_ptr(block), block_bytes_));
+  stats_.bytes_device_to_host += block_bytes_;
   if (!status.is_ok()) return status;
   std::fill(buf + block_bytes_, buf + extent_bytes_, 0);  // the tail of the extent
+  stats_.bytes_host_to_disk += extent_bytes_;
   extent_state_[static_cast<size_t>(e)] = ExtentState::kWriting;
   extent_staging_[static_cast<size_t>(e)] = s;
   staging_extent_[static_cast<size_t>(s)] = e;
@@ -140,6 +142,7 @@ Status KvSwapper::read_slot(const SwapSlot& slot, int32_t block,
   void* dst = device_.block_ptr(block);
   if (!slot.on_disk) {
     copies->push_back(transfers_->copy(dst, host_slot(slot.index), block_bytes_));
+    stats_.bytes_host_to_device += block_bytes_;
     return Status::ok();
   }
   const size_t e = static_cast<size_t>(slot.index);
@@ -150,7 +153,11 @@ Status KvSwapper::read_slot(const SwapSlot& slot, int32_t block,
   }
   const int32_t s = take_staging();
   Status status = transfers_->wait(transfers_->disk_read(slot.index, staging(s), extent_bytes_));
-  if (status.is_ok()) status = transfers_->wait(transfers_->copy(dst, staging(s), block_bytes_));
+  stats_.bytes_disk_to_host += extent_bytes_;
+  if (status.is_ok()) {
+    status = transfers_->wait(transfers_->copy(dst, staging(s), block_bytes_));
+    stats_.bytes_host_to_device += block_bytes_;
+  }
   return status;
 }
 
@@ -177,6 +184,7 @@ Result<std::vector<SwapSlot>> KvSwapper::swap_out(std::span<const int32_t> devic
       ++used_host_;
       copies.push_back(transfers_->copy(host_slot(slots[i].index),
                                         device_.block_ptr(device_blocks[i]), block_bytes_));
+      stats_.bytes_device_to_host += block_bytes_;
     }
   }
   Status host = transfers_->wait_all(copies);
@@ -224,6 +232,7 @@ void KvSwapper::spill(int32_t block, const BlockHash& hash) {
   } else {
     status = transfers_->wait(
         transfers_->copy(host_slot(slot.index), device_.block_ptr(block), block_bytes_));
+    stats_.bytes_device_to_host += block_bytes_;
   }
   if (!status.is_ok()) {
     free_slot(slot);

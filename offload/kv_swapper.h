@@ -59,6 +59,10 @@ struct KvSwapStats {
   int64_t failures = 0;                             // swap-ins that failed (then recomputed)
   int64_t prefix_spilled = 0;                       // evicted prefix blocks stored below
   int64_t prefix_restored = 0;                      // of which restored on a later hit
+  // Bytes submitted per direction (swaps and prefix spills/restores; a disk extent moves
+  // through a host staging buffer, so it counts in both of its legs).
+  uint64_t bytes_device_to_host = 0, bytes_host_to_device = 0;
+  uint64_t bytes_host_to_disk = 0, bytes_disk_to_host = 0;
 };
 
 class KvSwapper : public SwapSpace {

@@ -99,6 +99,7 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     std::vector<int32_t> new_ids;
     std::vector<TokenLogprob> new_logprobs;
     const Clock::time_point now = Clock::now();
+    if (out.queue_seconds >= 0) service->metrics_.observe_request_queue_time(out.queue_seconds);
     for (size_t i = 0; i < out.token_ids.size() && !c.done; ++i) {
       const int32_t t = out.token_ids[i];
       if (!any_token) {
@@ -463,6 +464,9 @@ void OpenAiService::metrics_route(const std::shared_ptr<HttpResponder>& responde
     s.prefix_cache_hits_total = l.prefix_hit_tokens;
     s.kv_blocks_used = {l.kv_blocks_used, l.host_blocks_used, l.disk_blocks_used};
     s.kv_blocks_capacity = {l.kv_blocks, l.host_blocks, l.disk_blocks};
+    s.tier_bytes_total = {l.bytes_host_to_device, l.bytes_device_to_host, l.bytes_disk_to_host,
+                          l.bytes_host_to_disk, l.bytes_disk_to_device};
+    s.weight_stream_stall_seconds_total = l.weight_stall_seconds;
     metrics_.record_engine(s);
   }
   responder->respond(200, "text/plain; version=0.0.4; charset=utf-8",

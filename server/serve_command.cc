@@ -1,6 +1,7 @@
 #include "server/serve_command.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include "common/logging.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/engine_flags.h"
+#include "server/load_progress.h"
 #include "server/openai_service.h"
 
 namespace tierserve {
@@ -105,7 +107,11 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
     server.value()->stop(std::chrono::milliseconds(0));
     return fail(tokenizer.status().with_context("serve needs the model's tokenizer"));
   }
+  // A progress bar on a terminal, plain lines in a log; then the engine's memory report.
+  LoadProgressPrinter progress(stderr, isatty(STDERR_FILENO) != 0);
+  o.engine.on_load_progress = [&progress](const LoadProgress& p) { progress.update(p); };
   auto engine = LlmEngine::create(o.model_dir, o.engine);
+  o.engine.on_load_progress = nullptr;
   if (!engine.is_ok()) {
     server.value()->stop(std::chrono::milliseconds(0));
     return fail(engine.status());

@@ -95,13 +95,16 @@ inline std::vector<std::vector<int32_t>> run_together(LlmEngine& engine,
   }
   std::vector<std::vector<int32_t>> out(cases.size());
   for (size_t i = 0; i < cases.size(); ++i) {
+    int queue_times = 0;  // a request's queue time arrives once, with one of its outputs
     while (auto o = streams[i]->poll()) {
       out[i].insert(out[i].end(), o->token_ids.begin(), o->token_ids.end());
+      if (o->queue_seconds >= 0) ++queue_times;
       if (o->finished) {
         EXPECT_EQ(o->finish_reason, "length");
       }
     }
     EXPECT_TRUE(streams[i]->done());
+    EXPECT_EQ(queue_times, 1) << "request " << i;
   }
   return out;
 }

@@ -115,6 +115,14 @@ TEST_F(KvSwapTest, SwappingThroughHostAndDiskKeepsOutputsExact) {
     EXPECT_GT(u.swaps.disk_blocks_out, 10) << "the disk tier was used";
     EXPECT_GT(u.swaps.disk_blocks_in, 0);
     EXPECT_EQ(engine->stats().swap_failures, 0);
+    // The traffic the metrics report: every leg of a disk swap, in whole blocks or extents.
+    const EngineLoad l = engine->load();
+    EXPECT_GE(l.bytes_device_to_host, u.swaps.blocks_out * block_bytes_);
+    EXPECT_GE(l.bytes_host_to_device, u.swaps.blocks_in * block_bytes_);
+    EXPECT_GE(l.bytes_host_to_disk, u.swaps.disk_blocks_out * block_bytes_);
+    EXPECT_GE(l.bytes_disk_to_host, u.swaps.disk_blocks_in * block_bytes_);
+    EXPECT_EQ(l.bytes_disk_to_device, 0u) << "no streamed weights";
+    EXPECT_EQ(l.preemptions, engine->stats().preemptions);
     expect_empty(*engine);
   }
 }

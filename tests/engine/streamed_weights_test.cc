@@ -141,8 +141,22 @@ LoadedWeights load_variant(const ModelConfig& c, const fs::path& dir, LoadFormat
     o.offload_dir = offload_dir;
   }
   o.read_checkpoint_in_place = v.in_place;
+  std::vector<LoadProgress> progress;
+  o.on_progress = [&progress](const LoadProgress& p) { progress.push_back(p); };
   auto loaded = load_tiered_weights(c, dir, format, backend, o);
   TS_CHECK(loaded.is_ok()) << v.name << ": " << loaded.status().to_string();
+  // Progress: once per unit, growing, ending at every unit and byte.
+  EXPECT_EQ(progress.size(), static_cast<size_t>(c.num_layers + 2)) << v.name;
+  for (size_t i = 0; i < progress.size(); ++i) {
+    EXPECT_EQ(progress[i].units_done, static_cast<int32_t>(i + 1)) << v.name;
+    EXPECT_EQ(progress[i].num_units, c.num_layers + 2) << v.name;
+    if (i > 0) {
+      EXPECT_GT(progress[i].bytes_done, progress[i - 1].bytes_done) << v.name;
+    }
+  }
+  if (!progress.empty()) {
+    EXPECT_EQ(progress.back().bytes_done, progress.back().total_bytes) << v.name;
+  }
   const Placement& p = loaded.value().placement;
   EXPECT_EQ(count_tier(p, WeightTier::kHost), v.host_layers) << v.name << "\n" << p.report();
   EXPECT_EQ(count_tier(p, WeightTier::kDisk), v.disk_layers) << v.name << "\n" << p.report();

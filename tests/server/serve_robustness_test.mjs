@@ -107,5 +107,10 @@ for (let attempt = 0; attempt < 100; ++attempt) {
 }
 assert.match(metrics, /^vllm:num_requests_running\{[^}]*\} 0(\.0)?$/m, metrics);
 assert.match(metrics, /^vllm:kv_cache_usage_perc\{[^}]*\} 0(\.0)?$/m);
+// The disconnects were aborts, and every scheduled request had its queue time recorded.
+const metric = (re) => { const m = re.exec(metrics); assert.ok(m, `${re} in\n${metrics}`); return Number(m[1]); };
+assert.ok(metric(/^vllm:request_success_total\{[^}]*finished_reason="abort"[^}]*\} (\S+)$/m) >= 1);
+assert.ok(metric(/^vllm:request_queue_time_seconds_count\{[^}]*\} (\S+)$/m) >= results.ok);
+assert.ok(metric(/^vllm:e2e_request_latency_seconds_count\{[^}]*\} (\S+)$/m) >= results.ok);
 assert.equal(await good(1000), 'ok');
 console.log('robustness checks passed');
