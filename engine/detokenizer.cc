@@ -18,8 +18,11 @@ bool ends_with_replacement_char(const std::string& s) {
 }  // namespace
 
 StreamingDetokenizer::StreamingDetokenizer(DecodeFn decode, const std::vector<int32_t>& prompt,
-                                           std::vector<std::string> stop_strings)
-    : decode_(std::move(decode)), stop_strings_(std::move(stop_strings)) {
+                                           std::vector<std::string> stop_strings,
+                                           bool include_stop_str)
+    : decode_(std::move(decode)),
+      stop_strings_(std::move(stop_strings)),
+      include_stop_str_(include_stop_str) {
   for (const std::string& s : stop_strings_) TS_CHECK(!s.empty()) << "empty stop string";
   const size_t context = std::min(prompt.size(), kContextTokens);
   ids_.assign(prompt.end() - static_cast<std::ptrdiff_t>(context), prompt.end());
@@ -45,9 +48,17 @@ std::string StreamingDetokenizer::release() {
   // The earliest stop string in the text not yet emitted. A match cannot begin in emitted
   // text: any suffix that could start one was held back.
   size_t stop_at = std::string::npos;
-  for (const std::string& s : stop_strings_) stop_at = std::min(stop_at, text_.find(s, emitted_));
-  if (stop_at != std::string::npos) {
-    text_.resize(stop_at);
+  const std::string* matched = nullptr;
+  for (const std::string& s : stop_strings_) {
+    const size_t at = text_.find(s, emitted_);
+    if (at < stop_at) {
+      stop_at = at;
+      matched = &s;
+    }
+  }
+  if (matched != nullptr) {
+    matched_stop_ = *matched;
+    text_.resize(include_stop_str_ ? stop_at + matched->size() : stop_at);
     stopped_ = true;
     std::string out = text_.substr(emitted_);
     emitted_ = text_.size();

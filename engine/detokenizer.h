@@ -26,18 +26,23 @@ class StreamingDetokenizer {
  public:
   // Tokens of the prompt before generation starts; the last few give the first generated token
   // its context (they are never emitted). Stop strings must be non-empty.
+  // `include_stop_str`: the text ends after a matched stop string instead of before it (vLLM's
+  // include_stop_str_in_output).
   StreamingDetokenizer(DecodeFn decode, const std::vector<int32_t>& prompt,
-                       std::vector<std::string> stop_strings);
+                       std::vector<std::string> stop_strings, bool include_stop_str = false);
 
   // Adds one generated token and returns the text that became final (possibly empty). After a
-  // stop string matched, stopped() is true, the returned text ends right before the stop string,
-  // and further tokens are ignored.
+  // stop string matched, stopped() is true, the returned text ends right before the stop string
+  // (after it with include_stop_str), and further tokens are ignored. When several stop strings
+  // occur, the one that starts first wins.
   std::string add(int32_t token);
   // Ends generation: returns everything still held back (a partial UTF-8 tail decoded as U+FFFD,
   // a prefix of a stop string that never completed).
   std::string finish();
 
   bool stopped() const { return stopped_; }
+  // The stop string that matched; "" while !stopped().
+  const std::string& matched_stop() const { return matched_stop_; }
   // The whole output text so far (emitted, and held back until finish()).
   const std::string& text() const { return text_; }
 
@@ -53,6 +58,8 @@ class StreamingDetokenizer {
   std::string text_;          // decoded output text (not including the prompt)
   size_t emitted_ = 0;        // bytes of text_ returned to the caller
   bool stopped_ = false;
+  bool include_stop_str_ = false;
+  std::string matched_stop_;
 };
 
 }  // namespace tierserve

@@ -441,13 +441,13 @@ void LlmEngine::report_queue_time(Request& req, RequestOutput& out) {
   req.queue_reported = true;
 }
 
-void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason, Status error) {
+void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason, Status error,
+                                RequestOutput out) {
   scheduler_->finish(seq);
   if (!seq->swap_slots.empty()) {
     swapper_->release(seq->swap_slots);
     seq->swap_slots.clear();
   }
-  RequestOutput out;
   out.request_id = req.id;
   out.index = seq->index;
   out.finished = true;
@@ -462,6 +462,9 @@ void LlmEngine::finish_sequence(Request& req, Sequence* seq, const char* reason,
     for (int32_t i = 1; i < req.params.n; ++i) {
       RequestOutput o = out;
       o.index = i;
+      o.token_ids.clear();
+      o.logprobs.clear();
+      o.top_logprobs.clear();
       req.stream->push(std::move(o));
       --req.unfinished;
     }
@@ -512,16 +515,21 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
   out.request_id = req.id;
   out.index = seq->index;
   out.token_ids.push_back(t.token);
-  if (req.params.logprobs) out.logprobs.push_back(t.logprob);
+  if (req.params.logprobs) {
+    out.logprobs.push_back(t.logprob);
+    if (t.num_top > 0) out.top_logprobs.emplace_back(t.top.begin(), t.top.begin() + t.num_top);
+  }
   report_queue_time(req, out);
   const bool stop =
       std::find(req.stop_ids.begin(), req.stop_ids.end(), t.token) != req.stop_ids.end();
   const bool length = seq->num_output() >= seq->max_tokens;
-  req.stream->push(std::move(out));
+  // The last token and the end travel in one update, so a consumer knows which token ended it.
   if (stop) {
-    finish_sequence(req, seq, "stop");
+    finish_sequence(req, seq, "stop", {}, std::move(out));
   } else if (length) {
-    finish_sequence(req, seq, "length");
+    finish_sequence(req, seq, "length", {}, std::move(out));
+  } else {
+    req.stream->push(std::move(out));
   }
 }
 

@@ -182,7 +182,10 @@ class LlmEngine {
   LlmEngine() = default;
   Status check_prompt(const std::vector<int32_t>& prompt) const;
   void take_inbox();
-  void finish_sequence(Request& req, Sequence* seq, const char* reason, Status error = {});
+  // Ends `seq` with `reason`, publishing `out` (the sequence's last new tokens, if any) as its
+  // final update.
+  void finish_sequence(Request& req, Sequence* seq, const char* reason, Status error = {},
+                       RequestOutput out = {});
   void abort_now(int64_t request_id);
   // Samples the next token of `seq` (and, on its first token, of the request's forks) from
   // `logits` and publishes it.

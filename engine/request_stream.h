@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/sampling_params.h"
 
 namespace tierserve {
 
@@ -20,15 +21,18 @@ namespace tierserve {
 struct RequestOutput {
   int64_t request_id = 0;
   int32_t index = 0;               // which of the request's n outputs
-  std::vector<int32_t> token_ids;  // new tokens (a final EOS or stop token included)
+  std::vector<int32_t> token_ids;  // new tokens; the final update carries the last token (an EOS
+                                   // or stop token when finish_reason is "stop")
   std::vector<float> logprobs;     // raw log-probability of each new token, if asked for
-  bool finished = false;           // no more updates for this output
-  std::string finish_reason;       // when finished: "stop", "length", "abort" or "error"
-  Status error;                    // when finish_reason is "error": what failed
-  int32_t num_prompt_tokens = 0;   // the prompt's length
-  int32_t num_cached_tokens = 0;   // prompt tokens served from the prefix cache
-  double queue_seconds = -1;       // in one update only, the first after the request was
-                                   // scheduled: seconds from add_request() until then; else -1
+  // Per new token, when params.logprobs = k > 0: the k most likely tokens, best first.
+  std::vector<std::vector<TopLogprob>> top_logprobs;
+  bool finished = false;          // no more updates for this output
+  std::string finish_reason;      // when finished: "stop", "length", "abort" or "error"
+  Status error;                   // when finish_reason is "error": what failed
+  int32_t num_prompt_tokens = 0;  // the prompt's length
+  int32_t num_cached_tokens = 0;  // prompt tokens served from the prefix cache
+  double queue_seconds = -1;      // in one update only, the first after the request was
+                                  // scheduled: seconds from add_request() until then; else -1
 };
 
 class RequestStream {

@@ -10,12 +10,13 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// log_softmax(logits)[token], computed in double for stability.
-float raw_logprob(const float* logits, int32_t n, int32_t token) {
-  float max = *std::max_element(logits, logits + n);
+// log(sum(exp(logits))), computed in double for stability: log_softmax(logits)[t] is
+// logits[t] - log_sum_exp.
+double log_sum_exp(const float* logits, int32_t n) {
+  const float max = *std::max_element(logits, logits + n);
   double sum = 0.0;
   for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
-  return static_cast<float>(static_cast<double>(logits[token] - max) - std::log(sum));
+  return static_cast<double>(max) + std::log(sum);
 }
 
 }  // namespace
@@ -119,7 +120,28 @@ SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::m
       }
     }
   }
-  return {token, want_logprob ? raw_logprob(raw.data(), n, token) : 0.0f};
+  SampledToken out;
+  out.token = token;
+  if (want_logprob) {
+    const double lse = log_sum_exp(raw.data(), n);
+    out.logprob = static_cast<float>(static_cast<double>(raw[static_cast<size_t>(token)]) - lse);
+    out.num_top = std::min(*params.logprobs, std::min(kMaxTopLogprobs, n));
+    if (out.num_top > 0) {
+      std::iota(order_.begin(), order_.end(), 0);
+      std::partial_sort(order_.begin(), order_.begin() + out.num_top, order_.end(),
+                        [&raw](int32_t a, int32_t b) {
+                          const float la = raw[static_cast<size_t>(a)];
+                          const float lb = raw[static_cast<size_t>(b)];
+                          return la > lb || (la == lb && a < b);
+                        });
+      for (int32_t i = 0; i < out.num_top; ++i) {
+        const int32_t t = order_[static_cast<size_t>(i)];
+        out.top[static_cast<size_t>(i)] = {
+            t, static_cast<float>(static_cast<double>(raw[static_cast<size_t>(t)]) - lse)};
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace tierserve

@@ -3,6 +3,7 @@
 // the result with the request's own generator (greedy takes the arg-max).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -17,6 +18,9 @@ struct SampledToken {
   float logprob = 0.0f;  // log-probability of `token` under the model's raw distribution
                          // (log_softmax of the unprocessed logits, as vLLM reports by default);
                          // computed only when the params ask for logprobs, else 0
+  // The params.logprobs most likely tokens of the raw distribution, best first (ties by id).
+  std::array<TopLogprob, kMaxTopLogprobs> top{};
+  int32_t num_top = 0;
 };
 
 // One per engine, shared by all sequences, which keep their own parameters and generator. Not

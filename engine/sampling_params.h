@@ -10,6 +10,15 @@
 
 namespace tierserve {
 
+// The most alternatives a request may ask log-probabilities for (vLLM's default limit).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+// One token's log-probability under the raw distribution.
+struct TopLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
 struct SamplingParams {
   double temperature = 1.0;         // 0 = greedy; otherwise logits are divided by it
   double top_p = 1.0;               // nucleus: smallest set with cumulative probability >= top_p
@@ -26,7 +35,8 @@ struct SamplingParams {
   bool ignore_eos = false;              // do not stop at the model's EOS tokens
   // Log-probabilities to report with each new token: absent = none (the default, which spares a
   // softmax over the vocabulary per token); k >= 0 = the sampled token's raw log-probability
-  // (log_softmax of the unprocessed logits, as vLLM reports by default), k <= 20.
+  // (log_softmax of the unprocessed logits, as vLLM reports by default) and those of the k most
+  // likely tokens, k <= kMaxTopLogprobs.
   std::optional<int32_t> logprobs;
 
   // Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1,

@@ -22,10 +22,34 @@ std::string architecture_of(const std::string& model_dir) {
   return config["architectures"][0].get<std::string>();
 }
 
+// The text of a message's content: a string, or the last text part of a list of parts (as
+// transformers' continue_final_message reads it).
+std::string final_content(const nlohmann::ordered_json& message) {
+  if (!message.contains("content")) return "";
+  const auto& c = message["content"];
+  if (c.is_string()) return c.get<std::string>();
+  if (c.is_array()) {
+    for (auto it = c.rbegin(); it != c.rend(); ++it) {
+      if (it->is_object() && it->contains("text") && (*it)["text"].is_string()) {
+        return (*it)["text"].get<std::string>();
+      }
+    }
+  }
+  return "";
+}
+
+std::string strip(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
 }  // namespace
 
 Result<std::string> render_chat_prompt(const std::string& model_dir, const Tokenizer& tokenizer,
-                                       const std::string& messages_json) {
+                                       const std::string& messages_json,
+                                       const ChatPromptOptions& options) {
   nlohmann::ordered_json messages =
       nlohmann::ordered_json::parse(messages_json, nullptr, /*allow_exceptions=*/false);
   if (messages.is_discarded() || !messages.is_array()) {
@@ -37,13 +61,44 @@ Result<std::string> render_chat_prompt(const std::string& model_dir, const Token
                               " is not an object with a \"role\"");
     }
   }
+  nlohmann::ordered_json kwargs = nlohmann::ordered_json::parse(
+      options.chat_template_kwargs_json, nullptr, /*allow_exceptions=*/false);
+  if (kwargs.is_discarded() || !kwargs.is_object()) {
+    return invalid_argument("chat_template_kwargs: expected a JSON object");
+  }
+  if (options.add_generation_prompt && options.continue_final_message) {
+    return invalid_argument(
+        "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
+  }
+  if (options.continue_final_message && messages.empty()) {
+    return invalid_argument("continue_final_message needs at least one message");
+  }
   TS_ASSIGN_OR_RETURN(chat::TemplateSource source,
                       chat::load_chat_template(model_dir, architecture_of(model_dir)));
   TS_ASSIGN_OR_RETURN(chat::ChatTemplate tmpl,
                       chat::ChatTemplate::parse(source.text, source.origin));
   const SpecialTokens& special = tokenizer.special_tokens();
-  return tmpl.render(chat::make_chat_context(messages, /*add_generation_prompt=*/true,
-                                             special.bos_token, special.eos_token));
+  TS_ASSIGN_OR_RETURN(
+      std::string rendered,
+      tmpl.render(chat::make_chat_context(messages, options.add_generation_prompt,
+                                          special.bos_token, special.eos_token, nullptr, kwargs)));
+  if (!options.continue_final_message) return rendered;
+  // As transformers: cut after the last occurrence of the final message's content (or of its
+  // stripped form, which templates that trim content render), dropping the end-of-turn tokens.
+  const std::string content = final_content(messages.back());
+  const std::string stripped = strip(content);
+  size_t at = content.empty() ? std::string::npos : rendered.rfind(content);
+  size_t len = content.size();
+  if (at == std::string::npos && !stripped.empty()) {
+    at = rendered.rfind(stripped);
+    len = stripped.size();
+  }
+  if (at == std::string::npos) {
+    return invalid_argument(
+        "continue_final_message is set but the final message does not appear in the chat "
+        "history after applying the chat template");
+  }
+  return rendered.substr(0, at + len);
 }
 
 }  // namespace tierserve

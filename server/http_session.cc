@@ -64,10 +64,11 @@ std::string serialize_header(int status, const std::string& content_type,
   return out.str();
 }
 
-std::string openai_error(const std::string& message, const std::string& type,
-                         const std::string& code) {
+// The OpenAI error shape the API routes use too (server/openai_response.h's error_json):
+// {"error": {"message", "type", "param": null, "code": <HTTP status>}}.
+std::string openai_error(int status, const std::string& message, const std::string& type) {
   nlohmann::json j = {
-      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
+      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}};
   return j.dump();
 }
 
@@ -158,7 +159,7 @@ class ExchangeLink {
     if (state_ == State::kNone) {
       post_locked([ex = exchange_](HttpSession& s) {
         s.write_response(ex, 500, "application/json",
-                         openai_error("the handler did not respond", "server_error", "internal"),
+                         openai_error(500, "the handler did not respond", "InternalServerError"),
                          {});
       });
     } else if (state_ == State::kStreaming) {
@@ -373,16 +374,17 @@ void HttpSession::fail_request(error_code ec) {
   if (ec == http::error::body_limit) {
     status = 413;
     body = openai_error(
+        413,
         "request body larger than " + std::to_string(shared_.options.max_body_bytes) + " bytes",
-        "invalid_request_error", "request_too_large");
+        "PayloadTooLargeError");
   } else if (ec == http::error::header_limit) {
     status = 431;
     body = openai_error(
+        431,
         "request header larger than " + std::to_string(shared_.options.max_header_bytes) + " bytes",
-        "invalid_request_error", "headers_too_large");
+        "RequestHeaderFieldsTooLargeError");
   } else {
-    body = openai_error("malformed HTTP request: " + ec.message(), "invalid_request_error",
-                        "bad_request");
+    body = openai_error(400, "malformed HTTP request: " + ec.message(), "BadRequestError");
   }
   disarm_read_deadline();
   buffer_.consume(buffer_.size());
@@ -420,8 +422,8 @@ void HttpSession::dispatch() {
   }
   auto route = shared_.routes.find(req.path);
   if (route == shared_.routes.end()) {
-    answer_error(404, openai_error("no route for " + req.method + " " + req.path,
-                                   "invalid_request_error", "unknown_url"));
+    answer_error(404,
+                 openai_error(404, "no route for " + req.method + " " + req.path, "NotFoundError"));
     return;
   }
   const HttpHandler* handler = nullptr;
@@ -432,8 +434,8 @@ void HttpSession::dispatch() {
   }
   if (handler == nullptr) {
     answer_error(405,
-                 openai_error("method " + req.method + " not allowed for " + req.path,
-                              "invalid_request_error", "method_not_allowed"),
+                 openai_error(405, "method " + req.method + " not allowed for " + req.path,
+                              "MethodNotAllowedError"),
                  {{"Allow", allow}});
     return;
   }

@@ -440,16 +440,6 @@ ApiError model_not_found_error(std::string_view model) {
   return {404, "The model `" + std::string(model) + "` does not exist.", "NotFoundError", "model"};
 }
 
-ApiError route_not_found_error(std::string_view method, std::string_view path) {
-  return {404, "no route for " + std::string(method) + " " + std::string(path), "NotFoundError",
-          ""};
-}
-
-ApiError payload_too_large_error(uint64_t limit_bytes) {
-  return {413, "the request body exceeds the limit of " + std::to_string(limit_bytes) + " bytes",
-          "PayloadTooLargeError", ""};
-}
-
 ApiError service_unavailable_error(std::string message) {
   return {503, std::move(message), "ServiceUnavailableError", ""};
 }
@@ -541,9 +531,11 @@ ApiResult<SamplingParams> sampling_params_for_prompt(const GenerationOptions& op
     }
     params.max_tokens = *options.max_tokens;
   } else {
-    const int32_t wanted =
-        options.default_max_tokens.value_or(options.is_chat ? left : kDefaultCompletionTokens);
-    params.max_tokens = std::min(wanted, left);
+    params.max_tokens = std::min(options.is_chat ? left : kDefaultCompletionTokens, left);
+  }
+  // As vLLM's get_max_tokens: generation_config's max_new_tokens caps whatever was asked.
+  if (options.default_max_tokens) {
+    params.max_tokens = std::min(params.max_tokens, *options.default_max_tokens);
   }
   if (params.min_tokens > params.max_tokens) {
     return bad_request_error("min_tokens (" + std::to_string(params.min_tokens) +
@@ -584,7 +576,9 @@ ApiResult<TokenizeRequest> parse_tokenize_request(std::string_view body,
     }
     std::optional<bool> add = r.boolean("add_special_tokens");
     if (!add) add = r.boolean("add_special");  // llama.cpp
-    request.add_special_tokens = add.value_or(!request.is_chat);
+    // vLLM adds special tokens to a text prompt by default; llama.cpp's {"content"} does not.
+    const bool llama_cpp = !request.is_chat && !r.has("prompt");
+    request.add_special_tokens = add.value_or(!request.is_chat && !llama_cpp);
     request.return_token_strs = r.boolean("return_token_strs").value_or(false);
     if (r.error()) return *r.error();
     return request;

@@ -35,10 +35,8 @@ struct ApiError {
 ApiError bad_request_error(std::string message, std::string param = {});
 // 404 NotFoundError: "The model `<model>` does not exist." (vLLM's wording), param "model".
 ApiError model_not_found_error(std::string_view model);
-// 404 NotFoundError for an unknown route.
-ApiError route_not_found_error(std::string_view method, std::string_view path);
-// 413 PayloadTooLargeError: the body exceeded `limit_bytes`.
-ApiError payload_too_large_error(uint64_t limit_bytes);
+// (Unknown routes, 405, 413 and 431 are answered by the HTTP layer, server/http_server.h, in
+// the same shape.)
 // 503 ServiceUnavailableError: the model is loading, or the request queue is full.
 ApiError service_unavailable_error(std::string message);
 // 500 InternalServerError.
@@ -142,9 +140,10 @@ ApiResult<ChatRequest> parse_chat_request(std::string_view body, const RequestDe
 
 // The SamplingParams for one prompt of `num_prompt_tokens` tokens: max_tokens is the request's
 // (400 naming max_tokens or max_completion_tokens if prompt + max_tokens exceeds the maximum
-// context length), else generation_config's max_new_tokens, else the context left (chat) or 16
-// (completions), capped at the context left. A prompt that fills the context is a 400 naming
-// `prompt_param` ("messages" or "prompt"). Both messages contain "maximum context length".
+// context length), else the context left (chat) or 16 (completions), capped at the context left;
+// generation_config's max_new_tokens, when set, caps it further (vLLM's get_max_tokens). A prompt
+// that fills the context is a 400 naming `prompt_param` ("messages" or "prompt"). Both messages
+// contain "maximum context length".
 ApiResult<SamplingParams> sampling_params_for_prompt(const GenerationOptions& options,
                                                      int32_t num_prompt_tokens,
                                                      int32_t max_model_len,
@@ -159,8 +158,8 @@ struct TokenizeRequest {
   bool add_generation_prompt = true;    // chat only
   bool continue_final_message = false;  // chat only
   std::string chat_template_kwargs_json = "{}";
-  bool add_special_tokens = true;  // vLLM: true for text, false for messages; llama.cpp's
-                                   // "add_special" is an alias
+  bool add_special_tokens = true;  // vLLM: true for "prompt", false for messages; llama.cpp:
+                                   // false for "content"; "add_special" is an alias
   bool return_token_strs = false;  // also answer with each token's vocabulary string
 };
 ApiResult<TokenizeRequest> parse_tokenize_request(std::string_view body,

@@ -41,13 +41,6 @@ Json utf8_bytes(const std::string& text) {
   return bytes;
 }
 
-// Unicode code points in `text` (Python's len(), which vLLM's text_offset counts).
-int64_t code_points(const std::string& text) {
-  int64_t n = 0;
-  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 Json usage_json(const Usage& usage) {
   Json u = Json::object();
   u["prompt_tokens"] = usage.prompt_tokens;
@@ -140,6 +133,12 @@ Json error_object(const ApiError& error) {
 
 }  // namespace
 
+int64_t code_points(std::string_view text) {
+  int64_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 std::string make_completion_id() { return "cmpl-" + random_hex(32); }
 std::string make_chat_completion_id() { return "chatcmpl-" + random_hex(32); }
 
@@ -158,7 +157,7 @@ std::string completion_response_json(const ResponseMeta& meta,
     Json choice = Json::object();
     choice["index"] = c.index;
     choice["text"] = c.text;
-    choice["logprobs"] = completion_logprobs_json(c.logprobs, 0);
+    choice["logprobs"] = completion_logprobs_json(c.logprobs, c.text_offset);
     choice["finish_reason"] = finish_reason_json(c.finish_reason);
     choice["stop_reason"] = stop_reason_json(c.stop_reason);
     if (return_token_ids) {
@@ -244,7 +243,7 @@ std::string completion_delta_chunk(const ResponseMeta& meta, const StreamDelta& 
   Json choice = Json::object();
   choice["index"] = delta.index;
   choice["text"] = delta.text;
-  choice["logprobs"] = completion_logprobs_json(delta.logprobs, 0);
+  choice["logprobs"] = completion_logprobs_json(delta.logprobs, delta.text_offset);
   choice["finish_reason"] = finish_reason_json(delta.finish_reason);
   choice["stop_reason"] = stop_reason_json(delta.stop_reason);
   if (return_token_ids) {
@@ -277,7 +276,19 @@ std::string models_json(const std::vector<ModelCard>& models) {
     card["root"] = m.root;
     card["parent"] = nullptr;
     card["max_model_len"] = m.max_model_len;
-    card["permission"] = Json::array();
+    // vLLM's one ModelPermission object.
+    card["permission"] = Json::array({Json{{"id", "modelperm-" + random_hex(32)},
+                                           {"object", "model_permission"},
+                                           {"created", m.created},
+                                           {"allow_create_engine", false},
+                                           {"allow_sampling", true},
+                                           {"allow_logprobs", true},
+                                           {"allow_search_indices", false},
+                                           {"allow_view", true},
+                                           {"allow_fine_tuning", false},
+                                           {"organization", "*"},
+                                           {"group", nullptr},
+                                           {"is_blocking", false}}});
     data.push_back(std::move(card));
   }
   return dump(Json{{"object", "list"}, {"data", std::move(data)}});

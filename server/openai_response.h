@@ -25,6 +25,8 @@ std::string make_completion_id();
 std::string make_chat_completion_id();
 // Seconds since the Unix epoch.
 int64_t unix_seconds_now();
+// Unicode code points in UTF-8 `text` (Python's len(), which vLLM's text_offset counts).
+int64_t code_points(std::string_view text);
 
 // What every response object starts with.
 struct ResponseMeta {
@@ -63,6 +65,8 @@ struct ChoiceOutput {
   std::vector<int32_t> token_ids;         // generated ids; sent when return_token_ids
   std::vector<int32_t> prompt_token_ids;  // completions: this choice's prompt (return_token_ids)
   std::optional<std::vector<TokenLogprob>> logprobs;  // one per generated token, if asked for
+  int64_t text_offset = 0;  // completions' logprobs: code points of text before the first token
+                            // (the echoed prompt)
 };
 
 // /v1/completions, object "text_completion". `return_token_ids` adds token_ids and
@@ -85,6 +89,8 @@ struct StreamDelta {
   std::string text;                                   // new text (may be empty)
   std::vector<int32_t> token_ids;                     // new ids; sent when return_token_ids
   std::optional<std::vector<TokenLogprob>> logprobs;  // for the new tokens, if asked for
+  int64_t text_offset = 0;    // completions' logprobs: code points of the choice's text before
+                              // this chunk's first token (cumulative over the stream)
   std::string finish_reason;  // "" while unfinished; otherwise sent with stop_reason
   StopReason stop_reason;
 };

@@ -52,9 +52,12 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     std::string text;                // non-streamed: the whole text
     std::vector<int32_t> token_ids;  // generated ids
     std::vector<TokenLogprob> logprobs;
+    int64_t text_offset = 0;  // completions' logprobs: code points before the next token
     std::string finish_reason;
     StopReason stop_reason;
-    bool role_sent = false;
+    Clock::time_point last_token;  // for inter-token latency
+    bool role_sent = false;        // chat streams: the role chunk went out
+    bool echo_sent = false;        // completion streams with echo: the prompt went out
     bool done = false;
   };
 
@@ -70,10 +73,10 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
   std::vector<std::string> prompt_texts;  // completions with echo
   std::vector<Choice> choices;            // prompt index * n + output index
   std::vector<std::shared_ptr<RequestStream>> streams;
-  std::vector<int32_t> cached_tokens;  // per prompt
+  std::vector<int32_t> cached_tokens;     // per prompt
+  std::vector<uint8_t> first_token_seen;  // per prompt: time to first token recorded
+  int64_t reserved = 0;                   // queue slots held (OpenAiService::queued_)
   Clock::time_point arrival = Clock::now();
-  Clock::time_point last_token;
-  bool any_token = false;
   int64_t completion_tokens = 0;
   std::optional<ApiError> error;
   std::mutex mu;
@@ -92,35 +95,59 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     }
   }
 
+  // The text of one token, as logprobs show it.
+  std::string piece(int32_t token) const {
+    auto s = tokenizer->decode(std::span<const int32_t>(&token, 1), false);
+    return s.is_ok() ? s.value() : std::string();
+  }
+
   void handle(size_t p, const RequestOutput& out) {
+    Metrics& m = service->metrics_;
+    if (out.queue_seconds >= 0) m.observe_request_queue_time(out.queue_seconds);
     Choice& c = choices[p * static_cast<size_t>(n) + static_cast<size_t>(out.index)];
     if (c.done) return;  // stopped by a stop string; the engine's rest is dropped
     std::string delta;
     std::vector<int32_t> new_ids;
     std::vector<TokenLogprob> new_logprobs;
     const Clock::time_point now = Clock::now();
-    if (out.queue_seconds >= 0) service->metrics_.observe_request_queue_time(out.queue_seconds);
+    const int64_t offset_before = c.text_offset;
     for (size_t i = 0; i < out.token_ids.size() && !c.done; ++i) {
       const int32_t t = out.token_ids[i];
-      if (!any_token) {
-        service->metrics_.observe_time_to_first_token(seconds_between(arrival, now));
-        any_token = true;
-      } else {
-        service->metrics_.observe_inter_token_latency(seconds_between(last_token, now));
+      if (!first_token_seen[p]) {
+        m.observe_time_to_first_token(seconds_between(arrival, now));
+        first_token_seen[p] = 1;
       }
-      last_token = now;
+      if (!c.token_ids.empty()) m.observe_inter_token_latency(seconds_between(c.last_token, now));
+      c.last_token = now;
       ++completion_tokens;
+      m.add_generation_tokens(1);
       c.token_ids.push_back(t);
       new_ids.push_back(t);
       if (options.logprobs && i < out.logprobs.size()) {
-        auto piece = tokenizer->decode(std::span<const int32_t>(&t, 1), false);
-        new_logprobs.push_back(
-            {piece.is_ok() ? piece.value() : std::string(), out.logprobs[i], {}});
+        TokenLogprob lp{piece(t), out.logprobs[i], {}};
+        if (i < out.top_logprobs.size()) {
+          for (const TopLogprob& alt : out.top_logprobs[i]) {
+            lp.top.emplace_back(piece(alt.token), alt.logprob);
+          }
+        }
+        c.text_offset += code_points(lp.token);
+        new_logprobs.push_back(std::move(lp));
       }
-      delta += c.detok->add(t);
+      // The engine's last token of a "stop" finish is the stop token (EOS or stop_token_ids):
+      // as vLLM, its text is left out unless include_stop_str_in_output.
+      const bool stop_token =
+          out.finished && out.finish_reason == "stop" && i + 1 == out.token_ids.size();
+      if (stop_token) {
+        const auto& ids = options.params.stop_token_ids;
+        if (std::find(ids.begin(), ids.end(), t) != ids.end()) c.stop_reason.token_id = t;
+        if (options.include_stop_str_in_output) delta += c.detok->add(t);
+      } else {
+        delta += c.detok->add(t);
+      }
       if (c.detok->stopped()) {
         c.done = true;
         c.finish_reason = "stop";
+        c.stop_reason = StopReason{c.detok->matched_stop(), std::nullopt};
         // With one output, nothing else needs the request: stop generating at once.
         if (n == 1) engine->abort(streams[p]->request_id());
       }
@@ -131,11 +158,6 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
       c.finish_reason = out.finish_reason;
       if (out.finish_reason == "error" && !error) {
         error = api_error_from_status(out.error);
-      }
-      if (out.finish_reason == "stop" && !c.token_ids.empty()) {
-        const int32_t last = c.token_ids.back();
-        const auto& ids = options.params.stop_token_ids;
-        if (std::find(ids.begin(), ids.end(), last) != ids.end()) c.stop_reason.token_id = last;
       }
     }
     if (out.finished) cached_tokens[p] = std::max(cached_tokens[p], out.num_cached_tokens);
@@ -148,9 +170,14 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     }
     if (error) return;  // reported once, at completion
     const int32_t index = static_cast<int32_t>(&c - choices.data());
+    const std::vector<int32_t>* prompt_ids = options.return_token_ids ? &prompts[p] : nullptr;
     if (chat && !c.role_sent && (!new_ids.empty() || c.done)) {
-      send_framed(responder, chat_role_chunk(meta, index, nullptr));
+      send_framed(responder, chat_role_chunk(meta, index, prompt_ids));
       c.role_sent = true;
+    }
+    if (options.echo && !chat && !c.echo_sent) {
+      delta = prompt_texts[p] + delta;  // vLLM streams the echoed prompt with the first text
+      c.echo_sent = true;
     }
     if (delta.empty() && !c.done && new_ids.empty()) return;
     StreamDelta d;
@@ -158,16 +185,16 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     d.text = std::move(delta);
     d.token_ids = std::move(new_ids);
     if (options.logprobs) d.logprobs = std::move(new_logprobs);
+    d.text_offset = offset_before;
     if (c.done) {
       d.finish_reason = c.finish_reason;
       d.stop_reason = c.stop_reason;
     }
-    const std::vector<int32_t>* prompt_ids =
-        options.return_token_ids && c.token_ids.size() == d.token_ids.size() ? &prompts[p]
-                                                                             : nullptr;
-    send_framed(responder,
-                chat ? chat_delta_chunk(meta, d, options.return_token_ids)
-                     : completion_delta_chunk(meta, d, options.return_token_ids, prompt_ids));
+    // Completions: the prompt's ids go with the choice's first chunk.
+    const bool first_chunk = c.token_ids.size() == d.token_ids.size();
+    send_framed(responder, chat ? chat_delta_chunk(meta, d, options.return_token_ids)
+                                : completion_delta_chunk(meta, d, options.return_token_ids,
+                                                         first_chunk ? prompt_ids : nullptr));
   }
 
   Usage usage() const {
@@ -186,7 +213,6 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     service->forget(this);
     Metrics& m = service->metrics_;
     m.observe_e2e_request_latency(seconds_between(arrival, Clock::now()));
-    m.add_generation_tokens(completion_tokens);
     const Usage u = usage();
     if (options.stream) {
       if (error) {
@@ -202,13 +228,16 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
       std::vector<ChoiceOutput> outs;
       for (size_t i = 0; i < choices.size(); ++i) {
         Choice& c = choices[i];
+        const size_t p = i / static_cast<size_t>(n);
         ChoiceOutput o;
         o.index = static_cast<int32_t>(i);
-        o.text = options.echo && !chat ? prompt_texts[i / static_cast<size_t>(n)] + c.text : c.text;
+        const bool echo = options.echo && !chat;
+        o.text = echo ? prompt_texts[p] + c.text : c.text;
+        o.text_offset = echo ? code_points(prompt_texts[p]) : 0;
         o.finish_reason = c.finish_reason;
         o.stop_reason = c.stop_reason;
         o.token_ids = c.token_ids;
-        o.prompt_token_ids = prompts[i / static_cast<size_t>(n)];
+        o.prompt_token_ids = prompts[p];
         if (options.logprobs) o.logprobs = c.logprobs;
         outs.push_back(std::move(o));
       }
@@ -217,7 +246,11 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
                               meta, outs, u, options.return_token_ids ? &prompts[0] : nullptr)
                         : completion_response_json(meta, outs, u, options.return_token_ids));
     }
-    for (const Choice& c : choices) m.inc_request_success(error ? "error" : c.finish_reason);
+    // One count per engine request (prompt), as vLLM counts requests, with its first output's
+    // reason.
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      m.inc_request_success(error ? "error" : choices[p * static_cast<size_t>(n)].finish_reason);
+    }
   }
 
   // A server thread: the client went away.
@@ -227,8 +260,10 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
     if (finished) return;
     finished = true;
     service->forget(this);
-    for (const auto& s : streams) engine->abort(s->request_id());
-    service->metrics_.inc_request_success("abort");
+    for (const auto& s : streams) {
+      engine->abort(s->request_id());
+      service->metrics_.inc_request_success("abort");
+    }
   }
 };
 
@@ -305,9 +340,14 @@ void OpenAiService::completions(const HttpRequest& request,
   if (chat) {
     ApiResult<ChatRequest> parsed = parse_chat_request(request.body, defaults_);
     if (!parsed.is_ok()) return respond_error(responder, parsed.error());
-    job->options = parsed.value().options;
-    auto rendered =
-        render_chat_prompt(options_.model_dir, *tokenizer_, parsed.value().messages_json);
+    const ChatRequest& chat_request = parsed.value();
+    job->options = chat_request.options;
+    ChatPromptOptions prompt_options;
+    prompt_options.add_generation_prompt = chat_request.add_generation_prompt;
+    prompt_options.continue_final_message = chat_request.continue_final_message;
+    prompt_options.chat_template_kwargs_json = chat_request.chat_template_kwargs_json;
+    auto rendered = render_chat_prompt(options_.model_dir, *tokenizer_, chat_request.messages_json,
+                                       prompt_options);
     if (!rendered.is_ok()) {
       return respond_error(responder, api_error_from_status(rendered.status(), "messages"));
     }
@@ -341,13 +381,6 @@ void OpenAiService::completions(const HttpRequest& request,
   job->meta.model = job->options.model;
   job->n = job->options.params.n;
 
-  // Bounded waiting: beyond the running sequences and --max-queue, ask the client to retry.
-  const EngineLoad load = engine->load();
-  if (active_.load() >= static_cast<int64_t>(options_.max_queue) + load.running) {
-    return respond_error(responder, service_unavailable_error("the server's request queue is full"),
-                         {{"Retry-After", "1"}});
-  }
-
   std::vector<SamplingParams> params;
   for (const auto& p : job->prompts) {
     ApiResult<SamplingParams> sp = sampling_params_for_prompt(
@@ -364,9 +397,21 @@ void OpenAiService::completions(const HttpRequest& request,
   job->choices.resize(job->prompts.size() * static_cast<size_t>(job->n));
   for (size_t i = 0; i < job->choices.size(); ++i) {
     job->choices[i].detok = std::make_unique<StreamingDetokenizer>(
-        decode, job->prompts[i / static_cast<size_t>(job->n)], job->options.stop);
+        decode, job->prompts[i / static_cast<size_t>(job->n)], job->options.stop,
+        job->options.include_stop_str_in_output);
   }
   job->cached_tokens.assign(job->prompts.size(), 0);
+  job->first_token_seen.assign(job->prompts.size(), 0);
+
+  // Bounded waiting: at most --max-num-seqs engine requests run and --max-queue more wait; beyond
+  // that the client is asked to retry. The slots are reserved atomically, released by forget().
+  const int64_t wanted = static_cast<int64_t>(job->prompts.size());
+  if (queued_.fetch_add(wanted) + wanted > options_.max_running + options_.max_queue) {
+    queued_.fetch_sub(wanted);
+    return respond_error(responder, service_unavailable_error("the server's request queue is full"),
+                         {{"Retry-After", "1"}});
+  }
+  job->reserved = wanted;
 
   std::weak_ptr<Job> weak = job;
   {
@@ -378,6 +423,7 @@ void OpenAiService::completions(const HttpRequest& request,
       if (!stream.is_ok()) {
         for (const auto& s : job->streams) engine->abort(s->request_id());
         job->finished = true;
+        queued_.fetch_sub(job->reserved);
         return respond_error(responder, api_error_from_status(stream.status(), prompt_param));
       }
       job->streams.push_back(stream.value());
@@ -387,7 +433,6 @@ void OpenAiService::completions(const HttpRequest& request,
       std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
       jobs_.emplace(job.get(), job);
     }
-    active_.fetch_add(1);
     int64_t prompt_tokens = 0;
     for (const auto& p : job->prompts) prompt_tokens += static_cast<int64_t>(p.size());
     metrics_.add_prompt_tokens(prompt_tokens);
@@ -400,7 +445,7 @@ void OpenAiService::completions(const HttpRequest& request,
 }
 
 void OpenAiService::forget(Job* job) {
-  active_.fetch_sub(1);
+  queued_.fetch_sub(job->reserved);
   std::lock_guard<std::mutex> lock(jobs_mu_);
   jobs_.erase(job);
 }
@@ -413,7 +458,12 @@ void OpenAiService::tokenize(const HttpRequest& request,
   const TokenizeRequest& t = parsed.value();
   std::string text = t.text;
   if (t.is_chat) {
-    auto rendered = render_chat_prompt(options_.model_dir, *tokenizer_, t.messages_json);
+    ChatPromptOptions prompt_options;
+    prompt_options.add_generation_prompt = t.add_generation_prompt;
+    prompt_options.continue_final_message = t.continue_final_message;
+    prompt_options.chat_template_kwargs_json = t.chat_template_kwargs_json;
+    auto rendered =
+        render_chat_prompt(options_.model_dir, *tokenizer_, t.messages_json, prompt_options);
     if (!rendered.is_ok()) {
       return respond_error(responder, api_error_from_status(rendered.status(), "messages"));
     }

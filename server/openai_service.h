@@ -24,8 +24,9 @@ namespace tierserve {
 struct OpenAiServiceOptions {
   std::string model_dir;                        // for the chat template and /v1/models' root
   std::vector<std::string> served_model_names;  // at least one
-  int32_t max_queue = 1024;                     // requests waiting beyond the running ones;
-                                                // 503 with Retry-After beyond
+  int64_t max_running = 256;                    // --max-num-seqs: requests that run at once
+  int64_t max_queue = 1024;                     // --max-queue: requests that may wait beyond
+                                                // them; 503 with Retry-After beyond
   bool use_generation_config = true;            // defaults from generation_config.json
                                                 // (--generation-config auto), else OpenAI's
 };
@@ -43,8 +44,8 @@ class OpenAiService {
   // The loaded engine (running its loop) and the model's tokenizer; both outlive the service's
   // use. Requests are accepted from now on.
   void set_engine(LlmEngine* engine, std::unique_ptr<Tokenizer> tokenizer);
-  // Requests queued on the engine and not finished.
-  int64_t active_requests() const { return active_.load(); }
+  // Engine requests (one per prompt) queued on the engine and not finished.
+  int64_t queued_requests() const { return queued_.load(); }
   Metrics& metrics() { return metrics_; }
 
   struct Job;  // one HTTP request's generation (openai_service.cc)
@@ -64,7 +65,7 @@ class OpenAiService {
   std::unique_ptr<Tokenizer> tokenizer_;
   RequestDefaults defaults_;
   Metrics metrics_;
-  std::atomic<int64_t> active_{0};
+  std::atomic<int64_t> queued_{0};  // engine requests held by jobs (admission's count)
   std::mutex jobs_mu_;
   std::unordered_map<Job*, std::shared_ptr<Job>> jobs_;  // active jobs
   int64_t created_ = 0;

@@ -60,7 +60,8 @@ CLI::App* add_serve_command(CLI::App& app, ServeCommandOptions& o) {
                   "auto: defaults from generation_config.json; vllm: OpenAI's defaults only")
       ->capture_default_str();
   cmd->add_option("--max-queue", o.max_queue,
-                  "Requests that may wait beyond the running ones (503 with Retry-After beyond)")
+                  "Requests that may wait beyond the --max-num-seqs running ones (503 with "
+                  "Retry-After beyond)")
       ->capture_default_str();
   cmd->add_option("--shutdown-timeout", o.shutdown_timeout,
                   "Seconds running requests get to finish after SIGINT/SIGTERM")
@@ -97,6 +98,7 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
   so.model_dir = o.model_dir;
   so.served_model_names = o.served_model_names;
   so.max_queue = o.max_queue;
+  so.max_running = o.engine.max_num_seqs;
   so.use_generation_config = o.generation_config == "auto";
   OpenAiService service(so);
   service.add_routes(server.value().get());

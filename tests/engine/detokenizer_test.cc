@@ -126,6 +126,21 @@ TEST(DetokenizerTest, EarliestStopStringWins) {
   StreamingDetokenizer d(piece_decoder(pieces), {}, {"</s>", "STOP"});
   EXPECT_EQ(d.add(1), "one ");
   EXPECT_TRUE(d.stopped());
+  EXPECT_EQ(d.matched_stop(), "STOP");
+}
+
+TEST(DetokenizerTest, IncludeStopStrKeepsTheMatchAndNothingAfter) {
+  std::map<int32_t, std::string> pieces = {{1, "ab"}, {2, "c<"}, {3, "/s"}, {4, ">tail"}};
+  StreamingDetokenizer d(piece_decoder(pieces), {}, {"</s>"}, /*include_stop_str=*/true);
+  EXPECT_EQ(d.matched_stop(), "");
+  EXPECT_EQ(d.add(1), "ab");
+  EXPECT_EQ(d.add(2), "c");
+  EXPECT_EQ(d.add(3), "");
+  EXPECT_EQ(d.add(4), "</s>");
+  EXPECT_TRUE(d.stopped());
+  EXPECT_EQ(d.matched_stop(), "</s>");
+  EXPECT_EQ(d.text(), "abc</s>");
+  EXPECT_EQ(d.finish(), "");
 }
 
 }  // namespace

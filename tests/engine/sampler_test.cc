@@ -49,6 +49,33 @@ TEST(SamplerTest, GreedyTakesArgMaxAndReportsRawLogprob) {
   EXPECT_FALSE(p.validate().is_ok());
 }
 
+TEST(SamplerTest, TopLogprobsAreTheRawDistributionsBestFirst) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.repetition_penalty = 2.0;  // processing changes the choice, not the reported distribution
+  p.logprobs = 3;
+  const std::vector<float> raw = {0.5f, 2.0f, -1.0f, 1.9f, 2.0f};
+  const std::vector<int32_t> prompt = {1, 4};
+  auto t = sample_once(p, raw, prompt);
+  EXPECT_EQ(t.token, 3);  // 2.0 / 2 = 1.0 < 1.9 after the penalty
+  double z = 0;
+  for (float l : raw) z += std::exp(static_cast<double>(l));
+  ASSERT_EQ(t.num_top, 3);
+  // Best first; the tie between ids 1 and 4 goes to the lower id.
+  const int32_t want[] = {1, 4, 3};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(t.top[static_cast<size_t>(i)].token, want[i]);
+    EXPECT_NEAR(t.top[static_cast<size_t>(i)].logprob,
+                raw[static_cast<size_t>(want[i])] - std::log(z), 1e-6);
+  }
+  EXPECT_NEAR(t.logprob, 1.9 - std::log(z), 1e-6);
+  // k beyond the vocabulary is cut to it; k = 0 gives none.
+  p.logprobs = 20;
+  EXPECT_EQ(sample_once(p, raw).num_top, 5);
+  p.logprobs = 0;
+  EXPECT_EQ(sample_once(p, raw).num_top, 0);
+}
+
 TEST(SamplerTest, SeedMakesSamplingReproducible) {
   SamplingParams p;
   p.seed = 1234;

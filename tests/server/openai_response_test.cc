@@ -305,7 +305,9 @@ TEST(OpenAiResponseTest, Models) {
   EXPECT_EQ(m["root"], "/models/tiny");
   EXPECT_TRUE(m["parent"].is_null());
   EXPECT_EQ(m["max_model_len"], 2048);
-  EXPECT_TRUE(m["permission"].is_array());
+  ASSERT_EQ(m["permission"].size(), 1u);
+  EXPECT_EQ(m["permission"][0]["object"], "model_permission");
+  EXPECT_EQ(m["permission"][0]["allow_logprobs"], true);
 }
 
 TEST(OpenAiResponseTest, VersionTokenizeDetokenize) {
