@@ -126,7 +126,8 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
 
   const int signal_number = server.value()->wait_for_signal();
   if (signal_number != 0) {
-    std::fprintf(stderr, "signal %d: stopping (running requests get %.0f s)\n", signal_number,
+    std::fprintf(stderr, "signal %d: stopping; %lld request(s) in flight get %.0f s to finish\n",
+                 signal_number, static_cast<long long>(server.value()->requests_in_flight()),
                  o.shutdown_timeout);
   }
   server.value()->stop(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout * 1000)));
