@@ -1,6 +1,10 @@
 #include "engine/llm_engine.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -109,8 +113,25 @@ Status EngineOptions::validate() const {
                             std::to_string(offload_prefetch_depth));
   }
   if (offload_queue_depth < 1 || offload_queue_depth > 4096) {
-    return invalid_argument("the offload queue depth must be in [1, 4096], got " +
+    return invalid_argument("--offload-queue-depth must be in [1, 4096], got " +
                             std::to_string(offload_queue_depth));
+  }
+  if (disk_offload_gb && *disk_offload_gb > 0 && offload_dir.empty()) {
+    return invalid_argument(
+        "--disk-offload-gb needs --offload-dir (where disk-streamed weights are read from)");
+  }
+  if (!offload_dir.empty()) {
+    // Checked before anything loads, so that a bad directory is the first and only error.
+    const std::string dir = offload_dir.string();
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+      return not_found("--offload-dir " + dir + ": " + std::strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+      return invalid_argument("--offload-dir " + dir + " is not a directory");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+      return invalid_argument("--offload-dir " + dir + " is not writable: " + std::strerror(errno));
+    }
   }
   return Status::ok();
 }
@@ -161,6 +182,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
     tiers.disk_offload_gb = options.disk_offload_gb;
     tiers.offload_dir = options.offload_dir;
     tiers.prefetch_depth = options.offload_prefetch_depth;
+    tiers.queue_depth = options.offload_queue_depth;
     const uint64_t device_memory = options.device_memory_gb > 0
                                        ? static_cast<uint64_t>(options.device_memory_gb * kGiB)
                                        : e->backend_->memory_capacity();
@@ -171,6 +193,9 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                                  c.num_kv_heads * c.head_dim * dtype_size(c.dtype);
     tiers.min_kv_bytes = (static_cast<uint64_t>(e->max_model_len_) + options.block_size - 1) /
                          options.block_size * block_bytes;
+    // The model's activation buffers live in the device tier next to the weights.
+    tiers.device_reserved = Model::buffer_bytes_for(
+        c, std::min(options.max_num_batched_tokens, e->max_model_len_), options.max_num_seqs);
     e->topology_ = std::make_unique<Topology>();
     tiers.topology = e->topology_.get();
     tiers.on_progress = options.on_load_progress;
@@ -245,7 +270,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                         std::string(dtype_name(c.dtype)) + "), " +
                         e->kv_sizing_.describe(options.block_size, e->max_model_len_) +
                         "; backend " + std::string(e->backend_->name());
-  if (!e->placement_report_.empty()) e->startup_summary_ += "; weights: " + e->placement_report_;
+  if (!e->placement_report_.empty()) e->startup_summary_ += "; " + e->placement_report_;
   if (e->swapper_ != nullptr) {
     const KvTierUsage u = e->kv_tier_usage();
     const int64_t bs = options.block_size;

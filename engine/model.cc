@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include <array>
 #include <cmath>
 
 #include "common/check.h"
@@ -46,32 +47,43 @@ Result<std::unique_ptr<Model>> Model::create(const ModelConfig& config, Backend*
   return model;
 }
 
+namespace {
+
+// Floats of each activation buffer, in the order of Model's members residual_ ... logits_.
+std::array<int64_t, 11> buffer_floats(const ModelConfig& c, int64_t t, int64_t r) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t kvd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  return {t * d, t * d, t * qd, t * kvd, t * kvd,         t * qd,
+          t * f, t * f, r * d,  r * d,   r * c.vocab_size};
+}
+
+size_t aligned_bytes(int64_t floats) {
+  return (static_cast<size_t>(floats) * sizeof(float) + 63) & ~size_t{63};
+}
+
+}  // namespace
+
+uint64_t Model::buffer_bytes_for(const ModelConfig& config, int32_t max_num_tokens,
+                                 int32_t max_logit_rows) {
+  uint64_t total = 0;
+  for (int64_t s : buffer_floats(config, max_num_tokens, max_logit_rows)) {
+    total += aligned_bytes(s);
+  }
+  return total;
+}
+
 Status Model::allocate_buffers() {
-  const int64_t t = max_num_tokens_, r = max_logit_rows_;
-  const int64_t d = config_.hidden_size, f = config_.intermediate_size;
-  const int64_t qd = static_cast<int64_t>(config_.num_heads) * config_.head_dim;
-  const int64_t kvd = static_cast<int64_t>(config_.num_kv_heads) * config_.head_dim;
-  const int64_t sizes[] = {t * d,
-                           t * d,
-                           t * qd,
-                           t * kvd,
-                           t * kvd,
-                           t * qd,
-                           t * f,
-                           t * f,
-                           r * d,
-                           r * d,
-                           r * config_.vocab_size};
+  const std::array<int64_t, 11> sizes = buffer_floats(config_, max_num_tokens_, max_logit_rows_);
   float** ptrs[] = {&residual_, &x_,  &q_,    &k_,        &v_,     &attn_,
                     &gate_,     &up_, &last_, &last_out_, &logits_};
-  size_t total = 0;
-  for (int64_t s : sizes) total += (static_cast<size_t>(s) * sizeof(float) + 63) & ~size_t{63};
+  const size_t total = buffer_bytes_for(config_, max_num_tokens_, max_logit_rows_);
   TS_ASSIGN_OR_RETURN(arena_, backend_->allocate(total));
   buffer_bytes_ = total;
   char* p = static_cast<char*>(arena_);
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *ptrs[i] = reinterpret_cast<float*>(p);
-    p += (static_cast<size_t>(sizes[i]) * sizeof(float) + 63) & ~size_t{63};
+    p += aligned_bytes(sizes[i]);
   }
   return Status::ok();
 }

@@ -37,6 +37,10 @@ class Model {
   const ModelConfig& config() const { return config_; }
   // Bytes of activation buffers allocated from the backend.
   uint64_t buffer_bytes() const { return buffer_bytes_; }
+  // What buffer_bytes() will be for these limits, before any model exists (the planner's
+  // device-tier reservation).
+  static uint64_t buffer_bytes_for(const ModelConfig& config, int32_t max_num_tokens,
+                                   int32_t max_logit_rows);
 
   // Runs every layer over the batch: writes the new tokens' K/V into `cache` and returns the
   // logits [batch.num_logit_rows, vocab_size] (f32; none when num_logit_rows is 0, a step of

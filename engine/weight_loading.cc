@@ -211,6 +211,7 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
   char* arena = static_cast<char*>(arena_or.value());
   WeightStreamerOptions so;
   so.prefetch_depth = options.prefetch_depth;
+  so.queue_depth = options.queue_depth;
   so.offload_dir = options.offload_dir;
   so.extent_bytes = kExtentBytes;
   so.topology = options.topology;

@@ -24,6 +24,7 @@ struct WeightTierOptions {
   std::optional<double> disk_offload_gb;  // --disk-offload-gb N (GiB, >= 0); nullopt = auto
   std::filesystem::path offload_dir;      // --offload-dir; empty = no disk tier
   int32_t prefetch_depth = 2;             // --offload-prefetch-depth, 1..64
+  int32_t queue_depth = 64;               // --offload-queue-depth: the disk tier's io_uring
   uint64_t device_budget = 0;             // device-tier bytes (utilization x capacity, or
                                           // --device-memory-gb); 0 = the backend's capacity
   uint64_t device_reserved = 0;           // activations and other fixed device bytes

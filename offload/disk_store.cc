@@ -1,7 +1,10 @@
 #include "offload/disk_store.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -63,6 +66,30 @@ int open_maybe_direct(const std::filesystem::path& path, int flags, bool& direct
   return ::open(path.c_str(), flags, 0600);
 }
 
+// Private directories are named "tierserve-offload-<pid>-XXXXXX". One whose process no longer
+// exists was left by a process that was killed before its destructors ran (SIGKILL, an abort):
+// its preallocated space is reclaimed. Directories of live processes are left alone.
+constexpr const char* kPrivatePrefix = "tierserve-offload-";
+
+void remove_stale_private_dirs(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(kPrivatePrefix, 0) != 0) continue;
+    const std::string rest = name.substr(std::strlen(kPrivatePrefix));
+    char* end = nullptr;
+    const long pid = std::strtol(rest.c_str(), &end, 10);
+    if (end == rest.c_str() || *end != '-' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    const uintmax_t removed = std::filesystem::remove_all(entry.path(), rm);
+    if (!rm && removed > 0) {
+      TS_LOG(Warning) << "offload dir " << dir.string() << ": removed " << name
+                      << ", left by process " << pid << " that no longer runs";
+    }
+  }
+}
+
 }  // namespace
 
 Status DiskStoreOptions::validate() const {
@@ -115,7 +142,14 @@ Status DiskStore::init() {
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     return invalid_argument(what + " is not writable: " + errno_text(errno));
   }
-  std::string private_dir = (options_.dir / "tierserve-offload-XXXXXX").string();
+  struct statfs fs {};
+  if (::statfs(dir.c_str(), &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC)) {
+    TS_LOG(Warning) << what << " is on a memory file system (tmpfs/ramfs): the disk tier "
+                    << "will take RAM, not disk space";
+  }
+  remove_stale_private_dirs(options_.dir);
+  std::string private_dir =
+      (options_.dir / (kPrivatePrefix + std::to_string(::getpid()) + "-XXXXXX")).string();
   if (::mkdtemp(private_dir.data()) == nullptr) {  // mode 0700, a unique name
     const int err = errno;
     if (err == EACCES || err == EROFS || err == EPERM) {

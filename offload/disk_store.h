@@ -3,9 +3,11 @@
 // every stored extent carries a CRC32C that each read checks. Also reads external read-only files
 // (a model's safetensors) through the same ring.
 //
-// Layout: one file, `extents`, in a private directory (mode 0700, unique name) created inside
-// DiskStoreOptions::dir; extent i lives at offset i * extent_bytes. The file is created 0600,
-// preallocated with fallocate, and removed with the directory by ~DiskStore.
+// Layout: one file, `extents`, in a private directory (mode 0700, named
+// tierserve-offload-<pid>-<unique>) created inside DiskStoreOptions::dir; extent i lives at offset
+// i * extent_bytes. The file is created 0600, preallocated with fallocate, and removed with the
+// directory by ~DiskStore. A private directory whose process no longer exists (killed before
+// its destructors ran) is removed by the next DiskStore created in the same directory.
 //
 // O_DIRECT: when the file system refuses it (open fails with EINVAL), the store falls back to
 // buffered I/O and says so with TS_LOG(Warning); direct_io() reports which mode is in use. Data

@@ -247,9 +247,11 @@ bool KvSwapper::has_prefix_block(const BlockHash& hash) const {
   auto it = prefix_.find(hash);
   if (it == prefix_.end()) return false;
   const SwapSlot& slot = it->second.slot;
+  // A disk entry is a hit once its write completed without error (a failed write is never
+  // restored: DESIGN.md §6 invariant 5).
   return !slot.on_disk || extent_state_[static_cast<size_t>(slot.index)] == ExtentState::kStored ||
          (extent_state_[static_cast<size_t>(slot.index)] == ExtentState::kWriting &&
-          transfers_->done(staging_ticket_[static_cast<size_t>(
+          transfers_->done_ok(staging_ticket_[static_cast<size_t>(
               extent_staging_[static_cast<size_t>(slot.index)])]));
 }
 

@@ -256,6 +256,12 @@ bool TransferEngine::done(TransferTicket ticket) const {
   return impl_->finished.count(ticket) > 0;
 }
 
+bool TransferEngine::done_ok(TransferTicket ticket) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->finished.find(ticket);
+  return it != impl_->finished.end() && it->second.is_ok();
+}
+
 Status TransferEngine::wait(TransferTicket ticket) {
   std::unique_lock<std::mutex> lock(impl_->mu);
   TS_CHECK(ticket > 0 && ticket < impl_->next_ticket) << "unknown transfer ticket " << ticket;

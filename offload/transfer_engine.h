@@ -71,6 +71,8 @@ class TransferEngine {
 
   // Whether `ticket` has completed (does not consume it).
   bool done(TransferTicket ticket) const;
+  // Whether `ticket` has completed successfully (does not consume it).
+  bool done_ok(TransferTicket ticket) const;
   // Blocks until `ticket` completes and returns its status (a disk error, a checksum
   // mismatch); the ticket is then forgotten.
   Status wait(TransferTicket ticket);

@@ -164,6 +164,7 @@ Status WeightStreamer::fill_tiers(std::vector<StreamedUnit>& in,
     o.dir = options.offload_dir;
     o.extent_bytes = extent_bytes_;
     o.capacity_bytes = std::max(copy_total, extent_bytes_);
+    o.queue_depth = options.queue_depth;
     TS_ASSIGN_OR_RETURN(store, DiskStore::create(o));
     for (const std::filesystem::path& f : options.files) {
       TS_ASSIGN_OR_RETURN(int32_t id, store->open_file(f));

@@ -73,6 +73,7 @@ struct WeightStreamerOptions {
   std::filesystem::path offload_dir;         // --offload-dir; required with a disk unit
   std::vector<std::filesystem::path> files;  // FileRead::file indexes these (read-only)
   uint64_t extent_bytes = 4 * 1024 * 1024;   // one-time copy extents; multiple of 4096
+  int32_t queue_depth = 64;                  // --offload-queue-depth: io_uring entries
   int32_t copy_threads = 1;                  // TransferEngine copy threads; each host unit is
                                              // split into this many copies
   const Topology* topology = nullptr;        // NUMA placement of the host pool; may be null

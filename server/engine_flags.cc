@@ -94,6 +94,9 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
   cmd->add_option("--offload-prefetch-depth", o.offload_prefetch_depth,
                   "Streamed layers copied ahead of compute")
       ->capture_default_str();
+  cmd->add_option("--offload-queue-depth", o.offload_queue_depth,
+                  "io_uring queue depth of the disk tier (weights and KV)")
+      ->capture_default_str();
   cmd->add_option("--kv-offloading-size", o.kv_offloading_size_gb,
                   "GiB of host memory for KV blocks of preempted sequences (swapped out instead "
                   "of recomputed)");

@@ -3,9 +3,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "common/logging.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -104,30 +107,50 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
   service.add_routes(server.value().get());
   server.value()->start();
 
+  // Signals are watched from here on. One that arrives while the model loads ends the process at
+  // once (loading cannot be interrupted, and no request has been accepted): disk-tier files that
+  // a killed load leaves are removed by the next start (offload/disk_store.h). After loading,
+  // the signal starts the graceful shutdown below.
+  std::atomic<bool> loaded{false};
+  std::atomic<int> signal_number{0};
+  std::thread watcher([&] {
+    const int s = server.value()->wait_for_signal();
+    if (s != 0 && !loaded.load()) {
+      std::fprintf(stderr, "signal %d while loading: exiting\n", s);
+      std::fflush(stderr);
+      std::_Exit(0);
+    }
+    signal_number = s;
+  });
+  // Every return below joins the watcher: server->stop() wakes it with 0.
+  auto finish = [&](int rc) {
+    loaded = true;  // failing, not loading: a signal now changes nothing
+    server.value()->stop(std::chrono::milliseconds(0));
+    watcher.join();
+    return rc;
+  };
+
   auto tokenizer = Tokenizer::load(o.model_dir);
   if (!tokenizer.is_ok()) {
-    server.value()->stop(std::chrono::milliseconds(0));
-    return fail(tokenizer.status().with_context("serve needs the model's tokenizer"));
+    return finish(fail(tokenizer.status().with_context("serve needs the model's tokenizer")));
   }
   // A progress bar on a terminal, plain lines in a log; then the engine's memory report.
   LoadProgressPrinter progress(stderr, isatty(STDERR_FILENO) != 0);
   o.engine.on_load_progress = [&progress](const LoadProgress& p) { progress.update(p); };
   auto engine = LlmEngine::create(o.model_dir, o.engine);
   o.engine.on_load_progress = nullptr;
-  if (!engine.is_ok()) {
-    server.value()->stop(std::chrono::milliseconds(0));
-    return fail(engine.status());
-  }
+  if (!engine.is_ok()) return finish(fail(engine.status()));
+  loaded = true;
   engine.value()->start();
   service.set_engine(engine.value().get(), std::move(tokenizer).value());
   std::fprintf(stderr, "listening on http://%s:%u (model %s)\n", o.http.host.c_str(),
                static_cast<unsigned>(server.value()->port()), o.served_model_names.front().c_str());
   std::fflush(stderr);
 
-  const int signal_number = server.value()->wait_for_signal();
+  watcher.join();  // until a signal arrives
   if (signal_number != 0) {
     std::fprintf(stderr, "signal %d: stopping; %lld request(s) in flight get %.0f s to finish\n",
-                 signal_number, static_cast<long long>(server.value()->requests_in_flight()),
+                 signal_number.load(), static_cast<long long>(server.value()->requests_in_flight()),
                  o.shutdown_timeout);
   }
   server.value()->stop(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout * 1000)));

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -185,6 +187,39 @@ TEST_F(DiskStoreTest, CapacityBeyondTheFileSystemIsResourceExhausted) {
   EXPECT_THAT(store.status().message(), HasSubstr(dir_.string()));
   EXPECT_THAT(store.status().message(), HasSubstr("cannot preallocate"));
   EXPECT_EQ(num_entries(), 0) << "the private directory must not be left behind";
+}
+
+// A process killed before its destructors ran leaves its private directory; the next store in
+// the same directory removes it (its process is gone), and leaves a live process's alone.
+TEST_F(DiskStoreTest, DirectoryOfAKilledProcessIsReclaimed) {
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto store = DiskStore::create(options(64 * 1024, 16, 4));
+    char ok = store.is_ok() ? 1 : 0;
+    (void)!write(ready[1], &ok, 1);
+    pause();  // killed here, with the store open
+    _exit(0);
+  }
+  char ok = 0;
+  ASSERT_EQ(read(ready[0], &ok, 1), 1);
+  ASSERT_EQ(ok, 1);
+  EXPECT_EQ(num_entries(), 1);
+  auto live = make(options(64 * 1024, 16, 4));  // the child still runs: its directory stays
+  ASSERT_NE(live, nullptr);
+  EXPECT_EQ(num_entries(), 2);
+  kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  close(ready[0]);
+  close(ready[1]);
+  EXPECT_EQ(num_entries(), 2) << "left behind by the killed process";
+  auto next = make(options(64 * 1024, 16, 4));
+  ASSERT_NE(next, nullptr);
+  EXPECT_EQ(num_entries(), 2) << "the dead process's directory is gone; two live stores remain";
+  EXPECT_TRUE(std::filesystem::exists(live->directory()));
 }
 
 TEST_F(DiskStoreTest, PrivateDirectoryIsPreallocatedAndRemoved) {

@@ -252,6 +252,10 @@ TEST(KvSwapperTest, DiskPrefixBlockVisibleOnlyAfterItsWriteCompletes) {
   t.swapper->drain();
   EXPECT_TRUE(t.swapper->has_prefix_block(hash_of_int(0)));
   t.swapper->spill(1, hash_of_int(1));  // this write fails
+  // Completed with an error but not yet reaped: still no hit.
+  while (writes.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(1)));
   t.swapper->drain();
   EXPECT_FALSE(t.swapper->has_prefix_block(hash_of_int(1)));
 }

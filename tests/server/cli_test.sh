@@ -55,6 +55,15 @@ expect truncated_weights nonzero 'model.safetensors' -- "$bin" generate "$tmp/tr
 mkdir -p "$tmp/arch" && sed 's/LlamaForCausalLM/GPT2LMHeadModel/' "$m/config.json" >"$tmp/arch/config.json"
 expect unsupported_arch nonzero 'GPT2LMHeadModel' -- "$bin" generate "$tmp/arch" --prompt-ids 1
 
+# Offload flags: errors name the flag before anything loads; the deprecated alias warns.
+expect offload_dir_missing nonzero 'offload-dir .*nope' -- \
+  "$bin" generate "$m" --prompt-ids 1 --kv-disk-offload-gb 0.01 --offload-dir "$tmp/nope"
+expect disk_offload_needs_dir nonzero 'disk-offload-gb needs --offload-dir' -- \
+  "$bin" generate "$m" --prompt-ids 1 --disk-offload-gb 0.001
+expect offload_queue_depth nonzero 'offload-queue-depth' -- \
+  "$bin" generate "$m" --prompt-ids 1 --offload-queue-depth 0
+expect swap_space_alias 0 'swap-space is deprecated' -- \
+  "$bin" generate "$m" --prompt-ids 1 --max-tokens 1 --swap-space 0.01
 expect long_context nonzero 'max-model-len 100000 exceeds' -- \
   "$bin" generate "$m" --prompt-ids 1 --max-model-len 100000
 expect kv_report 0 'KV cache [0-9.]+ [KM]iB = [0-9]+ tokens \([0-9]+ blocks of 16\); maximum concurrency for 128 tokens per request: [0-9.]+x' -- \

@@ -116,9 +116,7 @@ TEST_F(OpenAiServiceTest, FullQueueAnswers503AndFreesSlotsWhenRequestsEnd) {
   ::close(b);  // its client goes away: the slot comes back
   ASSERT_TRUE(eventually([&] { return service_->queued_requests() == 1; }));
   expect_503(fetch(port_, completion(R"("max_tokens": 2, "prompt": ["a", "b"])")), "queue is full");
-  Response ok = fetch(port_, completion(R"("max_tokens": 2)"));
-  EXPECT_EQ(ok.status, 200) << ok.body;
-  // The first stream runs to its end; then everything is free.
+  // The first stream runs to its end; then everything is free, and a new request is served.
   Reader reader(a);
   Response streamed;
   ASSERT_TRUE(reader.read(&streamed));
@@ -126,6 +124,8 @@ TEST_F(OpenAiServiceTest, FullQueueAnswers503AndFreesSlotsWhenRequestsEnd) {
   EXPECT_NE(streamed.body.find("data: [DONE]"), std::string::npos);
   ::close(a);
   EXPECT_TRUE(eventually([&] { return service_->queued_requests() == 0; }));
+  Response ok = fetch(port_, completion(R"("max_tokens": 2)"));
+  EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
 }  // namespace

@@ -106,6 +106,29 @@ else
   fail "start idle: $(cat "$tmp/idle.log")"
 fi
 
+# A signal while the weights load ends the process at once, with exit status 0. A dummy
+# 0.5B-shaped model (the demo's tokenizer) loads slowly enough to be caught.
+big=$tmp/big
+mkdir -p "$big" && cp "$(dirname "$0")/../../benchmarks/configs/qwen2.5-0.5b/config.json" "$big/" &&
+  cp "$demo"/tokenizer*.json "$big/"
+"$bin" serve "$big" --port 0 --load-format dummy >"$tmp/big.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  grep -q 'loading weights' "$tmp/big.log" && break
+  sleep 0.05
+done
+if grep -q 'listening on' "$tmp/big.log"; then
+  echo "skip sigterm_while_loading: loaded before the signal"
+  stop TERM
+else
+  stop TERM
+  if [ "$rc" -eq 0 ] && grep -q 'while loading: exiting' "$tmp/big.log"; then
+    ok sigterm_while_loading
+  else
+    fail "sigterm_while_loading: exit $rc; $(cat "$tmp/big.log")"
+  fi
+fi
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1
