@@ -194,6 +194,28 @@ TEST_F(KvSwapTest, EvictedPrefixIsRestoredFromLowerTiers) {
   }
 }
 
+// Invariant 1 across every tier at once, through the scheduler: about a third of the weights
+// streamed from the host tier and a third from disk, while KV blocks swap through host and disk.
+TEST_F(KvSwapTest, StreamedWeightsAndSwappedKvKeepOutputsExact) {
+  auto probe = open(kModel, deterministic_options());
+  ASSERT_NE(probe, nullptr);
+  const double third_gib = static_cast<double>(probe->weight_bytes()) / 3 / (1ull << 30);
+  probe.reset();
+  EngineOptions o = small_pool(3, 64);
+  o.cpu_offload_gb = third_gib;
+  o.disk_offload_gb = third_gib;
+  o.offload_dir = dir_.path();
+  auto engine = open(kModel, o);
+  ASSERT_NE(engine, nullptr);
+  expect_exact(run_together(*engine, cases_), "streamed weights, swapped KV");
+  const EngineLoad l = engine->load();
+  EXPECT_GT(l.bytes_host_to_device, 0u) << "host-streamed weights";
+  EXPECT_GT(l.bytes_disk_to_device, 0u) << "disk-streamed weights";
+  EXPECT_GT(l.bytes_host_to_disk, 0u) << "KV swapped to disk";
+  EXPECT_EQ(engine->stats().swap_failures, 0);
+  expect_empty(*engine);
+}
+
 // Aborting requests while some are swapped out frees their slots.
 TEST_F(KvSwapTest, AbortWhileSwappedFreesEveryTier) {
   auto engine = open(kModel, small_pool(3, 64));
