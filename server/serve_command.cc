@@ -8,15 +8,43 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "common/logging.h"
+#include "engine/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/engine_flags.h"
 #include "server/load_progress.h"
 #include "server/openai_service.h"
 
 namespace tierserve {
+
+namespace {
+
+// vLLM's --dtype names. The weights are used in the checkpoint's own dtype, so a name is accepted
+// when it names that dtype (or is auto); converting is not supported.
+Status check_dtype(const std::string& dtype, const std::string& model_dir) {
+  static const std::map<std::string, DType> kNames = {{"half", DType::kF16},
+                                                      {"float16", DType::kF16},
+                                                      {"bfloat16", DType::kBF16},
+                                                      {"float", DType::kF32},
+                                                      {"float32", DType::kF32}};
+  if (dtype == "auto") return Status::ok();
+  auto it = kNames.find(dtype);
+  if (it == kNames.end()) {
+    return invalid_argument(
+        "--dtype must be auto, half, float16, bfloat16, float or float32, got '" + dtype + "'");
+  }
+  auto config = load_model_config(model_dir);
+  if (!config.is_ok()) return Status::ok();  // reported with context when the engine loads
+  if (config.value().dtype == it->second) return Status::ok();
+  return unimplemented("--dtype " + dtype + ": the checkpoint is " +
+                       std::string(dtype_name(config.value().dtype)) +
+                       " and converting weights is not supported; use --dtype auto");
+}
+
+}  // namespace
 
 Status ServeCommandOptions::validate() const {
   if (model_dir.empty())
@@ -89,10 +117,7 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
   if (o.seed) o.engine.seed = static_cast<uint64_t>(*o.seed);
   o.http.stop_signals = {SIGINT, SIGTERM};
   if (Status s = o.validate(); !s.is_ok()) return fail(s);
-  if (o.dtype != "auto") {
-    return fail(unimplemented("--dtype " + o.dtype +
-                              ": only the checkpoint's own dtype is supported (--dtype auto)"));
-  }
+  if (Status s = check_dtype(o.dtype, o.model_dir); !s.is_ok()) return fail(s);
 
   // Listening first, so that /health answers 503 while the model loads.
   auto server = HttpServer::create(o.http);

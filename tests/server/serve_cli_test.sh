@@ -50,13 +50,17 @@ out=$("$bin" serve "$demo" --frobnicate 2>&1)
 if [ $? -ne 0 ] && grep -q -- '--frobnicate' <<<"$out"; then ok unknown_flag; else fail "unknown_flag: $out"; fi
 out=$("$bin" serve "$demo" --max-model-len 4x 2>&1)
 if [ $? -ne 0 ] && grep -q -- 'max-model-len' <<<"$out"; then ok bad_max_model_len; else fail "bad_max_model_len: $out"; fi
+out=$("$bin" serve "$demo" --dtype float16 2>&1)
+if [ $? -ne 0 ] && grep -q 'checkpoint is bf16' <<<"$out"; then ok dtype_conversion; else fail "dtype_conversion: $out"; fi
+out=$("$bin" serve "$demo" --dtype int3 2>&1)
+if [ $? -ne 0 ] && grep -q -- '--dtype must be' <<<"$out"; then ok dtype_bad; else fail "dtype_bad: $out"; fi
 out=$("$bin" serve 2>&1)
 if [ $? -ne 0 ] && grep -q 'model directory' <<<"$out"; then ok no_model; else fail "no_model: $out"; fi
 
 # 1k = 1000 tokens (vLLM's lower-case suffix); --swap-space warns; the key from the environment.
 log=$tmp/serve.log
 if TIERSERVE_API_KEY=env-key start "$log" --served-model-name demo --max-model-len 1k \
-  --swap-space 0.01; then
+  --swap-space 0.01 --dtype bfloat16; then
   base=http://127.0.0.1:$port
   models=$(curl -s -H 'Authorization: Bearer env-key' "$base/v1/models")
   grep -q '"max_model_len":1000' <<<"$models" && ok max_model_len_1k || fail "max_model_len_1k: $models"
