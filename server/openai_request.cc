@@ -235,6 +235,20 @@ std::string read_template_kwargs(FieldReader& r) {
   return kwargs->dump();
 }
 
+// add_generation_prompt (default true), continue_final_message (default false; not with the
+// former, as vLLM) and chat_template_kwargs.
+ChatPromptOptions read_template_options(FieldReader& r) {
+  ChatPromptOptions o;
+  o.add_generation_prompt = r.boolean("add_generation_prompt").value_or(true);
+  o.continue_final_message = r.boolean("continue_final_message").value_or(false);
+  if (o.add_generation_prompt && o.continue_final_message) {
+    r.fail("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+           "continue_final_message");
+  }
+  o.chat_template_kwargs_json = read_template_kwargs(r);
+  return o;
+}
+
 // The fields common to completions and chat. `chat` selects the fields whose meaning differs:
 // logprobs (an integer for completions, a boolean plus top_logprobs for chat) and the default of
 // add_special_tokens.
@@ -488,13 +502,7 @@ ApiResult<ChatRequest> parse_chat_request(std::string_view body, const RequestDe
         read_generation_options(r, json, defaults, /*chat=*/true, &not_found);
     if (not_found) return *not_found;
     std::optional<std::string> messages = read_messages(r);
-    request.add_generation_prompt = r.boolean("add_generation_prompt").value_or(true);
-    request.continue_final_message = r.boolean("continue_final_message").value_or(false);
-    if (request.add_generation_prompt && request.continue_final_message) {
-      r.fail("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
-             "continue_final_message");
-    }
-    request.chat_template_kwargs_json = read_template_kwargs(r);
+    request.template_options = read_template_options(r);
     if (r.error()) return *r.error();
     request.options = std::move(*options);
     request.messages_json = std::move(*messages);
@@ -560,13 +568,7 @@ ApiResult<TokenizeRequest> parse_tokenize_request(std::string_view body,
     if (r.has("messages")) {
       request.is_chat = true;
       if (auto m = read_messages(r)) request.messages_json = std::move(*m);
-      request.add_generation_prompt = r.boolean("add_generation_prompt").value_or(true);
-      request.continue_final_message = r.boolean("continue_final_message").value_or(false);
-      if (request.add_generation_prompt && request.continue_final_message) {
-        r.fail("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
-               "continue_final_message");
-      }
-      request.chat_template_kwargs_json = read_template_kwargs(r);
+      request.template_options = read_template_options(r);
     } else {
       // vLLM's "prompt", or llama.cpp's "content".
       const char* key = r.has("prompt") ? "prompt" : "content";

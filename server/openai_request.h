@@ -19,6 +19,7 @@
 #include "common/status.h"
 #include "engine/model_config.h"
 #include "engine/sampling_params.h"
+#include "server/chat_prompt.h"
 
 namespace tierserve {
 
@@ -125,9 +126,8 @@ struct ChatRequest {
   // "content" (content parts joined by "\n"); other keys (name, tool_calls, ...) kept. This is
   // what render_chat_prompt (server/chat_prompt.h) takes.
   std::string messages_json;
-  bool add_generation_prompt = true;             // end the prompt with the assistant's header
-  bool continue_final_message = false;           // leave the last message open (not with the above)
-  std::string chat_template_kwargs_json = "{}";  // a JSON object passed to the template
+  ChatPromptOptions template_options;  // add_generation_prompt, continue_final_message,
+                                       // chat_template_kwargs
 };
 
 // Parses a /v1/completions body. `prompt` may be a string, a list of strings, a list of token
@@ -151,16 +151,14 @@ ApiResult<SamplingParams> sampling_params_for_prompt(const GenerationOptions& op
 
 // POST /tokenize: vLLM's {"prompt"} or {"messages"}, or llama.cpp's {"content"}.
 struct TokenizeRequest {
-  std::string model;                    // as given, or the first served name
-  bool is_chat = false;                 // messages (true) or text (false)
-  std::string text;                     // prompt / content
-  std::string messages_json;            // as ChatRequest::messages_json
-  bool add_generation_prompt = true;    // chat only
-  bool continue_final_message = false;  // chat only
-  std::string chat_template_kwargs_json = "{}";
-  bool add_special_tokens = true;  // vLLM: true for "prompt", false for messages; llama.cpp:
-                                   // false for "content"; "add_special" is an alias
-  bool return_token_strs = false;  // also answer with each token's vocabulary string
+  std::string model;                   // as given, or the first served name
+  bool is_chat = false;                // messages (true) or text (false)
+  std::string text;                    // prompt / content
+  std::string messages_json;           // as ChatRequest::messages_json
+  ChatPromptOptions template_options;  // chat only
+  bool add_special_tokens = true;      // vLLM: true for "prompt", false for messages; llama.cpp:
+                                       // false for "content"; "add_special" is an alias
+  bool return_token_strs = false;      // also answer with each token's vocabulary string
 };
 ApiResult<TokenizeRequest> parse_tokenize_request(std::string_view body,
                                                   const RequestDefaults& defaults);

@@ -342,12 +342,8 @@ void OpenAiService::completions(const HttpRequest& request,
     if (!parsed.is_ok()) return respond_error(responder, parsed.error());
     const ChatRequest& chat_request = parsed.value();
     job->options = chat_request.options;
-    ChatPromptOptions prompt_options;
-    prompt_options.add_generation_prompt = chat_request.add_generation_prompt;
-    prompt_options.continue_final_message = chat_request.continue_final_message;
-    prompt_options.chat_template_kwargs_json = chat_request.chat_template_kwargs_json;
     auto rendered = render_chat_prompt(options_.model_dir, *tokenizer_, chat_request.messages_json,
-                                       prompt_options);
+                                       chat_request.template_options);
     if (!rendered.is_ok()) {
       return respond_error(responder, api_error_from_status(rendered.status(), "messages"));
     }
@@ -458,12 +454,8 @@ void OpenAiService::tokenize(const HttpRequest& request,
   const TokenizeRequest& t = parsed.value();
   std::string text = t.text;
   if (t.is_chat) {
-    ChatPromptOptions prompt_options;
-    prompt_options.add_generation_prompt = t.add_generation_prompt;
-    prompt_options.continue_final_message = t.continue_final_message;
-    prompt_options.chat_template_kwargs_json = t.chat_template_kwargs_json;
     auto rendered =
-        render_chat_prompt(options_.model_dir, *tokenizer_, t.messages_json, prompt_options);
+        render_chat_prompt(options_.model_dir, *tokenizer_, t.messages_json, t.template_options);
     if (!rendered.is_ok()) {
       return respond_error(responder, api_error_from_status(rendered.status(), "messages"));
     }

@@ -78,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
       }
     }
-    if (chat.value().add_generation_prompt && chat.value().continue_final_message) std::abort();
+    const ChatPromptOptions& t = chat.value().template_options;
+    if (t.add_generation_prompt && t.continue_final_message) std::abort();
     check_options(chat.value().options, "messages");
   } else {
     check_error(chat.error());

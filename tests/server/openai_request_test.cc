@@ -349,9 +349,9 @@ TEST(OpenAiRequestTest, ChatDefaultsAndFields) {
   ChatRequest r = chat(R"({"messages": [{"role": "system", "content": "be brief"},
                                         {"role": "user", "content": "hi"}]})");
   EXPECT_TRUE(r.options.is_chat);
-  EXPECT_TRUE(r.add_generation_prompt);
-  EXPECT_FALSE(r.continue_final_message);
-  EXPECT_EQ(r.chat_template_kwargs_json, "{}");
+  EXPECT_TRUE(r.template_options.add_generation_prompt);
+  EXPECT_FALSE(r.template_options.continue_final_message);
+  EXPECT_EQ(r.template_options.chat_template_kwargs_json, "{}");
   EXPECT_FALSE(r.options.add_special_tokens);  // the template adds BOS
   EXPECT_FALSE(r.options.logprobs.has_value());
   nlohmann::json messages = nlohmann::json::parse(r.messages_json);
@@ -362,8 +362,8 @@ TEST(OpenAiRequestTest, ChatDefaultsAndFields) {
   ChatRequest f = chat(R"({"messages": [{"role": "user", "content": "hi"}],
       "add_generation_prompt": false, "chat_template_kwargs": {"enable_thinking": false},
       "logprobs": true, "top_logprobs": 3})");
-  EXPECT_FALSE(f.add_generation_prompt);
-  EXPECT_EQ(nlohmann::json::parse(f.chat_template_kwargs_json),
+  EXPECT_FALSE(f.template_options.add_generation_prompt);
+  EXPECT_EQ(nlohmann::json::parse(f.template_options.chat_template_kwargs_json),
             nlohmann::json::parse(R"({"enable_thinking": false})"));
   EXPECT_EQ(f.options.logprobs, 3);
   EXPECT_EQ(f.options.params.logprobs, 3);
@@ -506,7 +506,7 @@ TEST(OpenAiRequestTest, Tokenize) {
   ASSERT_TRUE(c.is_ok());
   EXPECT_TRUE(c.value().is_chat);
   EXPECT_FALSE(c.value().add_special_tokens);
-  EXPECT_FALSE(c.value().add_generation_prompt);
+  EXPECT_FALSE(c.value().template_options.add_generation_prompt);
   EXPECT_TRUE(c.value().return_token_strs);
   EXPECT_EQ(nlohmann::json::parse(c.value().messages_json)[0]["content"], "x");
 
