@@ -78,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
       }
     }
-    const ChatPromptOptions& t = chat.value().template_options;
+    const tierserve::ChatPromptOptions& t = chat.value().template_options;
     if (t.add_generation_prompt && t.continue_final_message) std::abort();
     check_options(chat.value().options, "messages");
   } else {
