@@ -354,8 +354,6 @@ void LlmEngine::publish_load() {
     l.host_blocks_used = swapper_->num_used_host_blocks();
     l.disk_blocks = static_cast<int32_t>(kv_transfers_->num_extents());
     l.disk_blocks_used = swapper_->num_used_disk_blocks();
-    l.swapped_out_blocks = swapper_->stats().blocks_out;
-    l.swapped_in_blocks = swapper_->stats().blocks_in;
     const KvSwapStats& k = swapper_->stats();
     l.bytes_host_to_device += k.bytes_host_to_device;
     l.bytes_device_to_host += k.bytes_device_to_host;

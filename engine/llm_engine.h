@@ -98,7 +98,6 @@ struct EngineLoad {
   int32_t disk_blocks_used = 0, disk_blocks = 0;  // KV disk tier
   int64_t preemptions = 0;                        // since start
   int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;  // since start
-  int64_t swapped_out_blocks = 0, swapped_in_blocks = 0;   // since start
   // Bytes moved between tiers since start: KV swaps and prefix spills, and streamed weights
   // (host -> device copies; disk -> device reads into the staging ring).
   uint64_t bytes_host_to_device = 0, bytes_device_to_host = 0;

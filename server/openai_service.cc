@@ -120,7 +120,6 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
       if (!c.token_ids.empty()) m.observe_inter_token_latency(seconds_between(c.last_token, now));
       c.last_token = now;
       ++completion_tokens;
-      m.add_generation_tokens(1);
       c.token_ids.push_back(t);
       new_ids.push_back(t);
       if (options.logprobs && i < out.logprobs.size()) {
@@ -152,6 +151,7 @@ struct OpenAiService::Job : std::enable_shared_from_this<Job> {
         if (n == 1) engine->abort(streams[p]->request_id());
       }
     }
+    m.add_generation_tokens(static_cast<int64_t>(new_ids.size()));  // one update, one lock
     if (out.finished && !c.done) {
       delta += c.detok->finish();
       c.done = true;

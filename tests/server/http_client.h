@@ -104,18 +104,9 @@ class Reader {
     if (out->status == 100) return read(out);
     if (out->headers["transfer-encoding"] == "chunked") {
       for (;;) {
-        size_t eol;
-        while ((eol = buf_.find("\r\n")) == std::string::npos) {
-          if (!fill()) return false;
-        }
-        size_t size = std::stoul(buf_.substr(0, eol), nullptr, 16);
-        while (buf_.size() < eol + 2 + size + 2) {
-          if (!fill()) return false;
-        }
-        if (buf_.compare(eol + 2 + size, 2, "\r\n") != 0) return false;
-        std::string payload = buf_.substr(eol + 2, size);
-        buf_.erase(0, eol + 2 + size + 2);
-        if (size == 0) break;
+        std::string payload;
+        if (!read_chunk(&payload)) return false;
+        if (payload.empty()) break;  // the last chunk
         out->body += payload;
         out->chunks.push_back(std::move(payload));
       }
@@ -141,6 +132,7 @@ class Reader {
     while (buf_.size() < eol + 2 + size + 2) {
       if (!fill()) return false;
     }
+    if (buf_.compare(eol + 2 + size, 2, "\r\n") != 0) return false;  // framing error
     *payload = buf_.substr(eol + 2, size);
     buf_.erase(0, eol + 2 + size + 2);
     return true;
