@@ -199,6 +199,10 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
     e->topology_ = std::make_unique<Topology>();
     tiers.topology = e->topology_.get();
     tiers.on_progress = options.on_load_progress;
+    tiers.fault_hook_for_testing = options.weight_disk_fault_hook_for_testing;
+    // The KV tiers below the device share the host memory and --offload-dir with the weights.
+    tiers.host_reserved = static_cast<uint64_t>(options.kv_offloading_size_gb * kGiB);
+    tiers.disk_reserved = static_cast<uint64_t>(options.kv_disk_offload_gb * kGiB);
     TS_ASSIGN_OR_RETURN(LoadedWeights loaded,
                         load_tiered_weights(c, model_dir, options.load_format, e->backend_.get(),
                                             tiers, options.seed));
@@ -307,12 +311,12 @@ Status LlmEngine::create_kv_tiers() {
     if (o.kv_disk_fault_hook_for_testing) {
       disk->set_fault_hook_for_testing(o.kv_disk_fault_hook_for_testing);
     }
-    num_staging = 8;
+    // A step's disk moves go in batches of this many blocks, all in flight at once.
+    num_staging = std::clamp(o.offload_queue_depth / 2, 8, 32);
   }
   const uint64_t host_bytes =
       host_blocks * block_bytes + static_cast<uint64_t>(num_staging) * extent_bytes + 2 * 4096;
-  Topology topology;
-  TS_ASSIGN_OR_RETURN(kv_host_, HostPool::create(host_bytes, backend_.get(), &topology));
+  TS_ASSIGN_OR_RETURN(kv_host_, HostPool::create(host_bytes, backend_.get(), topology_.get()));
   if (disk != nullptr && kv_host_->bytes() > 0) {
     // Disk transfers go through host staging buffers in this pool: registered, io_uring uses
     // them without pinning pages per operation. Registration is an optimisation only.
@@ -591,44 +595,49 @@ void LlmEngine::fail_step(const StepPlan& plan, const Status& error) {
 
 void LlmEngine::apply_swaps(StepPlan& plan) {
   if (swapper_ == nullptr) return;
-  // The lower-tier prefix blocks this step restores stay put while spills and swaps make room.
-  const std::vector<PrefixRestore> restores = plan.restores;
-  for (const PrefixRestore& r : restores) swapper_->pin_prefix(r.hashes, +1);
-  // Reads of device blocks first: the scheduler already gave these blocks to others in this
-  // step. Evicted prefix blocks go down (best effort), then preempted sequences' blocks.
-  for (const EvictedBlock& e : plan.spills) swapper_->spill(e.block, e.hash);
-  for (const SwapOut& out : std::vector<SwapOut>(plan.swap_out)) {
-    Result<std::vector<SwapSlot>> slots = swapper_->swap_out(out.blocks);
-    if (slots.is_ok()) {
-      out.seq->swap_slots = std::move(slots.value());
+  // One batch per step (DESIGN.md §2). Swap-ins start from first_slot: the blocks before it
+  // were found in the prefix cache, and their slots are freed unread.
+  KvStepMoves moves;
+  for (const SwapOut& out : plan.swap_out) moves.swap_outs.push_back(out.blocks);
+  moves.spills = plan.spills;
+  for (const SwapIn& in : plan.swap_in) {
+    std::span<SwapSlot> slots(in.seq->swap_slots);
+    swapper_->release(slots.first(static_cast<size_t>(in.first_slot)));
+    moves.swap_ins.push_back({slots.subspan(static_cast<size_t>(in.first_slot)), in.blocks});
+  }
+  for (const PrefixRestore& r : plan.restores) moves.restores.push_back({r.hashes, r.blocks});
+  KvStepResult result = swapper_->move(moves);
+
+  // Failures make their sequences recompute, which changes `plan`: collect them first.
+  std::vector<Sequence*> recompute;
+  for (size_t i = 0; i < plan.swap_out.size(); ++i) {
+    Sequence* seq = plan.swap_out[i].seq;
+    if (result.swap_outs[i].is_ok()) {
+      seq->swap_slots = std::move(result.swap_outs[i].value());
       continue;
     }
-    TS_LOG(Warning) << "KV swap-out of sequence " << out.seq->id << " failed ("
-                    << slots.status().message() << "); it will be recomputed";
-    ++stats_.swap_failures;
-    scheduler_->recompute(out.seq, plan);
+    TS_LOG(Warning) << "KV swap-out of sequence " << seq->id << " failed ("
+                    << result.swap_outs[i].status().message() << "); it will be recomputed";
+    recompute.push_back(seq);
   }
-  for (const SwapIn& in : std::vector<SwapIn>(plan.swap_in)) {
-    Sequence* seq = in.seq;
-    std::span<SwapSlot> slots(seq->swap_slots);
-    // Blocks before first_slot were found in the prefix cache.
-    swapper_->release(slots.first(static_cast<size_t>(in.first_slot)));
-    Status s = swapper_->swap_in(slots.subspan(static_cast<size_t>(in.first_slot)), in.blocks);
-    seq->swap_slots.clear();
-    if (s.is_ok()) continue;
-    TS_LOG(Warning) << "KV swap-in of sequence " << seq->id << " failed (" << s.message()
-                    << "); recomputing it";
+  for (size_t i = 0; i < plan.swap_in.size(); ++i) {
+    Sequence* seq = plan.swap_in[i].seq;
+    seq->swap_slots.clear();  // freed by move()
+    if (result.swap_ins[i].is_ok()) continue;
+    TS_LOG(Warning) << "KV swap-in of sequence " << seq->id << " failed ("
+                    << result.swap_ins[i].message() << "); recomputing it";
+    recompute.push_back(seq);
+  }
+  for (size_t i = 0; i < plan.restores.size(); ++i) {
+    if (result.restores[i].is_ok()) continue;
+    Sequence* seq = plan.restores[i].seq;
+    TS_LOG(Warning) << "restoring cached prefix blocks of sequence " << seq->id << " failed ("
+                    << result.restores[i].message() << "); recomputing them";
+    recompute.push_back(seq);
+  }
+  for (Sequence* seq : recompute) {
     ++stats_.swap_failures;
     scheduler_->recompute(seq, plan);
-  }
-  for (const PrefixRestore& r : restores) {
-    Status s = swapper_->restore(r.hashes, r.blocks);
-    swapper_->pin_prefix(r.hashes, -1);
-    if (s.is_ok()) continue;
-    TS_LOG(Warning) << "restoring cached prefix blocks of sequence " << r.seq->id << " failed ("
-                    << s.message() << "); recomputing them";
-    ++stats_.swap_failures;
-    scheduler_->recompute(r.seq, plan);
   }
 }
 

@@ -64,7 +64,8 @@ struct EngineOptions {
   double kv_disk_offload_gb = 0;      // --kv-disk-offload-gb: disk GiB behind the host tier
   std::filesystem::path offload_dir;  // --offload-dir: where the disk tier's files go
   int32_t offload_queue_depth = 64;   // io_uring queue depth of the disk tier
-  DiskFaultHook kv_disk_fault_hook_for_testing;  // tests only: faults on the KV disk tier
+  DiskFaultHook kv_disk_fault_hook_for_testing;      // tests only: faults on the KV disk tier
+  DiskFaultHook weight_disk_fault_hook_for_testing;  // tests only: on disk-streamed weights
   LoadProgressFn on_load_progress;  // may be empty: weight loading's progress, during create()
 
   Status validate() const;

@@ -146,7 +146,8 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
     const uint64_t taken =
         on_cpu ? std::min(in.device_budget, w.total_bytes() + in.device_reserved + in.min_kv_bytes)
                : 0;
-    in.host_limit = ram > taken ? ram - taken : 0;
+    const uint64_t others = taken + options.host_reserved;
+    in.host_limit = ram > others ? ram - others : 0;
   }
   if (!options.offload_dir.empty()) {
     std::error_code ec;
@@ -159,7 +160,8 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
       return io_error("--offload-dir " + options.offload_dir.string() + ": " + ec.message());
     }
     in.has_offload_dir = true;
-    in.disk_limit = space.available;
+    in.disk_limit =
+        space.available > options.disk_reserved ? space.available - options.disk_reserved : 0;
   }
 
   // The units as the planner sees them.
@@ -215,6 +217,7 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
   so.offload_dir = options.offload_dir;
   so.extent_bytes = kExtentBytes;
   so.topology = options.topology;
+  so.fault_hook_for_testing = options.fault_hook_for_testing;
   std::map<const SafetensorsFile*, int32_t> file_ids;
   std::vector<StreamedUnit> units(static_cast<size_t>(num_units));
   WeightUnit embedding;  // the embedding unit's views (it is always resident)

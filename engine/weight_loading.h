@@ -14,6 +14,7 @@
 #include "engine/model_config.h"
 #include "engine/model_weights.h"
 #include "kernels/backend.h"
+#include "offload/disk_store.h"
 #include "offload/planner.h"
 #include "offload/weight_provider.h"
 
@@ -32,13 +33,18 @@ struct WeightTierOptions {
   uint64_t host_memory_limit = 0;         // most host memory the weights may take; 0 = 90% of
                                           // the available RAM, less on the CPU backend (whose
                                           // device tier is RAM too) the device tier's share:
-                                          // min(device budget, weights + reserved + KV)
+                                          // min(device budget, weights + reserved + KV), less
+                                          // host_reserved
+  uint64_t host_reserved = 0;             // host memory taken by others (the KV host tier)
+  uint64_t disk_reserved = 0;             // --offload-dir space taken by others (the KV disk
+                                          // tier), less from its free space
   bool read_checkpoint_in_place = true;   // disk-streamed safetensors are read from the
                                           // checkpoint's own files where alignment allows;
                                           // false: always from a one-time copy in offload_dir
   const Topology* topology = nullptr;     // NUMA placement of the host tier; may be null;
                                           // must outlive the provider
   LoadProgressFn on_progress;             // may be empty; called during load_tiered_weights only
+  DiskFaultHook fault_hook_for_testing;   // tests only: faults on the weight disk tier
 };
 
 struct LoadedWeights {

@@ -3,12 +3,15 @@
 // resumes. Blocks go to the host tier first (--kv-offloading-size) and, when it is full, to the
 // disk tier behind it (io_uring extents, CRC-checked on every read). Engine thread only.
 //
+// A step's moves are done together by move(), batched: all copies of a direction in flight at
+// once, disk reads and writes submitted together.
+//
 // Pinning (DESIGN.md §6 invariant 5): a disk write reads a host staging buffer, never the
-// device block, so swap_out() returns as soon as every device block has been read and the
+// device block, so move() returns as soon as every device block has been read and the
 // scheduler may reuse them; the staging buffer and the extent stay pinned until the write
 // completes, and a swapped block on disk is read back only after its write has completed
-// successfully. A failed write or read is reported by swap_in() (the caller then recomputes
-// the sequence); nothing is silently wrong.
+// successfully. A failed write or read is reported for the swap-in or restore that needed it
+// (the caller then recomputes that sequence); nothing is silently wrong.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +24,7 @@
 #include "common/status.h"
 #include "kernels/paged_kv.h"
 #include "memory/block_hash.h"
+#include "memory/kv_cache_manager.h"
 #include "offload/host_pool.h"
 #include "offload/transfer_engine.h"
 
@@ -65,6 +69,41 @@ struct KvSwapStats {
   uint64_t bytes_host_to_disk = 0, bytes_disk_to_host = 0;
 };
 
+// One step's KV moves (KvSwapper::move). Spans point into the caller's plan and stay valid
+// for the call.
+struct KvStepMoves {
+  // A preempted sequence's device blocks, to be copied out: host slots first, then disk
+  // extents, reclaiming unpinned prefix entries (least recently used first) when needed.
+  std::vector<std::span<const int32_t>> swap_outs;
+  // Device blocks evicted from the prefix cache, to be copied down (best effort: to a free
+  // host slot, else a free disk extent, else in place of the least recently used unpinned
+  // stored prefix block; nothing when the hash is already stored). Swap-outs come first.
+  std::vector<EvictedBlock> spills;
+  // A resuming sequence's slots, copied into fresh device blocks (same length) and then freed,
+  // also on error.
+  struct SwapIn {
+    std::span<SwapSlot> slots;
+    std::span<const int32_t> device_blocks;
+  };
+  std::vector<SwapIn> swap_ins;
+  // Stored prefix blocks copied into fresh device blocks (same length); the entries stay
+  // stored, and are pinned (never reclaimed) while this step's out-moves make room.
+  struct Restore {
+    std::span<const BlockHash> hashes;
+    std::span<const int32_t> device_blocks;
+  };
+  std::vector<Restore> restores;
+};
+
+// Outcomes of KvStepMoves, index for index. A swap-out error (kInternal: no room, or a failed
+// copy) places nothing. A swap-in or restore error (a failed write or read, a checksum
+// mismatch) means its device blocks hold garbage: the caller must recompute that sequence.
+struct KvStepResult {
+  std::vector<Result<std::vector<SwapSlot>>> swap_outs;
+  std::vector<Status> swap_ins;
+  std::vector<Status> restores;
+};
+
 class KvSwapper : public SwapSpace {
  public:
   // Carves the host slots (and, with a disk tier, the staging buffers) from `host`.
@@ -79,35 +118,23 @@ class KvSwapper : public SwapSpace {
   KvSwapper& operator=(const KvSwapper&) = delete;
 
   int32_t num_free_swap_blocks() const override;
+  bool has_prefix_block(const BlockHash& hash) const override;
 
-  // Copies `device_blocks` out, host slots first, then disk extents; returns one slot per block,
-  // in order, once every device block has been read (they may then be reused). kInternal (with
-  // nothing placed) when there is not room for all of them, or a copy failed.
-  Result<std::vector<SwapSlot>> swap_out(std::span<const int32_t> device_blocks);
-  // Copies `slots` into `device_blocks` (same length) and frees the slots (also on error). An
-  // error (a failed write or read, a checksum mismatch) means the device blocks hold garbage:
-  // the caller must recompute the sequence.
-  Status swap_in(std::span<SwapSlot> slots, std::span<const int32_t> device_blocks);
+  // Does one step's moves, batched (DESIGN.md §2): first every out-move (swap-outs, then prefix
+  // spills: they read device blocks that the scheduler may already have given to others in
+  // this step), their copies all in flight at once and their disk writes submitted together;
+  // then every in-move (swap-ins and prefix restores), their disk reads submitted together
+  // (as many as there are staging buffers at a time), then their copies. Returns once every
+  // device block has been read and written; disk writes complete in the background (their
+  // staging buffers and extents stay pinned until then). Outcomes are per sequence, so that
+  // one failed move makes only its own sequence recompute.
+  KvStepResult move(const KvStepMoves& moves);
   // Frees slots without reading them (an aborted or recomputed sequence).
   void release(std::span<SwapSlot> slots);
   // Waits for every disk write in flight, so that extents released meanwhile are free again
   // (for leak checks, and before the engine idles).
   void drain();
 
-  // --- The prefix cache's lower tiers ------------------------------------------------------
-  // Evicted device block `block`, of content `hash`, is copied down: to a free host slot, else a
-  // free disk extent, else in place of the least recently used stored prefix block. Nothing
-  // when `hash` is already stored. Best effort: a failed copy stores nothing, and a failed disk
-  // write leaves the entry invisible. Swapped sequences come first: swap_out reclaims prefix
-  // entries (least recently used first) when it needs their room.
-  void spill(int32_t block, const BlockHash& hash);
-  bool has_prefix_block(const BlockHash& hash) const override;
-  // Pins (delta +1) or unpins (-1) stored prefix blocks: a pinned one is never reclaimed. The
-  // engine pins a step's restores while the step's spills and swaps run.
-  void pin_prefix(std::span<const BlockHash> hashes, int32_t delta);
-  // Copies the stored blocks of `hashes` into `device_blocks` (same length); the entries stay
-  // stored. An error means the device blocks hold garbage: the caller recomputes.
-  Status restore(std::span<const BlockHash> hashes, std::span<const int32_t> device_blocks);
   int32_t num_prefix_blocks() const { return static_cast<int32_t>(prefix_.size()); }
 
   int32_t num_host_blocks() const { return static_cast<int32_t>(host_slot_used_.size()); }
@@ -132,18 +159,36 @@ class KvSwapper : public SwapSpace {
     int32_t pins = 0;  // > 0: not to be reclaimed
   };
 
+  // One block of a step's moves: device block `block` to or from `slot`; its outcome goes to
+  // *status (the first error of its sequence wins).
+  struct BlockMove {
+    int32_t block = -1;
+    SwapSlot slot;
+    Status* status = nullptr;
+  };
+
   // A free host slot, else a free disk extent, else (when `reclaim`) the slot of the least
-  // recently used prefix entry; marked used. false when there is none.
+  // recently used unpinned prefix entry; marked used. false when there is none.
   bool take_slot(bool reclaim, SwapSlot* slot);
-  // Starts moving device block `block` to disk slot `slot`: copied into a staging buffer (waited
-  // for: the device block is free to reuse when this returns), then written asynchronously.
-  Status write_to_disk(int32_t block, const SwapSlot& slot);
-  // Copies `slot` to device block `block`: host copies are queued on `copies`; disk blocks are
-  // read (once their write has completed) and copied before this returns.
-  Status read_slot(const SwapSlot& slot, int32_t block, std::vector<TransferTicket>* copies);
+  // Takes slots for one swap-out; kInternal (nothing taken) without room for all of them.
+  Result<std::vector<SwapSlot>> place(std::span<const int32_t> device_blocks);
+  // Takes a slot for a spilled prefix block and records its entry, pinned until the step's
+  // copies are done; false when it is stored already or there is no room.
+  bool place_spill(const EvictedBlock& e, SwapSlot* slot);
+  // Copies each move's device block out to its slot: host copies all in flight at once; disk
+  // blocks through staging buffers, as many at a time as there are buffers, their writes then
+  // submitted and left to complete in the background.
+  void copy_out(std::span<const BlockMove> moves);
+  // Copies each move's slot into its device block: host copies all in flight at once; disk
+  // extents (once their write has completed) read into staging buffers, as many at a time as
+  // there are buffers, then copied.
+  void copy_in(std::span<const BlockMove> moves);
+  // Pins (delta +1) or unpins (-1) stored prefix blocks: a pinned one is never reclaimed.
+  void pin_prefix(std::span<const BlockHash> hashes, int32_t delta);
   // Drops the least recently used unpinned prefix entry, its slot free at once; false if none.
   bool drop_lru_prefix();
-  // A staging buffer with no write in flight, finishing the oldest write if all are busy.
+  // A staging buffer with no write in flight and not reserved, finishing a write if every
+  // unreserved buffer has one; reserved for the caller. At least one must be unreserved.
   int32_t take_staging();
   // Waits for staging buffer `s`'s write and records its outcome in its extent's state.
   void finish_staging(int32_t s);
@@ -161,6 +206,7 @@ class KvSwapper : public SwapSpace {
   int32_t used_host_ = 0, used_disk_ = 0;
   char* staging_base_ = nullptr;
   std::vector<TransferTicket> staging_ticket_;  // per staging buffer: its write in flight, or 0
+  std::vector<uint8_t> staging_reserved_;       // per staging buffer: taken by the step's moves
   std::vector<int64_t> staging_extent_;         // per staging buffer: the extent it writes
   std::vector<Status> extent_error_;            // per extent: why its write failed (kFailed)
   std::vector<ExtentState> extent_state_;       // per extent

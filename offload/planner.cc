@@ -222,17 +222,14 @@ Result<Placement> plan_weights(const PlannerInputs& in) {
         " more is needed: set --offload-dir (the disk tier)" +
         (host_explicit ? ", raise --cpu-offload-gb" : "") + " or raise " + in.device_flag);
   }
-  if (disk_explicit && *in.disk_offload_bytes > in.disk_limit) {
-    return resource_exhausted(prefix + "--disk-offload-gb asks for " + gib(*in.disk_offload_bytes) +
-                              " but --offload-dir has only " + gib(in.disk_limit) + " free; " +
-                              gib(*in.disk_offload_bytes - in.disk_limit) +
-                              " more is needed: lower --disk-offload-gb or free space there");
-  }
+  // Only one-time copies take space: units read in place from the checkpoint take none.
   if (l.disk > in.disk_limit) {
     return resource_exhausted(
-        prefix + "the disk tier must hold " + gib(l.disk) + " but --offload-dir has only " +
-        gib(in.disk_limit) + " free; " + gib(l.disk - in.disk_limit) +
-        " more is needed: free space under --offload-dir, raise --cpu-offload-gb or " +
+        prefix + (disk_explicit ? "--disk-offload-gb" : "the disk tier") + " needs " + gib(l.disk) +
+        " under --offload-dir for weight copies but it has only " + gib(in.disk_limit) +
+        " free (after the KV disk tier); " + gib(l.disk - in.disk_limit) +
+        " more is needed: free space under --offload-dir, " +
+        (disk_explicit ? "lower --disk-offload-gb, " : "") + "raise --cpu-offload-gb or " +
         in.device_flag);
   }
 

@@ -122,6 +122,11 @@ struct TransferEngine::Impl {
         }
         in_disk.emplace(t, std::move(job));
       }
+      if (!jobs.empty()) {
+        std::lock_guard<std::mutex> lock(mu);
+        stats.max_disk_in_flight =
+            std::max(stats.max_disk_in_flight, static_cast<int64_t>(in_disk.size()));
+      }
       // Blocks until at least one completes; new jobs that arrive meanwhile wait for it, which
       // is bounded by one I/O's latency.
       for (DiskCompletion& c : disk->wait()) {

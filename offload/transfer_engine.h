@@ -36,6 +36,7 @@ struct TransferStats {
   uint64_t disk_writes = 0, disk_write_bytes = 0;  // completed writes (ok or not)
   uint64_t disk_reads = 0, disk_read_bytes = 0;    // completed extent and file reads
   uint64_t failures = 0;                           // transfers that completed with an error
+  int64_t max_disk_in_flight = 0;                  // most disk operations submitted at once
 };
 
 class TransferEngine {

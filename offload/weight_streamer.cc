@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <optional>
 
 #include "common/check.h"
 #include "common/logging.h"
 #include "common/units.h"
+#include "offload/crc32c.h"
 
 namespace tierserve {
 namespace {
@@ -72,6 +75,7 @@ Result<std::unique_ptr<WeightStreamer>> WeightStreamer::create(
   s->extent_bytes_ = options.extent_bytes;
   TS_RETURN_IF_ERROR(s->fill_tiers(units, options));
   TS_RETURN_IF_ERROR(s->write_disk_copies(units));
+  TS_RETURN_IF_ERROR(s->checksum_in_place_reads());
   s->top_up();
   return s;
 }
@@ -169,6 +173,9 @@ Status WeightStreamer::fill_tiers(std::vector<StreamedUnit>& in,
     for (const std::filesystem::path& f : options.files) {
       TS_ASSIGN_OR_RETURN(int32_t id, store->open_file(f));
       file_ids_.push_back(id);
+      std::error_code ec;
+      file_sizes_.push_back(std::filesystem::file_size(f, ec));
+      if (ec) return io_error(f.string() + ": " + ec.message());
     }
     if (slot_bytes_ <= kMaxRegisteredBuffer) {
       std::vector<iovec> bufs;
@@ -226,6 +233,46 @@ Status WeightStreamer::write_disk_copies(std::vector<StreamedUnit>& in) {
   return Status::ok();
 }
 
+Status WeightStreamer::checksum_in_place_reads() {
+  // Every staging slot at once: a unit's reads in flight per slot, checksummed as each lands.
+  std::deque<InFlight> reading;
+  auto finish_oldest = [&]() -> Status {
+    InFlight f = std::move(reading.front());
+    reading.pop_front();
+    Unit& unit = units_[static_cast<size_t>(f.unit)];
+    Status s = engine_->wait_all(f.tickets);
+    free_slots_.push_back(unit.slot);
+    const char* slot = slot_data(unit.slot);
+    unit.slot = -1;
+    if (!s.is_ok()) return s.with_context("checksumming " + unit.view.name + " in place");
+    unit.file_crcs.clear();
+    for (const FileRead& r : unit.file_reads) {
+      // Of the file's bytes in the range, as DiskStore::submit_file_read checks it.
+      const uint64_t size = file_sizes_[static_cast<size_t>(r.file)];
+      const uint64_t bytes = std::min(r.bytes, size > r.offset ? size - r.offset : 0);
+      unit.file_crcs.push_back(crc32c(slot + r.slot_offset, bytes));
+    }
+    return Status::ok();
+  };
+  Status status = Status::ok();
+  for (int32_t u : streamed_) {
+    Unit& unit = units_[static_cast<size_t>(u)];
+    if (unit.file_reads.empty()) continue;
+    if (free_slots_.empty()) {
+      status = finish_oldest();
+      if (!status.is_ok()) break;
+    }
+    unit.slot = free_slots_.back();
+    free_slots_.pop_back();
+    reading.push_back(InFlight{u, start_transfer(unit)});
+  }
+  while (!reading.empty()) {
+    Status s = finish_oldest();
+    if (status.is_ok()) status = std::move(s);
+  }
+  return status;
+}
+
 WeightStreamer::~WeightStreamer() {
   if (engine_ != nullptr) {
     drain();
@@ -242,30 +289,37 @@ void WeightStreamer::issue(int32_t u) {
   unit.slot = free_slots_.back();
   free_slots_.pop_back();
   unit.queued = true;
+  queue_.push_back(InFlight{u, start_transfer(unit)});
+}
+
+std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit) {
   char* dst = slot_data(unit.slot);
-  InFlight f;
-  f.unit = u;
+  std::vector<TransferTicket> tickets;
   if (unit.tier == WeightTier::kHost) {
     const uint64_t piece = align_up((unit.bytes + static_cast<uint64_t>(copy_threads_) - 1) /
                                         static_cast<uint64_t>(copy_threads_),
                                     64);
     for (uint64_t off = 0; off < unit.bytes; off += piece) {
-      f.tickets.push_back(
+      tickets.push_back(
           engine_->copy(dst + off, unit.host_image + off, std::min(piece, unit.bytes - off)));
     }
   } else if (!unit.file_reads.empty()) {
-    for (const FileRead& r : unit.file_reads) {
-      f.tickets.push_back(engine_->file_read(file_ids_[static_cast<size_t>(r.file)], r.offset,
-                                             dst + r.slot_offset, r.bytes));
+    for (size_t i = 0; i < unit.file_reads.size(); ++i) {
+      const FileRead& r = unit.file_reads[i];
+      // Checked against the CRC taken at start-up, once there is one.
+      std::optional<uint32_t> crc;
+      if (!unit.file_crcs.empty()) crc = unit.file_crcs[i];
+      tickets.push_back(engine_->file_read(file_ids_[static_cast<size_t>(r.file)], r.offset,
+                                           dst + r.slot_offset, r.bytes, crc));
     }
   } else {
     for (size_t i = 0; i < unit.extents.size(); ++i) {
       const uint64_t off = i * extent_bytes_;
-      f.tickets.push_back(engine_->disk_read(unit.extents[i], dst + off,
-                                             std::min(extent_bytes_, unit.bytes - off)));
+      tickets.push_back(engine_->disk_read(unit.extents[i], dst + off,
+                                           std::min(extent_bytes_, unit.bytes - off)));
     }
   }
-  queue_.push_back(std::move(f));
+  return tickets;
 }
 
 void WeightStreamer::top_up() {
@@ -319,6 +373,17 @@ Result<const WeightUnit*> WeightStreamer::acquire(int32_t u) {
   for (TransferTicket t : f.tickets) ready = ready && engine_->done(t);
   const Clock::time_point t0 = Clock::now();
   Status s = engine_->wait_all(f.tickets);
+  // A failed transfer (an I/O error, a short read, a checksum mismatch) is read again into the
+  // same slot, kReadAttempts times in all, before the step is failed.
+  for (int32_t attempt = 2; !s.is_ok() && attempt <= kReadAttempts; ++attempt) {
+    TS_LOG(Warning) << "streaming the weights of " << unit.view.name << " from "
+                    << weight_tier_name(unit.tier) << " failed (" << s.message()
+                    << "); reading them again (attempt " << attempt << " of " << kReadAttempts
+                    << ")";
+    ++stats_.retries;
+    ready = false;
+    s = engine_->wait_all(start_transfer(unit));
+  }
   if (!ready) {
     ++stats_.stalls;
     stats_.stall_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -328,7 +393,8 @@ Result<const WeightUnit*> WeightStreamer::acquire(int32_t u) {
     free_slots_.push_back(unit.slot);
     unit.slot = -1;
     return s.with_context(std::string("streaming the weights of ") + unit.view.name + " from " +
-                          weight_tier_name(unit.tier));
+                          weight_tier_name(unit.tier) + " (" + std::to_string(kReadAttempts) +
+                          " attempts)");
   }
   (unit.tier == WeightTier::kHost ? stats_.host_bytes : stats_.disk_bytes) += unit.bytes;
   char* slot = slot_data(unit.slot);

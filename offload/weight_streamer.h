@@ -1,18 +1,20 @@
 // WeightStreamer: a WeightProvider that serves resident units from a device arena and streamed
 // units through a ring of device staging slots (DESIGN.md §2, §7). Streamed units live in the
 // host tier (in the device layout, copied with TransferEngine::copy) or on disk: read in place
-// from the checkpoint's own files (O_DIRECT, TransferEngine::file_read) or from a one-time copy
-// in --offload-dir (DiskStore extents, CRC-checked, TransferEngine::disk_read).
+// from the checkpoint's own files (O_DIRECT, TransferEngine::file_read; each read checked
+// against a CRC32C taken when create() first reads it) or from a one-time copy in
+// --offload-dir (DiskStore extents, CRC-checked, TransferEngine::disk_read).
 //
 // Pipeline: streamed units are used in execution order, cyclically (the last streamed unit of a
 // step is followed by the first of the next). The ring has min(prefetch_depth + 1, streamed
 // units) slots. acquire(u) waits only for u's own transfers, then tops the pipeline up so that
 // prefetch_depth units are in flight ahead of it; release(u) frees u's slot (and tops up). An
 // acquire out of that order (after a failed step, or in tests) waits for what is in flight,
-// discards it, and restarts the pipeline at u. A failed transfer is returned by acquire and its
-// bytes are never used; the next acquire of the unit reads it again. release(u) may overwrite
-// u's slot at once: the compute that reads u must have completed (true on the CPU backend,
-// whose ops complete before returning; a GPU backend records an event for it).
+// discards it, and restarts the pipeline at u. A failed transfer is read again (kReadAttempts
+// times in all, so that a transient I/O error costs only time); if it still fails, acquire
+// returns the error and the bytes are never used; the next acquire of the unit reads it again.
+// release(u) may overwrite u's slot at once: the compute that reads u must have completed (true on
+// the CPU backend, whose ops complete before returning; a GPU backend records an event for it).
 //
 // Thread-safety: acquire/release/stats from the engine thread only.
 #pragma once
@@ -94,12 +96,15 @@ struct StreamStats {
   double stall_seconds = 0;       // time acquire spent waiting for transfers
   uint64_t host_bytes = 0;        // bytes copied host -> slot (completed transfers)
   uint64_t disk_bytes = 0;        // bytes read disk -> slot (completed transfers)
+  int64_t retries = 0;            // transfers read again after a failure
   int64_t failures = 0;           // streamed acquires that returned an error
   int64_t restarts = 0;           // out-of-order acquires that restarted the pipeline
 };
 
 class WeightStreamer : public WeightProvider {
  public:
+  static constexpr int32_t kReadAttempts = 3;  // per streamed acquire, before it fails
+
   // Takes ownership of `arena` (resident units' memory from `backend`, may be null), fills the
   // host tier and the one-time disk copies, allocates the staging ring and starts the first
   // prefetches. `backend` must outlive the streamer. Errors: a bad option, a tier that cannot
@@ -141,6 +146,7 @@ class WeightStreamer : public WeightProvider {
     const char* host_image = nullptr;   // kHost: in the host pool
     std::vector<int64_t> extents;       // kDisk copy: extents holding the image, in order
     std::vector<FileRead> file_reads;   // kDisk in place
+    std::vector<uint32_t> file_crcs;    // kDisk in place: per read, CRC32C taken at create
     bool held = false;                  // between acquire and release
     bool queued = false;                // in queue_
     int32_t slot = -1;                  // streamed and held or queued: its slot
@@ -153,7 +159,12 @@ class WeightStreamer : public WeightProvider {
   WeightStreamer(Backend* backend, void* arena, uint64_t arena_bytes, int32_t prefetch_depth);
   Status fill_tiers(std::vector<StreamedUnit>& units, const WeightStreamerOptions& options);
   Status write_disk_copies(std::vector<StreamedUnit>& units);
+  // Reads every in-place unit once and records a CRC32C per read, which every later read of
+  // it is checked against (safetensors files carry no checksums of their own).
+  Status checksum_in_place_reads();
   void issue(int32_t unit);  // starts `unit`'s transfer into a free slot
+  // Starts the transfers that fill `unit`'s slot.
+  std::vector<TransferTicket> start_transfer(const Unit& unit);
   void top_up();
   void drain();  // waits for and discards everything in flight
   char* slot_data(int32_t slot) const { return slots_[static_cast<size_t>(slot)]; }
@@ -173,8 +184,9 @@ class WeightStreamer : public WeightProvider {
   uint64_t slot_bytes_ = 0;
   std::vector<char*> slots_;
   std::vector<int32_t> free_slots_;
-  std::deque<InFlight> queue_;     // issued, not yet acquired, in issue order
-  std::vector<int32_t> file_ids_;  // DiskStore file id of options.files[i]
+  std::deque<InFlight> queue_;        // issued, not yet acquired, in issue order
+  std::vector<int32_t> file_ids_;     // DiskStore file id of options.files[i]
+  std::vector<uint64_t> file_sizes_;  // size of options.files[i] when opened
   bool disk_direct_io_ = false;
   std::unique_ptr<TransferEngine> engine_;  // declared last: destroyed first
   StreamStats stats_;

@@ -97,13 +97,19 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
   cmd->add_option("--offload-queue-depth", o.offload_queue_depth,
                   "io_uring queue depth of the disk tier (weights and KV)")
       ->capture_default_str();
-  cmd->add_option("--kv-offloading-size", o.kv_offloading_size_gb,
-                  "GiB of host memory for KV blocks of preempted sequences (swapped out instead "
-                  "of recomputed)");
+  CLI::Option* kv_host = cmd->add_option(
+      "--kv-offloading-size", o.kv_offloading_size_gb,
+      "GiB of host memory for KV blocks of preempted sequences (swapped out instead "
+      "of recomputed)");
   // vLLM's older name, kept working.
   cmd->add_option_function<double>(
          "--swap-space",
-         [&o](double gb) {
+         [&o, kv_host](double gb) {
+           // Both given: an error, not whichever comes last (callbacks run after parsing).
+           if (kv_host->count() > 0) {
+             throw CLI::ValidationError("--swap-space",
+                                        "is the old name of --kv-offloading-size; give only one");
+           }
            std::fprintf(stderr,
                         "warning: --swap-space is deprecated; use --kv-offloading-size "
                         "(same meaning, GiB)\n");

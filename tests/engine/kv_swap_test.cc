@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "engine/llm_engine.h"
@@ -213,6 +214,49 @@ TEST_F(KvSwapTest, StreamedWeightsAndSwappedKvKeepOutputsExact) {
   EXPECT_GT(l.bytes_disk_to_device, 0u) << "disk-streamed weights";
   EXPECT_GT(l.bytes_host_to_disk, 0u) << "KV swapped to disk";
   EXPECT_EQ(engine->stats().swap_failures, 0);
+  expect_empty(*engine);
+}
+
+// Faults on disk-streamed weights: a transient one is read again and costs nothing else
+// (outputs exact); a persistent one fails the requests of the step it hits, each with an
+// error naming the layer and the tier, and the engine carries on once the disk heals.
+TEST_F(KvSwapTest, DiskWeightFaultsAreReadAgainOrFailOnlyThatStep) {
+  auto probe = open(kModel, deterministic_options());
+  ASSERT_NE(probe, nullptr);
+  const double half_gib = static_cast<double>(probe->weight_bytes()) / 2 / (1ull << 30);
+  probe.reset();
+  std::atomic<int> reads{0};
+  std::atomic<bool> armed{false}, broken{false};
+  EngineOptions o = deterministic_options();
+  o.cpu_offload_gb = 0.0;
+  o.disk_offload_gb = half_gib;
+  o.offload_dir = dir_.path();
+  o.weight_disk_fault_hook_for_testing = [&](DiskOp op, int64_t, uint64_t) {
+    if (op == DiskOp::kWrite || !armed.load()) return DiskFault::kNone;  // start-up reads
+    if (broken.load()) return DiskFault::kEio;
+    // Every 7th read fails once; its retry is another read, which succeeds.
+    return reads.fetch_add(1) % 7 == 3 ? DiskFault::kCorrupt : DiskFault::kNone;
+  };
+  auto engine = open(kModel, o);
+  ASSERT_NE(engine, nullptr);
+  armed = true;
+  expect_exact(run_together(*engine, cases_), "transient weight read faults");
+  EXPECT_GT(reads.load(), 7) << "weights were read from disk";
+
+  broken = true;
+  auto stream = engine->add_request(cases_[0].prompt, greedy(8)).value();
+  while (engine->step()) {
+  }
+  std::optional<RequestOutput> last;
+  while (auto out = stream->poll()) last = std::move(out);
+  ASSERT_TRUE(last.has_value() && last->finished);
+  EXPECT_EQ(last->finish_reason, "error");
+  EXPECT_NE(last->error.message().find("streaming the weights of"), std::string::npos)
+      << last->error.to_string();
+  EXPECT_NE(last->error.message().find("disk"), std::string::npos) << last->error.to_string();
+
+  broken = false;
+  expect_exact(run_together(*engine, cases_), "after the disk healed");
   expect_empty(*engine);
 }
 

@@ -169,6 +169,26 @@ TEST(PlannerTest, DiskTooSmallSaysHowMuchIsMissing) {
   EXPECT_THAT(p.status().message(), HasSubstr("--offload-dir"));
 }
 
+// Units read in place from the checkpoint take no space under --offload-dir: a full disk
+// still streams them; a one-time copy that does not fit says how much is missing.
+TEST(PlannerTest, InPlaceDiskUnitsNeedNoFreeSpace) {
+  PlannerInputs in = model(200 * kMiB);
+  for (PlannerUnit& u : in.units) u.disk_bytes = 0;  // all readable in place
+  in.disk_offload_bytes = 30 * kMiB;
+  in.has_offload_dir = true;
+  in.disk_limit = 0;
+  auto p = plan_weights(in);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  EXPECT_EQ(units_in(*p, WeightTier::kDisk).size(), 3u);
+  EXPECT_EQ(p->disk_bytes, 0u);
+  for (PlannerUnit& u : in.units) u.disk_bytes = u.device_bytes;  // all need a copy
+  in.disk_limit = 25 * kMiB;
+  p = plan_weights(in);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("--disk-offload-gb needs 30.0 MiB"));
+  EXPECT_THAT(p.status().message(), HasSubstr("5.0 MiB more is needed"));
+}
+
 TEST(PlannerTest, NothingCanHoldItGivesOneMessageWithTheMissingAmount) {
   // Smallest device use: embedding + head resident (40) + ring 3 x 10 + 10 fixed = 80 MiB.
   PlannerInputs in = model(50 * kMiB);

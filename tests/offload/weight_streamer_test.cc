@@ -280,7 +280,7 @@ TEST(WeightStreamerTest, HoldsSeveralStreamedUnitsAtOnceWithinTheRing) {
 
 // A disk read that fails is returned by acquire, and its bytes are not used; the unit is read
 // again next time. Covers an I/O error on a one-time copy, a checksum failure on one, and an
-// I/O error on an in-place file read.
+// I/O error and a checksum failure (against the CRC taken at start-up) on an in-place read.
 TEST(WeightStreamerTest, FailedDiskReadIsReportedNeverUsed) {
   struct Case {
     DiskOp op;
@@ -290,13 +290,15 @@ TEST(WeightStreamerTest, FailedDiskReadIsReportedNeverUsed) {
   };
   for (const Case& c : {Case{DiskOp::kRead, DiskFault::kEio, 2, StatusCode::kIoError},
                         Case{DiskOp::kRead, DiskFault::kCorrupt, 5, StatusCode::kDataLoss},
-                        Case{DiskOp::kFileRead, DiskFault::kEio, 3, StatusCode::kIoError}}) {
+                        Case{DiskOp::kFileRead, DiskFault::kEio, 3, StatusCode::kIoError},
+                        Case{DiskOp::kFileRead, DiskFault::kCorrupt, 3, StatusCode::kDataLoss}}) {
     Fixture f;
-    auto fail = std::make_shared<std::atomic<bool>>(true);
+    auto fail = std::make_shared<std::atomic<bool>>(false);
     auto s = f.make(2, [fail, c](DiskOp op, int64_t, uint64_t) {
       return op == c.op && fail->load() ? c.fault : DiskFault::kNone;
     });
     ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    fail->store(true);
     WeightStreamer& w = *s.value();
     for (int u = 0; u < c.unit; ++u) {
       auto r = w.acquire(u);
@@ -316,6 +318,30 @@ TEST(WeightStreamerTest, FailedDiskReadIsReportedNeverUsed) {
       expect_unit(u, *r.value());
       w.release(u);
     }
+  }
+}
+
+// A transient fault costs a retry, not the step: each kind of failed read once, then the same
+// read again succeeds and the unit is intact.
+TEST(WeightStreamerTest, TransientReadFaultIsReadAgain) {
+  for (DiskFault fault : {DiskFault::kEio, DiskFault::kCorrupt, DiskFault::kShortRead}) {
+    Fixture f;
+    auto left = std::make_shared<std::atomic<int>>(0);  // faults still to inject
+    auto s = f.make(2, [left, fault](DiskOp op, int64_t, uint64_t) {
+      if (op == DiskOp::kWrite) return DiskFault::kNone;
+      return left->fetch_sub(1) > 0 ? fault : DiskFault::kNone;
+    });
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    left->store(1);
+    WeightStreamer& w = *s.value();
+    for (int u = 0; u < w.num_units(); ++u) {
+      auto r = w.acquire(u);
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      expect_unit(u, *r.value());
+      w.release(u);
+    }
+    EXPECT_EQ(w.stats().retries, 1) << "fault " << static_cast<int>(fault);
+    EXPECT_EQ(w.stats().failures, 0);
   }
 }
 

@@ -64,6 +64,8 @@ expect offload_queue_depth nonzero 'offload-queue-depth' -- \
   "$bin" generate "$m" --prompt-ids 1 --offload-queue-depth 0
 expect swap_space_alias 0 'swap-space is deprecated' -- \
   "$bin" generate "$m" --prompt-ids 1 --max-tokens 1 --swap-space 0.01
+expect swap_space_and_new_name nonzero 'swap-space: is the old name of --kv-offloading-size; give only one' -- \
+  "$bin" generate "$m" --prompt-ids 1 --swap-space 0.01 --kv-offloading-size 0.02
 expect long_context nonzero 'max-model-len 100000 exceeds' -- \
   "$bin" generate "$m" --prompt-ids 1 --max-model-len 100000
 expect kv_report 0 'KV cache [0-9.]+ [KM]iB = [0-9]+ tokens \([0-9]+ blocks of 16\); maximum concurrency for 128 tokens per request: [0-9.]+x' -- \
