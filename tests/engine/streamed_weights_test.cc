@@ -311,6 +311,28 @@ TEST(StreamedWeightsAutoTest, SpillsAutomaticallyAndFailsWithOneMessage) {
     EXPECT_THAT(w.status().message(), HasSubstr("--max-model-len"));
   }
   {
+    // The KV tiers' host memory and disk space are not the weights': with more reserved than
+    // the machine has, host-streamed weights and one-time copies have no room; weights read
+    // in place from the checkpoint need none.
+    const uint64_t huge = uint64_t{1} << 50;
+    WeightTierOptions o;
+    o.cpu_offload_gb = static_cast<double>(layer) / kGiB;
+    o.host_reserved = huge;
+    auto w = load_tiered_weights(c, dir, LoadFormat::kAuto, backend.get(), o);
+    ASSERT_FALSE(w.is_ok());
+    EXPECT_THAT(w.status().message(), HasSubstr("of host memory is available"));
+    o = WeightTierOptions{};
+    o.cpu_offload_gb = 0.0;
+    o.disk_offload_gb = static_cast<double>(layer) / kGiB;
+    o.offload_dir = offload.path();
+    o.disk_reserved = huge;
+    ASSERT_TRUE(load_tiered_weights(c, dir, LoadFormat::kAuto, backend.get(), o).is_ok());
+    o.read_checkpoint_in_place = false;
+    w = load_tiered_weights(c, dir, LoadFormat::kAuto, backend.get(), o);
+    ASSERT_FALSE(w.is_ok());
+    EXPECT_THAT(w.status().message(), HasSubstr("after the KV disk tier"));
+  }
+  {
     WeightTierOptions o;
     o.offload_dir = offload.path() / "missing";
     EXPECT_EQ(load_tiered_weights(c, dir, LoadFormat::kAuto, backend.get(), o).status().code(),
