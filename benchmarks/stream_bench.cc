@@ -12,9 +12,10 @@
 //     embedding, the head and the staging ring must fit), every streamed layer on disk
 //     (--cpu-offload-gb 0; dummy weights go through the one-time copy in --offload-dir, read
 //     back with O_DIRECT). Decode tokens/s against the disk bound: the disk's read bandwidth
-//     (--disk-read-bw, measured by fio in benchmarks/run_stream_bench) divided by the bytes
-//     streamed per token. At several prefetch depths: the deeper the ring, the more reads are
-//     in flight, which a disk needs to reach its full bandwidth.
+//     (--disk-read-bw, the best of fio and a plain O_DIRECT reader, measured in
+//     benchmarks/run_stream_bench) divided by the bytes streamed per token. At several prefetch
+//     depths: the deeper the ring, the more reads are in flight, which a disk needs to reach its
+//     full bandwidth.
 // Medians over repeats. Usage:
 //   stream_bench CONFIG_DIR --offload-dir DIR [--disk-read-bw BYTES_PER_S] [--threads N]
 //                [--repeats R] [--steps N] [--parts host,disk] [--disk-depths 2,4,8]
@@ -303,7 +304,8 @@ std::string disk_part(const Args& a, const ModelConfig& c, Backend* backend,
     rows += disk_row(a, c, backend, w.total_bytes(), depth, &header);
   return "### (b) about half the model in the device tier, the rest streamed from disk\n\n" +
          header + "disk bound = disk read bandwidth (" +
-         (a.disk_read_bw > 0 ? fixed(a.disk_read_bw / 1e9, 3) + " GB/s, fio's best" : "unknown") +
+         (a.disk_read_bw > 0 ? fixed(a.disk_read_bw / 1e9, 3) + " GB/s, the best measured reader"
+                             : "unknown") +
          ") / bytes streamed per token.\n\n"
          "| depth | device budget (model / budget) | units on disk | streamed per token | step ms "
          "| stall ms | disk GB/s in decode | decode tok/s | disk bound tok/s | ratio |\n"
