@@ -5,6 +5,7 @@
 #include <new>
 
 #include "CLI/CLI.hpp"
+#include "bench/bench_command.h"
 #include "common/version.h"
 #include "server/generate_command.h"
 #include "server/serve_command.h"
@@ -22,6 +23,9 @@ int main(int argc, char** argv) {
   CLI::App* tokenize_cmd = tierserve::add_tokenize_command(app, tokenize);
   tierserve::ServeCommandOptions serve;
   CLI::App* serve_cmd = tierserve::add_serve_command(app, serve);
+  tierserve::bench::BenchServeOptions bench_serve;
+  CLI::App* bench_serve_cmd = nullptr;
+  tierserve::bench::add_bench_command(app, bench_serve, &bench_serve_cmd);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -36,6 +40,9 @@ int main(int argc, char** argv) {
     if (tokenize_cmd->parsed()) return tierserve::run_tokenize_command(tokenize);
     if (serve_cmd->parsed()) {
       return tierserve::run_serve_command(serve, std::getenv("TIERSERVE_API_KEY"));
+    }
+    if (bench_serve_cmd->parsed()) {
+      return tierserve::bench::run_bench_serve(bench_serve, std::getenv("OPENAI_API_KEY"));
     }
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
