@@ -217,9 +217,11 @@ Result<double> parse_seconds(const std::string& text, const std::string& flag) {
   return v * scale;
 }
 
-CLI::App* add_bench_command(CLI::App& app, BenchServeOptions& o, CLI::App** serve_cmd) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: serving load tests");
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& options, BenchCommands* commands) {
+  CLI::App* bench =
+      app.add_subcommand("bench", "Benchmarks: serving load tests, offline decode, offload tuning");
   bench->require_subcommand(1);
+  BenchServeOptions& o = options.serve;
   CLI::App* cmd = bench->add_subcommand(
       "serve",
       "Load-test an OpenAI-compatible server (tierserve or another) and report TTFT, "
@@ -273,7 +275,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchServeOptions& o, CLI::App** serv
                   "Write the summary (vLLM's keys) and every request's timings here");
   cmd->add_option("--plot", o.plot_dir, "Write PNG charts here (needs gnuplot)");
   cmd->add_flag("--disable-tqdm", o.disable_tqdm, "No live progress line");
-  *serve_cmd = cmd;
+  commands->serve = cmd;
+  commands->decode = add_bench_decode_command(bench, options.decode);
+  commands->offload = add_bench_offload_command(bench, options.offload);
   return bench;
 }
 

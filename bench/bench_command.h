@@ -1,5 +1,6 @@
-// `tierserve bench serve`: a load generator for any OpenAI-compatible server, with vLLM's
-// `bench serve` flag names and result keys where they exist.
+// `tierserve bench`: `serve`, a load generator for any OpenAI-compatible server, with vLLM's
+// `bench serve` flag names and result keys where they exist; `decode` and `offload`
+// (bench/decode_command.h, bench/offload_command.h), the offline engine benchmarks.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,8 @@
 
 #include "CLI/CLI.hpp"
 #include "bench/datasets.h"
+#include "bench/decode_command.h"
+#include "bench/offload_command.h"
 
 namespace tierserve::bench {
 
@@ -33,8 +36,20 @@ struct BenchServeOptions {
   bool disable_tqdm = false;  // vLLM's name: no live progress line
 };
 
-// Registers `bench` with its `serve` subcommand on `app`; returns `bench`.
-CLI::App* add_bench_command(CLI::App& app, BenchServeOptions& serve, CLI::App** serve_cmd);
+// Every `tierserve bench` subcommand's options, and the subcommands once registered.
+struct BenchOptions {
+  BenchServeOptions serve;
+  OfflineOptions decode;
+  OffloadSweepOptions offload;
+};
+struct BenchCommands {
+  CLI::App* serve = nullptr;
+  CLI::App* decode = nullptr;
+  CLI::App* offload = nullptr;
+};
+
+// Registers `bench` with its serve, decode and offload subcommands on `app`; returns `bench`.
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& options, BenchCommands* commands);
 
 // Runs the benchmark: 0 when it ran (failed requests are reported, not fatal), 1 with a
 // one-line error when it could not (bad flags, no server, a first request that fails).

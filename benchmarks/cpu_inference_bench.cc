@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "benchmarks/bench_util.h"
+#include "bench/bench_util.h"
 #include "common/topology.h"
 #include "common/units.h"
 #include "engine/llm_engine.h"

@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/bench_util.h"
+#include "bench/bench_util.h"
 #include "common/logging.h"
 #include "common/topology.h"
 #include "common/units.h"

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/bench_util.h"
+#include "bench/bench_util.h"
 #include "common/units.h"
 #include "engine/llm_engine.h"
 #include "engine/model_weights.h"

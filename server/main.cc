@@ -23,9 +23,9 @@ int main(int argc, char** argv) {
   CLI::App* tokenize_cmd = tierserve::add_tokenize_command(app, tokenize);
   tierserve::ServeCommandOptions serve;
   CLI::App* serve_cmd = tierserve::add_serve_command(app, serve);
-  tierserve::bench::BenchServeOptions bench_serve;
-  CLI::App* bench_serve_cmd = nullptr;
-  tierserve::bench::add_bench_command(app, bench_serve, &bench_serve_cmd);
+  tierserve::bench::BenchOptions bench;
+  tierserve::bench::BenchCommands bench_cmds;
+  tierserve::bench::add_bench_command(app, bench, &bench_cmds);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -41,9 +41,11 @@ int main(int argc, char** argv) {
     if (serve_cmd->parsed()) {
       return tierserve::run_serve_command(serve, std::getenv("TIERSERVE_API_KEY"));
     }
-    if (bench_serve_cmd->parsed()) {
-      return tierserve::bench::run_bench_serve(bench_serve, std::getenv("OPENAI_API_KEY"));
+    if (bench_cmds.serve->parsed()) {
+      return tierserve::bench::run_bench_serve(bench.serve, std::getenv("OPENAI_API_KEY"));
     }
+    if (bench_cmds.decode->parsed()) return tierserve::bench::run_bench_decode(bench.decode);
+    if (bench_cmds.offload->parsed()) return tierserve::bench::run_bench_offload(bench.offload);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
   } catch (const std::exception& e) {

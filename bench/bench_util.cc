@@ -1,4 +1,4 @@
-#include "benchmarks/bench_util.h"
+#include "bench/bench_util.h"
 
 #include <immintrin.h>
 
