@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `tierserve bench serve` against `tierserve serve` on the demo model, end to end over loopback:
-# a closed-loop run whose result file has vLLM's keys and the counts the run must give; a
-# concurrency sweep; the chat endpoint with jsonl prompts, one of which the server rejects; a
-# timed run with a ramp-up and samples; PNG charts; and errors that are one line.
-# Usage: bench_serve_test.sh TIERSERVE DEMO_MODEL_DIR
+# `tierserve bench` end to end on the demo model. `bench serve` against `tierserve serve` over
+# loopback: a closed-loop run whose result file has vLLM's keys and the counts the run must give;
+# a concurrency sweep; the chat endpoint with jsonl prompts, one of which the server rejects; a
+# timed run with a ramp-up and samples; PNG charts; and errors that are one line. `bench decode`
+# and `bench offload`: their tables, result files, recommendation and chart.
+# Usage: bench_cli_test.sh TIERSERVE DEMO_MODEL_DIR
 set -u
 bin=$1
 demo=$2
@@ -132,5 +133,53 @@ if [ $rc -eq 1 ] && grep -q -- '--tokenizer' <<<"$out"; then ok random_needs_tok
 
 kill "$pid" && wait "$pid"
 pid=""
+
+# bench decode: one row per batch size, every figure positive, the run's token counts.
+if "$bin" bench decode "$demo" --batch-sizes 1,3 --input-len 8 --output-len 6 --repeats 1 \
+  --shared-prefix-len 16 --result-json "$tmp/decode.json" >"$tmp/decode.txt" 2>&1 &&
+  py -c "
+import json, sys
+rows = json.load(open(sys.argv[1]))['rows']
+assert [r['batch'] for r in rows] == [1, 3], rows
+for r in rows:
+    assert r['decode_tokens_per_s'] > 0 and r['memory_bound_tokens_per_s'] > 0, r
+    assert 0 < r['ratio_to_memory_bound'] and r['mean_ttft_ms'] > 0 and r['step_ms'] > 0, r
+    assert r['streamed_mib_per_step'] == 0 and r['stall_ms_per_step'] == 0, r
+assert rows[1]['prefix_hit_tokens'] >= 16, rows  # three prompts behind one 16-token prefix
+" "$tmp/decode.json" && grep -q '^| 3 |' "$tmp/decode.txt"; then
+  ok bench_decode
+else
+  fail "bench_decode: $(cat "$tmp/decode.txt")"
+fi
+
+# bench offload: resident, host-streamed and disk-streamed points at two depths; streamed points
+# move bytes and have an overlap efficiency; a recommendation and a chart.
+mkdir -p "$tmp/offload"
+if "$bin" bench offload "$demo" --cpu-offload-gb-sweep 0,0.002 --disk-offload-gb-sweep 0,0.002 \
+  --prefetch-depth-sweep 1,2 --batch-sizes 2 --input-len 8 --output-len 6 --repeats 1 \
+  --offload-dir "$tmp/offload" --device-memory-gb 1 --plot "$tmp/oplot" \
+  --result-json "$tmp/offload.json" >"$tmp/offload.txt" 2>&1 &&
+  py -c "
+import json, sys
+j = json.load(open(sys.argv[1]))
+pts = j['points']
+assert len(pts) == 7, len(pts)  # resident once, then 3 offloads x 2 depths
+assert all('error' not in p for p in pts), pts
+assert j['host_copy_bytes_per_s'] > 0 and j['disk_read_bytes_per_s'] > 0, j
+for p in pts:
+    assert p['decode_tokens_per_s'] > 0, p
+    if p['cpu_offload_gb'] > 0: assert p['host_mib_per_step'] > 0, p
+    if p['disk_offload_gb'] > 0: assert p['disk_mib_per_step'] > 0, p
+    assert p['overlap_efficiency'] > 0, p
+assert len(j['recommendations']) == 1 and 'at batch 2' in j['recommendations'][0], j
+" "$tmp/offload.json" && grep -q '^recommendation: with 1 GiB of device memory' "$tmp/offload.txt" &&
+  [ -s "$tmp/oplot/offload_sweep.png" ] && [ -z "$(ls -A "$tmp/offload")" ]; then
+  ok bench_offload
+else
+  fail "bench_offload: $(cat "$tmp/offload.txt"; ls -A "$tmp/offload")"
+fi
+out=$("$bin" bench offload "$demo" --disk-offload-gb-sweep 1 2>&1)
+rc=$?
+if [ $rc -eq 1 ] && grep -q -- '--offload-dir' <<<"$out"; then ok offload_needs_dir; else fail "offload_needs_dir ($rc): $out"; fi
 [ $failures -eq 0 ] && echo "all bench serve tests passed"
 exit $((failures > 0))
