@@ -101,6 +101,11 @@ Status run(BenchServeOptions& o) {
   if (!o.duration.empty()) {
     TS_ASSIGN_OR_RETURN(load.duration_s, parse_seconds(o.duration, "--duration"));
     if (load.duration_s <= 0) return invalid_argument("--duration must be > 0");
+    if (o.max_concurrency == 0 && !std::isfinite(load.request_rate)) {
+      return invalid_argument(
+          "--duration needs --max-concurrency or a finite --request-rate (else it would send "
+          "requests as fast as it can for the whole run)");
+    }
   }
   if (!o.ramp_up.empty()) {
     TS_ASSIGN_OR_RETURN(load.ramp_up_s, parse_seconds(o.ramp_up, "--ramp-up"));
@@ -192,7 +197,9 @@ Status run(BenchServeOptions& o) {
   if (levels.size() > 1) std::printf("\n%s", format_sweep_table(rows).c_str());
   if (!o.result_json.empty()) {
     std::ofstream out(o.result_json);
-    out << (runs.size() == 1 ? runs[0] : Json{{"runs", runs}}).dump(2) << '\n';
+    out << (runs.size() == 1 ? runs[0] : Json{{"runs", runs}})
+               .dump(2, ' ', false, Json::error_handler_t::replace)
+        << '\n';
     out.close();
     if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
   }

@@ -121,7 +121,9 @@ Status run(OfflineOptions& o) {
       model_line.c_str(), o.input_len, o.shared_prefix_len, o.output_len, threads, o.repeats);
   if (!o.result_json.empty()) {
     std::ofstream out(o.result_json);
-    out << Json{{"model", model_line}, {"rows", rows}}.dump(2) << '\n';
+    out << Json{{"model", model_line}, {"rows", rows}}.dump(2, ' ', false,
+                                                            Json::error_handler_t::replace)
+        << '\n';
     if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
   }
   return Status::ok();

@@ -25,17 +25,31 @@ namespace fs = std::filesystem;
 
 Result<double> measure_copy_bandwidth(Backend* backend) {
   constexpr size_t kBytes = size_t{512} << 20;
-  std::vector<char> host(kBytes, 1);
-  TS_ASSIGN_OR_RETURN(void* device, backend->allocate(kBytes));
+  // Pinned host memory where the backend has it (the host tier's kind), else ordinary memory.
+  std::vector<char> pageable;
+  TS_ASSIGN_OR_RETURN(void* pinned, backend->allocate_pinned_host(kBytes));
+  char* host = static_cast<char*>(pinned);
+  if (host == nullptr) {
+    pageable.resize(kBytes);
+    host = pageable.data();
+  }
+  std::memset(host, 1, kBytes);
+  auto device_or = backend->allocate(kBytes);
+  if (!device_or.is_ok()) {
+    if (pinned != nullptr) backend->free_pinned_host(pinned);
+    return device_or.status();
+  }
+  void* device = device_or.value();
   double best = 0;
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    backend->copy(device, host.data(), kBytes);
+    backend->copy(device, host, kBytes);
     backend->synchronize();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(kBytes) / s);
   }
   backend->deallocate(device);
+  if (pinned != nullptr) backend->free_pinned_host(pinned);
   return best;
 }
 

@@ -63,9 +63,10 @@ LoadResult run_load(const std::vector<BenchPrompt>& prompts, const LoadOptions& 
 
   // The limits at time t: full after the ramp-up, growing linearly before.
   auto ramp = [&](double t) { return o.ramp_up_s > 0 ? std::min(1.0, t / o.ramp_up_s) : 1.0; };
+  // Without --max-concurrency, at most kMaxInFlight requests (threads, connections) at once.
+  const int32_t max_concurrency = o.max_concurrency > 0 ? o.max_concurrency : kMaxInFlight;
   auto concurrency_at = [&](double t) {
-    if (o.max_concurrency <= 0) return 0;
-    return std::max(1, static_cast<int32_t>(std::ceil(o.max_concurrency * ramp(t))));
+    return std::max(1, static_cast<int32_t>(std::ceil(max_concurrency * ramp(t))));
   };
 
   // The sampler: a sample every interval, progress twice a second.
@@ -154,15 +155,13 @@ LoadResult run_load(const std::vector<BenchPrompt>& prompts, const LoadOptions& 
       const auto end = t0 + std::chrono::duration_cast<Clock::duration>(
                                 std::chrono::duration<double>(o.duration_s));
       while (Clock::now() < end) {
-        const int32_t limit = concurrency_at(seconds_since(t0));
-        if (limit == 0 || sh.in_flight < limit) break;
+        if (sh.in_flight < concurrency_at(seconds_since(t0))) break;
         sh.cv.wait_until(lock, std::min(end, Clock::now() + std::chrono::milliseconds(100)));
       }
       if (Clock::now() >= end) break;
     } else {
       for (;;) {
-        const int32_t limit = concurrency_at(seconds_since(t0));
-        if (limit == 0 || sh.in_flight < limit) break;
+        if (sh.in_flight < concurrency_at(seconds_since(t0))) break;
         sh.cv.wait_for(lock, std::chrono::milliseconds(100));
       }
     }

@@ -18,8 +18,12 @@
 
 namespace tierserve::bench {
 
+// Requests in flight at most when LoadOptions::max_concurrency is 0 (each takes a thread and a
+// connection).
+inline constexpr int32_t kMaxInFlight = 1024;
+
 struct LoadOptions {
-  int32_t max_concurrency = 0;  // 0: no limit but the rate
+  int32_t max_concurrency = 0;  // 0: kMaxInFlight
   double request_rate = std::numeric_limits<double>::infinity();
   int64_t num_prompts = 0;  // requests to send when duration_s == 0
   double duration_s = 0;    // > 0: send for this long

@@ -232,7 +232,7 @@ Status run(OffloadSweepOptions& s) {
                 {"disk_read_bytes_per_s", disk_bw},
                 {"points", rows},
                 {"recommendations", recommendations}}
-               .dump(2)
+               .dump(2, ' ', false, Json::error_handler_t::replace)
         << '\n';
     if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
   }

@@ -250,6 +250,7 @@ void KvSwapper::copy_in(std::span<const BlockMove> moves) {
     const size_t e = static_cast<size_t>(m.slot.index);
     // Readable only once its write has completed (DESIGN.md §6 invariant 5).
     if (extent_state_[e] == ExtentState::kWriting) finish_staging(extent_staging_[e]);
+    TS_CHECK(extent_state_[e] != ExtentState::kFree) << "read of free disk extent " << e;
     if (extent_state_[e] != ExtentState::kStored) {
       note(m.status,
            extent_error_[e].with_context("KV block stored in disk extent " + std::to_string(e)));

@@ -127,6 +127,9 @@ fi
 out=$("${bench[@]}" --request-rate fast 2>&1)
 rc=$?
 if [ $rc -eq 1 ] && grep -q 'request-rate' <<<"$out"; then ok bad_rate; else fail "bad_rate ($rc): $out"; fi
+out=$("${bench[@]}" --duration 10s 2>&1)
+rc=$?
+if [ $rc -eq 1 ] && grep -q -- '--duration needs --max-concurrency' <<<"$out"; then ok unbounded_duration; else fail "unbounded_duration ($rc): $out"; fi
 out=$("$bin" bench serve --base-url "$url" --num-prompts 2 2>&1)
 rc=$?
 if [ $rc -eq 1 ] && grep -q -- '--tokenizer' <<<"$out"; then ok random_needs_tokenizer; else fail "random_needs_tokenizer ($rc): $out"; fi
