@@ -16,8 +16,8 @@ const char* const kChatEvents[] = {
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n",
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"}}]}\n\n",
     "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
-    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4,"
-    "\"total_tokens\":11}}\n\n",
+    ("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4,"
+     "\"total_tokens\":11}}\n\n"),
     "data: [DONE]\n\n"};
 const double kTimes[] = {0.050, 0.100, 0.130, 0.190, 0.200, 0.200, 0.201};
 
