@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -196,12 +195,8 @@ Status run(BenchServeOptions& o) {
   }
   if (levels.size() > 1) std::printf("\n%s", format_sweep_table(rows).c_str());
   if (!o.result_json.empty()) {
-    std::ofstream out(o.result_json);
-    out << (runs.size() == 1 ? runs[0] : Json{{"runs", runs}})
-               .dump(2, ' ', false, Json::error_handler_t::replace)
-        << '\n';
-    out.close();
-    if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
+    TS_RETURN_IF_ERROR(
+        write_result_json(o.result_json, runs.size() == 1 ? runs[0] : Json{{"runs", runs}}));
   }
   return Status::ok();
 }
@@ -290,12 +285,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& options, BenchCommands*
 
 int run_bench_serve(BenchServeOptions& options, const char* env_api_key) {
   if (options.api_key.empty() && env_api_key != nullptr) options.api_key = env_api_key;
-  Status s = run(options);
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "error: %s\n", s.message().c_str());
-    return 1;
-  }
-  return 0;
+  return exit_status(run(options));
 }
 
 }  // namespace tierserve::bench

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_util.h"
 #include "bench/offline_run.h"
+#include "bench/report.h"
 #include "common/topology.h"
 #include "common/units.h"
 #include "engine/model_weights.h"
@@ -92,9 +92,7 @@ Status run(OfflineOptions& o) {
       if (r == 0) continue;  // warm-up
       tps.push_back(run.decode_tokens_per_s());
       bound.push_back(run.mean_decode_batch * bw / static_cast<double>(cost.decode_bytes));
-      double sum = 0;
-      for (double t : run.ttft_s) sum += t;
-      ttft.push_back(sum / static_cast<double>(run.ttft_s.size()) * 1e3);
+      ttft.push_back(run.mean_ttft_s() * 1e3);
       step.push_back(run.step_seconds() * 1e3);
       streamed.push_back(run.streamed_bytes_per_step / static_cast<double>(kMiB));
       stall.push_back(run.stall_seconds_per_step * 1e3);
@@ -120,24 +118,13 @@ Status run(OfflineOptions& o) {
       "of %d runs; memory bound = batch x read bandwidth / weight bytes read per step\n",
       model_line.c_str(), o.input_len, o.shared_prefix_len, o.output_len, threads, o.repeats);
   if (!o.result_json.empty()) {
-    std::ofstream out(o.result_json);
-    out << Json{{"model", model_line}, {"rows", rows}}.dump(2, ' ', false,
-                                                            Json::error_handler_t::replace)
-        << '\n';
-    if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
+    TS_RETURN_IF_ERROR(write_result_json(o.result_json, {{"model", model_line}, {"rows", rows}}));
   }
   return Status::ok();
 }
 
 }  // namespace
 
-int run_bench_decode(OfflineOptions& o) {
-  Status s = run(o);
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "error: %s\n", s.message().c_str());
-    return 1;
-  }
-  return 0;
-}
+int run_bench_decode(OfflineOptions& o) { return exit_status(run(o)); }
 
 }  // namespace tierserve::bench

@@ -37,6 +37,11 @@ struct DecodeRun {
   double decode_tokens_per_s() const {
     return decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0;
   }
+  double mean_ttft_s() const {
+    double sum = 0;
+    for (double t : ttft_s) sum += t;
+    return ttft_s.empty() ? 0 : sum / static_cast<double>(ttft_s.size());
+  }
   double step_seconds() const {
     return decode_steps > 0 ? decode_seconds / static_cast<double>(decode_steps) : 0;
   }

@@ -12,6 +12,7 @@
 #include "bench/link_bounds.h"
 #include "bench/offline_run.h"
 #include "bench/plot.h"
+#include "bench/report.h"
 #include "common/units.h"
 #include "kernels/backend_registry.h"
 
@@ -119,9 +120,7 @@ Status run(OffloadSweepOptions& s) {
       const DecodeRun run = run_decode(*engine.value(), w);
       if (r == 0) continue;
       tps.push_back(run.decode_tokens_per_s());
-      double sum = 0;
-      for (double t : run.ttft_s) sum += t;
-      ttft.push_back(sum / static_cast<double>(run.ttft_s.size()) * 1e3);
+      ttft.push_back(run.mean_ttft_s() * 1e3);
       step.push_back(run.step_seconds() * 1e3);
       host.push_back(run.host_bytes_per_step);
       disk.push_back(run.disk_bytes_per_step);
@@ -227,14 +226,10 @@ Status run(OffloadSweepOptions& s) {
     recommendations.push_back(line);
   }
   if (!o.result_json.empty()) {
-    std::ofstream out(o.result_json);
-    out << Json{{"host_copy_bytes_per_s", host_bw},
-                {"disk_read_bytes_per_s", disk_bw},
-                {"points", rows},
-                {"recommendations", recommendations}}
-               .dump(2, ' ', false, Json::error_handler_t::replace)
-        << '\n';
-    if (!out) return io_error("--result-json " + o.result_json + ": cannot write");
+    TS_RETURN_IF_ERROR(write_result_json(o.result_json, {{"host_copy_bytes_per_s", host_bw},
+                                                         {"disk_read_bytes_per_s", disk_bw},
+                                                         {"points", rows},
+                                                         {"recommendations", recommendations}}));
   }
   if (!s.plot_dir.empty()) {
     const fs::path dir = s.plot_dir;
@@ -296,13 +291,6 @@ CLI::App* add_bench_offload_command(CLI::App* bench, OffloadSweepOptions& o) {
   return cmd;
 }
 
-int run_bench_offload(OffloadSweepOptions& o) {
-  Status s = run(o);
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "error: %s\n", s.message().c_str());
-    return 1;
-  }
-  return 0;
-}
+int run_bench_offload(OffloadSweepOptions& o) { return exit_status(run(o)); }
 
 }  // namespace tierserve::bench

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 namespace tierserve::bench {
 namespace {
@@ -164,6 +165,20 @@ std::string progress_line(const LoadSample& s) {
   std::snprintf(buf, sizeof(buf), "[%7.1fs] %lld done, %lld failed, %d in flight", s.t_s,
                 static_cast<long long>(s.completed), static_cast<long long>(s.failed), s.in_flight);
   return buf;
+}
+
+Status write_result_json(const std::string& path, const Json& j) {
+  std::ofstream out(path);
+  out << j.dump(2, ' ', false, Json::error_handler_t::replace) << '\n';
+  out.close();
+  if (!out) return io_error("--result-json " + path + ": cannot write");
+  return Status::ok();
+}
+
+int exit_status(const Status& s) {
+  if (s.is_ok()) return 0;
+  std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  return 1;
 }
 
 }  // namespace tierserve::bench

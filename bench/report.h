@@ -9,6 +9,7 @@
 
 #include "bench/load_generator.h"
 #include "bench/serve_metrics.h"
+#include "common/status.h"
 
 namespace tierserve::bench {
 
@@ -34,5 +35,10 @@ nlohmann::json result_json(const RunDescription& run, const ServeSummary& s, con
 std::string format_sweep_table(const std::vector<std::pair<int32_t, ServeSummary>>& rows);
 // "[  12.5s] 45 done, 2 failed, 8 in flight, 312.4 tok/s".
 std::string progress_line(const LoadSample& s);
+
+// Writes `j` to `path` (--result-json), invalid UTF-8 from a server replaced rather than fatal.
+Status write_result_json(const std::string& path, const nlohmann::json& j);
+// A `tierserve bench` subcommand's exit status: 0, or 1 after a one-line error on stderr.
+int exit_status(const Status& s);
 
 }  // namespace tierserve::bench
