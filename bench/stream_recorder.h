@@ -19,14 +19,7 @@ class StreamRecorder {
   // completed by them is stamped `t`, as a client that reads the socket sees it.
   void feed(std::string_view bytes, double t);
 
-  bool saw_done() const { return done_; }
-  // An `error` event from the server, or an event that is not JSON; empty when none.
-  const std::string& error() const { return error_; }
   int64_t content_chunks() const { return content_chunks_; }
-  const std::optional<double>& first_content_s() const { return first_s_; }
-  // From the usage chunk; nullopt when the server sent none.
-  std::optional<int64_t> prompt_tokens() const { return prompt_tokens_; }
-  std::optional<int64_t> completion_tokens() const { return completion_tokens_; }
 
   // Fills `r`'s timings, text and token counts (usage first, else content chunks and
   // `dataset_prompt_tokens`) for a body that ended at `end_s`. A stream without [DONE], with an
@@ -39,7 +32,7 @@ class StreamRecorder {
   std::string pending_;  // bytes of an unfinished line
   std::string data_;     // data lines of the current event
   bool done_ = false;
-  std::string error_;
+  std::string error_;  // an `error` event from the server, or an event that is not JSON
   int64_t content_chunks_ = 0;
   std::optional<double> first_s_;
   double last_s_ = 0;
