@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_util.h"
+#include "bench/link_bounds.h"
 #include "bench/offline_run.h"
 #include "bench/report.h"
 #include "common/topology.h"
@@ -85,7 +86,13 @@ Status run(OfflineOptions& o) {
                  format_bytes(engine.weight_bytes()) + ")";
     std::vector<double> tps, bound, ttft, step, streamed, stall, hits;
     for (int32_t r = 0; r <= o.repeats; ++r) {
-      const double bw = bandwidth.measure();
+      // The host's read bandwidth on the CPU backend; the GPU's memory bandwidth on a GPU.
+      double bw = 0;
+      if (engine.backend().device() == DeviceKind::kCpu) {
+        bw = bandwidth.measure();
+      } else {
+        TS_ASSIGN_OR_RETURN(bw, measure_device_bandwidth(&engine.backend()));
+      }
       DecodeWorkload w{batch, o.input_len, o.output_len, o.shared_prefix_len,
                        static_cast<uint32_t>(r)};
       const DecodeRun run = run_decode(engine, w);

@@ -14,6 +14,10 @@ namespace tierserve::bench {
 // The best of three copies of 512 MiB host -> device, in bytes/s.
 Result<double> measure_copy_bandwidth(Backend* backend);
 
+// The device memory's bandwidth: the best of three device -> device copies of 1 GiB, counting
+// the bytes read and written, in bytes/s (a GPU's HBM bound; on the CPU backend, memcpy's).
+Result<double> measure_device_bandwidth(Backend* backend);
+
 // The disk's sequential read bandwidth under `dir`, in bytes/s: the better of fio (4 MiB blocks,
 // 64 in flight, O_DIRECT through io_uring, on a 1 GiB file it lays out, removed afterwards) and
 // DiskStore reading the same file (8 MiB reads, 32 in flight, into huge-page buffers, as the

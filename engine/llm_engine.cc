@@ -266,6 +266,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
       (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
   e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(), e->kv_pool_.get(),
                                              max_step, max_seqs, max_blocks_per_seq);
+  TS_RETURN_IF_ERROR(e->runner_->init());
   e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
   e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
 

@@ -130,6 +130,8 @@ class LlmEngine {
   int32_t max_model_len() const { return max_model_len_; }
   uint64_t weight_bytes() const { return weights_->device_bytes(); }
   const KvSizing& kv_sizing() const { return kv_sizing_; }
+  // The backend the model runs on (benchmarks measure its bounds). Engine thread, or no loop.
+  Backend& backend() { return *backend_; }
   // Engine thread (or no loop running).
   KvTierUsage kv_tier_usage();
   // Any thread: the state published after the last step.

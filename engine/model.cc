@@ -9,8 +9,8 @@
 namespace tierserve {
 namespace {
 
-TensorView f32(float* p, int64_t rows, int64_t cols) {
-  return TensorView::contiguous(p, DType::kF32, {rows, cols});
+TensorView f32(float* p, int64_t rows, int64_t cols, DeviceKind device) {
+  return TensorView::contiguous(p, DType::kF32, {rows, cols}, device);
 }
 
 const TensorView* optional(const TensorView& t) { return t.data != nullptr ? &t : nullptr; }
@@ -95,7 +95,8 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
   const int64_t d = c.hidden_size, f = c.intermediate_size, hd = c.head_dim;
   const int64_t qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  TensorView residual = f32(residual_, n, d), x = f32(x_, n, d);
+  const DeviceKind dev = backend_->device();
+  TensorView residual = f32(residual_, n, d, dev), x = f32(x_, n, d, dev);
 
   // Attention block. The previous block's output (in x) joins the residual stream here.
   if (first_layer) {
@@ -103,30 +104,31 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
   } else {
     backend_->add_rmsnorm(residual, x, w[kInputNorm], eps, x);
   }
-  TensorView q = f32(q_, n, qd), k = f32(k_, n, kvd), v = f32(v_, n, kvd);
+  TensorView q = f32(q_, n, qd, dev), k = f32(k_, n, kvd, dev), v = f32(v_, n, kvd, dev);
   backend_->gemm(x, w[kQProj], optional(w[kQBias]), q);
   backend_->gemm(x, w[kKProj], optional(w[kKBias]), k);
   backend_->gemm(x, w[kVProj], optional(w[kVBias]), v);
   if (c.qk_norm) {
-    backend_->rmsnorm(f32(q_, n * c.num_heads, hd), w[kQNorm], eps, f32(q_, n * c.num_heads, hd));
-    backend_->rmsnorm(f32(k_, n * c.num_kv_heads, hd), w[kKNorm], eps,
-                      f32(k_, n * c.num_kv_heads, hd));
+    backend_->rmsnorm(f32(q_, n * c.num_heads, hd, dev), w[kQNorm], eps,
+                      f32(q_, n * c.num_heads, hd, dev));
+    backend_->rmsnorm(f32(k_, n * c.num_kv_heads, hd, dev), w[kKNorm], eps,
+                      f32(k_, n * c.num_kv_heads, hd, dev));
   }
-  TensorView q3 = TensorView::contiguous(q_, DType::kF32, {n, c.num_heads, hd});
-  TensorView k3 = TensorView::contiguous(k_, DType::kF32, {n, c.num_kv_heads, hd});
-  TensorView v3 = TensorView::contiguous(v_, DType::kF32, {n, c.num_kv_heads, hd});
+  TensorView q3 = TensorView::contiguous(q_, DType::kF32, {n, c.num_heads, hd}, dev);
+  TensorView k3 = TensorView::contiguous(k_, DType::kF32, {n, c.num_kv_heads, hd}, dev);
+  TensorView v3 = TensorView::contiguous(v_, DType::kF32, {n, c.num_kv_heads, hd}, dev);
   backend_->rope(q3, k3, batch.positions, rope_.table());
   backend_->write_kv(layer, k3, v3, batch.attn, cache);
   AttentionParams params;
   params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   params.sliding_window = c.layer_sliding_window[static_cast<size_t>(layer)];
-  TensorView attn3 = TensorView::contiguous(attn_, DType::kF32, {n, c.num_heads, hd});
+  TensorView attn3 = TensorView::contiguous(attn_, DType::kF32, {n, c.num_heads, hd}, dev);
   backend_->paged_attention(layer, q3, batch.attn, cache, params, attn3);
-  backend_->gemm(f32(attn_, n, qd), w[kOProj], optional(w[kOBias]), x);
+  backend_->gemm(f32(attn_, n, qd, dev), w[kOProj], optional(w[kOBias]), x);
 
   // MLP block.
   backend_->add_rmsnorm(residual, x, w[kPostAttnNorm], eps, x);
-  TensorView gate = f32(gate_, n, f), up = f32(up_, n, f);
+  TensorView gate = f32(gate_, n, f, dev), up = f32(up_, n, f, dev);
   backend_->gemm(x, w[kGateProj], optional(w[kGateBias]), gate);
   backend_->gemm(x, w[kUpProj], optional(w[kUpBias]), up);
   backend_->silu_mul(gate, up, gate);
@@ -134,15 +136,17 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
   return Status::ok();
 }
 
-Result<TensorView> Model::forward(const ForwardBatch& batch, const KvCacheView& cache) {
-  const int32_t n = batch.attn.num_tokens;
+Result<TensorView> Model::forward(const ForwardBatch& host_batch, const KvCacheView& cache) {
+  const int32_t n = host_batch.attn.num_tokens;
   TS_CHECK(n > 0 && n <= max_num_tokens_) << "step of " << n << " tokens";
-  TS_CHECK(batch.num_logit_rows >= 0 && batch.num_logit_rows <= max_logit_rows_)
-      << batch.num_logit_rows << " logit rows";
+  TS_CHECK(host_batch.num_logit_rows >= 0 && host_batch.num_logit_rows <= max_logit_rows_)
+      << host_batch.num_logit_rows << " logit rows";
   const int64_t d = config_.hidden_size;
+  const StepInputs batch = backend_->stage_step(host_batch);
+  const DeviceKind dev = backend_->device();
 
   TS_ASSIGN_OR_RETURN(const WeightUnit* embedding, weights_->acquire(kEmbeddingUnit));
-  backend_->embedding(batch.token_ids, embedding->tensors[kEmbedTokens], f32(residual_, n, d));
+  backend_->embedding(batch.token_ids, embedding->tensors[kEmbedTokens], f32(residual_, n, d, dev));
   weights_->release(kEmbeddingUnit);
 
   for (int32_t l = 0; l < config_.num_layers; ++l) {
@@ -154,14 +158,14 @@ Result<TensorView> Model::forward(const ForwardBatch& batch, const KvCacheView& 
 
   // Only the rows that produce logits go through the final norm and the head.
   const int32_t r = batch.num_logit_rows;
-  if (r == 0) return f32(logits_, 0, config_.vocab_size);
-  TensorView last = f32(last_, r, d), last_out = f32(last_out_, r, d);
-  backend_->gather_rows(f32(residual_, n, d), batch.logit_rows, last);
-  backend_->gather_rows(f32(x_, n, d), batch.logit_rows, last_out);
+  if (r == 0) return f32(logits_, 0, config_.vocab_size, dev);
+  TensorView last = f32(last_, r, d, dev), last_out = f32(last_out_, r, d, dev);
+  backend_->gather_rows(f32(residual_, n, d, dev), batch.logit_rows, last);
+  backend_->gather_rows(f32(x_, n, d, dev), batch.logit_rows, last_out);
   TS_ASSIGN_OR_RETURN(const WeightUnit* head, weights_->acquire(head_unit(config_)));
   backend_->add_rmsnorm(last, last_out, head->tensors[kFinalNorm],
                         static_cast<float>(config_.rms_norm_eps), last_out);
-  TensorView logits = f32(logits_, r, config_.vocab_size);
+  TensorView logits = f32(logits_, r, config_.vocab_size, dev);
   backend_->gemm(last_out, head->tensors[kLmHead], nullptr, logits);
   weights_->release(head_unit(config_));
   return logits;

@@ -14,14 +14,8 @@
 
 namespace tierserve {
 
-// The inputs of one forward step, prepared by the caller (host arrays on the CPU backend).
-struct ForwardBatch {
-  const int32_t* token_ids = nullptr;   // [attn.num_tokens]
-  const int32_t* positions = nullptr;   // [attn.num_tokens] position of each token in its sequence
-  AttentionMetadata attn;               // sequences, block tables, slots for new K/V
-  const int32_t* logit_rows = nullptr;  // [num_logit_rows] token rows whose logits are wanted
-  int32_t num_logit_rows = 0;
-};
+// The inputs of one forward step, in host memory (Model::forward stages them on the backend).
+using ForwardBatch = StepInputs;
 
 class Model {
  public:

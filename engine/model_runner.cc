@@ -24,6 +24,30 @@ ModelRunner::ModelRunner(Model* model, Backend* backend, KvPool* pool, int32_t m
   sampled_.reserve(static_cast<size_t>(max_num_seqs));
 }
 
+ModelRunner::~ModelRunner() {
+  if (host_logits_pinned_) backend_->free_pinned_host(host_logits_);
+}
+
+Status ModelRunner::init() {
+  StepLimits limits;
+  limits.max_tokens = max_num_tokens_;
+  limits.max_seqs = max_num_seqs_;
+  limits.max_blocks_per_seq = max_blocks_per_seq_;
+  TS_RETURN_IF_ERROR(backend_->reserve_steps(limits));
+  if (backend_->device() == DeviceKind::kCpu) return Status::ok();
+  const size_t floats =
+      static_cast<size_t>(max_num_seqs_) * static_cast<size_t>(model_->config().vocab_size);
+  TS_ASSIGN_OR_RETURN(void* pinned, backend_->allocate_pinned_host(floats * sizeof(float)));
+  if (pinned != nullptr) {
+    host_logits_ = static_cast<float*>(pinned);
+    host_logits_pinned_ = true;
+  } else {
+    host_logits_fallback_.resize(floats);
+    host_logits_ = host_logits_fallback_.data();
+  }
+  return Status::ok();
+}
+
 Result<TensorView> ModelRunner::execute(const StepPlan& plan) {
   const int32_t num_seqs = static_cast<int32_t>(plan.scheduled.size());
   TS_CHECK(num_seqs > 0 && num_seqs <= max_num_seqs_) << num_seqs << " sequences in a step";
@@ -77,7 +101,10 @@ Result<TensorView> ModelRunner::execute(const StepPlan& plan) {
   batch.num_logit_rows = static_cast<int32_t>(sampled_.size());
   TS_ASSIGN_OR_RETURN(TensorView logits, model_->forward(batch, cache));
   backend_->synchronize();
-  return logits;
+  if (logits.device == DeviceKind::kCpu || logits.numel() == 0) return logits;
+  TS_CHECK(host_logits_ != nullptr) << "ModelRunner::init was not called";
+  backend_->copy(host_logits_, logits.data, logits.nbytes());
+  return TensorView::contiguous(host_logits_, DType::kF32, {logits.dim(0), logits.dim(1)});
 }
 
 }  // namespace tierserve

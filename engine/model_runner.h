@@ -21,11 +21,19 @@ class ModelRunner {
   // blocks.
   ModelRunner(Model* model, Backend* backend, KvPool* pool, int32_t max_num_tokens,
               int32_t max_num_seqs, int32_t max_blocks_per_seq);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
+
+  // Reserves the backend's step-input buffers and, where the backend's memory is not the
+  // host's, a host buffer for the logits. Start-up only; call once before execute().
+  Status init();
 
   // Runs `plan` (already committed by the scheduler: every scheduled sequence's blocks hold
   // its new tokens). Returns logits [rows, vocab] f32, one row per sequence whose last token ran
-  // this step, in plan order; sampled()[r] is the index in plan.scheduled of row r. Valid until
-  // the next execute.
+  // this step, in plan order; sampled()[r] is the index in plan.scheduled of row r. The logits
+  // are in host memory (copied back from the device where needed). Valid until the next
+  // execute.
   Result<TensorView> execute(const StepPlan& plan);
   const std::vector<int32_t>& sampled() const { return sampled_; }
 
@@ -45,6 +53,10 @@ class ModelRunner {
   std::vector<int32_t> block_tables_;  // [max_num_seqs, max_blocks_per_seq]
   std::vector<int32_t> logit_rows_;    // [max_num_seqs]
   std::vector<int32_t> sampled_;       // [max_num_seqs]
+  // Host copy of the logits when the backend's device memory is not the host's, else null.
+  float* host_logits_ = nullptr;  // [max_num_seqs, vocab_size], Backend::allocate_pinned_host
+  bool host_logits_pinned_ = false;
+  std::vector<float> host_logits_fallback_;  // when the backend has no pinned allocator
 };
 
 }  // namespace tierserve

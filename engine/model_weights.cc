@@ -250,12 +250,15 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
       if (plain != nullptr) backend->copy(to, w.sources[i].data, bytes);
       plain = const_cast<void*>(w.sources[i].data);
     } else {
-      if (plain == nullptr) {
+      // Dummy weights are made in host memory: in place where the device tier is the host's.
+      const bool on_host = backend->device() == DeviceKind::kCpu;
+      if (plain == nullptr || !on_host) {
         staging.resize(bytes);
         plain = staging.data();
       }
       bool is_norm = s.name.find("norm") != std::string::npos;
       fill_dummy(plain, w.dtypes[i], numel(s.shape), is_norm, w.seed * 1000003ull + i);
+      if (!on_host && w.packed[i] == 0) backend->copy(to, plain, bytes);
     }
     TensorView view = make_view(to, w.dtypes[i], s.shape, backend->device());
     if (w.packed[i] > 0) {

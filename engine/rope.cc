@@ -48,18 +48,21 @@ RopeCache::RopeCache(int32_t rotary_dim, double theta, const RopeScaling& scalin
                      int32_t max_positions, RopeStyle style)
     : inv_freq_(rope_inv_freq(rotary_dim, theta, scaling)) {
   const size_t half = inv_freq_.size();
+  TS_CHECK_LE(rotary_dim, kMaxRotaryDim) << "rotary dimension";
+  for (double f : inv_freq_) inv_freq_f32_.push_back(static_cast<float>(f));
   cos_.resize(static_cast<size_t>(max_positions) * half);
   sin_.resize(static_cast<size_t>(max_positions) * half);
   for (int32_t p = 0; p < max_positions; ++p) {
     for (size_t i = 0; i < half; ++i) {
       // As Hugging Face: the angle is an f32 product of position and f32 inv_freq.
-      float angle = static_cast<float>(p) * static_cast<float>(inv_freq_[i]);
+      float angle = static_cast<float>(p) * inv_freq_f32_[i];
       cos_[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
       sin_[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
     }
   }
   table_.cos = cos_.data();
   table_.sin = sin_.data();
+  table_.inv_freq = inv_freq_f32_.data();
   table_.rotary_dim = rotary_dim;
   table_.max_positions = max_positions;
   table_.style = style;

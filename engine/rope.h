@@ -23,6 +23,7 @@ class RopeCache {
 
  private:
   std::vector<double> inv_freq_;
+  std::vector<float> inv_freq_f32_;  // the f32 factors the tables were made with
   std::vector<float> cos_;
   std::vector<float> sin_;
   RopeTable table_;

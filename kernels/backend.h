@@ -28,19 +28,41 @@ enum class RopeStyle : uint8_t {
 };
 
 // Precomputed rotary tables: cos[p][i] and sin[p][i] for position p and frequency i, with any
-// scaling (linear, llama3, ...) already applied. Host memory on the CPU backend.
+// scaling (linear, llama3, ...) already applied, in host memory. A backend may read the tables
+// (the CPU) or recompute cos/sin(f32(p) * inv_freq[i]) from inv_freq (CUDA), which is how the
+// tables were made.
+inline constexpr int32_t kMaxRotaryDim = 512;
 struct RopeTable {
   const float* cos = nullptr;  // [max_positions, rotary_dim / 2]
   const float* sin = nullptr;  // [max_positions, rotary_dim / 2]
-  int32_t rotary_dim = 0;      // rotated elements at the start of each head (<= head_dim, even)
+  int32_t rotary_dim = 0;      // rotated elements at the start of each head (<= head_dim, even,
+                               // <= kMaxRotaryDim)
   int32_t max_positions = 0;   // rows in the tables; positions must be below this
   RopeStyle style = RopeStyle::kNeox;
+  const float* inv_freq = nullptr;  // [rotary_dim / 2] f32 frequencies, scaling applied
 };
 
 struct AttentionParams {
   float scale = 1.0f;          // multiplies q.k before softmax (usually 1/sqrt(head_dim))
   int32_t sliding_window = 0;  // if > 0, a query at position p sees keys at positions
                                // (p - sliding_window, p]; 0 means no window (all of [0, p])
+};
+
+// The integer inputs of one forward step. The caller fills them in host memory; stage_step()
+// returns the copy the backend's ops read.
+struct StepInputs {
+  const int32_t* token_ids = nullptr;   // [attn.num_tokens]
+  const int32_t* positions = nullptr;   // [attn.num_tokens] position of each token in its sequence
+  AttentionMetadata attn;               // sequences, block tables, slots for new K/V
+  const int32_t* logit_rows = nullptr;  // [num_logit_rows] token rows whose logits are wanted
+  int32_t num_logit_rows = 0;
+};
+
+// The largest step stage_step() must hold (reserve_steps()).
+struct StepLimits {
+  int32_t max_tokens = 0;          // tokens per step
+  int32_t max_seqs = 0;            // sequences (and logit rows) per step
+  int32_t max_blocks_per_seq = 0;  // block-table row length
 };
 
 class Backend {
@@ -67,10 +89,33 @@ class Backend {
     return static_cast<void*>(nullptr);
   }
   virtual void free_pinned_host(void* ptr) { (void)ptr; }
-  // Copies between host and device memory (either direction, or within one side).
+  // Copies between host and device memory (either direction, or within one side) and returns
+  // when the bytes have arrived. Thread-safe (the transfer engine's copy threads call it). Not
+  // ordered with the compute stream: ops that write `src` or use `dst` must have completed
+  // (synchronize(), or wait_fence() on a fence recorded after them).
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
-  // Waits until all issued work has completed.
+  // Waits until all issued work has completed. Reports (aborts on) an error a kernel detected
+  // in its inputs, such as a token id outside the vocabulary.
   virtual void synchronize() = 0;
+
+  // --- Compute-stream fences ------------------------------------------------------------------
+  // record_fence() marks the point after every op issued so far; wait_fence(f) blocks the calling
+  // thread (any thread) until the compute stream has passed f. Fences are numbered in order;
+  // 0 is always passed. On the CPU ops complete before returning, so both are free.
+  virtual uint64_t record_fence() { return 0; }
+  virtual void wait_fence(uint64_t fence) { (void)fence; }
+
+  // --- Step inputs ----------------------------------------------------------------------------
+  // Sizes stage_step()'s buffers; start-up only. Steps beyond `limits` are a caller bug.
+  virtual Status reserve_steps(const StepLimits& limits) {
+    (void)limits;
+    return Status::ok();
+  }
+  // Returns `host` with every array where this backend's ops read them: on the CPU `host`
+  // itself; on a GPU one copy into device buffers, ordered before the ops issued after it and
+  // valid until the next stage_step(). `host`'s arrays may be reused once this returns. The
+  // integer arguments of the ops below (ids, positions, rows, metadata) come from here.
+  virtual StepInputs stage_step(const StepInputs& host) { return host; }
 
   // --- Ops ---------------------------------------------------------------------------------
   // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]). x and y f32; w f32, bf16 or f16 (a Hugging Face
@@ -106,7 +151,7 @@ class Backend {
                            const TensorView& weight, float eps, const TensorView& y) = 0;
 
   // Rotates q[t, num_heads, head_dim] and k[t, num_kv_heads, head_dim] in place, f32, token i at
-  // positions[i] (host i32 array of t entries). Elements past table.rotary_dim are unchanged.
+  // positions[i] (t entries, from stage_step). Elements past table.rotary_dim are unchanged.
   virtual void rope(const TensorView& q, const TensorView& k, const int32_t* positions,
                     const RopeTable& table) = 0;
 
@@ -114,11 +159,11 @@ class Backend {
   // alias gate.
   virtual void silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) = 0;
 
-  // out[t, d] = table[ids[t], :] converted to f32. ids are host i32; every id must be below
+  // out[t, d] = table[ids[t], :] converted to f32. ids (from stage_step) must be below
   // table.dim(0) (checked).
   virtual void embedding(const int32_t* ids, const TensorView& table, const TensorView& out) = 0;
 
-  // dst[r, d] = src[rows[r], :] for r < dst.dim(0); f32.
+  // dst[r, d] = src[rows[r], :] for r < dst.dim(0); f32; rows from stage_step (checked).
   virtual void gather_rows(const TensorView& src, const int32_t* rows, const TensorView& dst) = 0;
 
   // Row-wise softmax of x[m, n] in place, f32, numerically stable (max subtracted).

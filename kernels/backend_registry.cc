@@ -4,6 +4,7 @@
 #include "kernels/cpu/cpu_isa.h"
 
 #if defined(TIERSERVE_CUDA)
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_device.h"
 #endif
 
@@ -23,18 +24,23 @@ Result<std::unique_ptr<Backend>> create_cpu(const BackendOptions& options) {
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
-Result<std::unique_ptr<Backend>> create_cuda() {
+Result<std::unique_ptr<Backend>> create_cuda(const BackendOptions& options) {
 #if defined(TIERSERVE_CUDA)
-  const int devices = cuda::device_count();
-  if (devices > 0) {
-    return unimplemented("found CUDA device " + cuda::device_description(0) +
-                         ", but the CUDA op set is not in this build yet; use --device cpu");
-  }
-  return not_found(
-      "no CUDA device: the CUDA runtime reports none (check the driver and "
-      "CUDA_VISIBLE_DEVICES); use --device cpu");
+  cuda::CudaBackendOptions cuda;
+  cuda.deterministic = options.deterministic;
+  return cuda::create_cuda_backend(cuda);
 #else
+  (void)options;
   return not_found("no CUDA device: this binary was built without CUDA; use --device cpu");
+#endif
+}
+
+// Whether "auto" finds a CUDA device.
+bool cuda_present() {
+#if defined(TIERSERVE_CUDA)
+  return cuda::device_count() > 0;
+#else
+  return false;
 #endif
 }
 
@@ -58,8 +64,9 @@ Status BackendOptions::validate() const {
 
 Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   TS_RETURN_IF_ERROR(options.validate());
-  // "auto" is the CPU until the CUDA backend implements the op set.
-  if (options.device == "cuda") return create_cuda();
+  if (options.device == "cuda" || (options.device == "auto" && cuda_present())) {
+    return create_cuda(options);
+  }
   return create_cpu(options);
 }
 

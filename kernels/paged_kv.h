@@ -47,8 +47,9 @@ struct KvCacheView {
   }
 };
 
-// Which tokens one forward step processes and where their KV lives. All arrays are host memory
-// for the CPU backend (device memory for a GPU backend) and valid for the duration of the step.
+// Which tokens one forward step processes and where their KV lives. The arrays are where the
+// backend's ops read them (Backend::stage_step: host memory on the CPU, device memory on a GPU)
+// and valid for the duration of the step.
 // Sequence s owns tokens [query_start[s], query_start[s + 1]) of the step; they are its newest
 // tokens, so query token j (0-based within the sequence's part of the step) has position
 // seq_lens[s] - q_len + j.

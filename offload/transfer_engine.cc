@@ -23,6 +23,7 @@ struct Job {
   int64_t target = 0;  // extent, or file id
   uint64_t offset = 0;
   std::optional<uint32_t> crc;
+  uint64_t after_fence = 0;  // copy jobs: compute-stream fence to wait for first
 };
 
 }  // namespace
@@ -83,6 +84,7 @@ struct TransferEngine::Impl {
         job = copy_jobs.front();
         copy_jobs.pop_front();
       }
+      if (job.after_fence != 0) backend->wait_fence(job.after_fence);
       backend->copy(job.dst, job.src, job.bytes);
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -215,8 +217,10 @@ int64_t TransferEngine::num_free_extents() const {
 
 int64_t TransferEngine::num_extents() const { return impl_->num_extents; }
 
-TransferTicket TransferEngine::copy(void* dst, const void* src, size_t bytes) {
+TransferTicket TransferEngine::copy(void* dst, const void* src, size_t bytes,
+                                    uint64_t after_fence) {
   Job job;
+  job.after_fence = after_fence;
   job.dst = dst;
   job.src = src;
   job.bytes = bytes;

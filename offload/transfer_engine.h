@@ -62,8 +62,10 @@ class TransferEngine {
   int64_t num_free_extents() const;
   int64_t num_extents() const;
 
-  // Copies `bytes` between device and host memory, either direction (Backend::copy).
-  TransferTicket copy(void* dst, const void* src, size_t bytes);
+  // Copies `bytes` between device and host memory, either direction (Backend::copy), once the
+  // compute stream has passed `after_fence` (Backend::record_fence; 0: at once), so that a copy
+  // may be queued into memory that compute still reads.
+  TransferTicket copy(void* dst, const void* src, size_t bytes, uint64_t after_fence = 0);
   // DiskStore::submit_write / submit_read / submit_file_read, on the I/O thread.
   TransferTicket disk_write(int64_t extent, const void* src, uint64_t bytes);
   TransferTicket disk_read(int64_t extent, void* dst, uint64_t bytes);

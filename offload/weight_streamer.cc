@@ -149,6 +149,7 @@ Status WeightStreamer::fill_tiers(std::vector<StreamedUnit>& in,
     ring_ = ring.value();
     for (size_t i = 0; i < num_slots; ++i) {
       slots_.push_back(static_cast<char*>(ring_) + i * slot_bytes_);
+      slot_fences_.push_back(0);
       free_slots_.push_back(static_cast<int32_t>(i));
     }
   }
@@ -300,8 +301,9 @@ std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit) {
                                         static_cast<uint64_t>(copy_threads_),
                                     64);
     for (uint64_t off = 0; off < unit.bytes; off += piece) {
-      tickets.push_back(
-          engine_->copy(dst + off, unit.host_image + off, std::min(piece, unit.bytes - off)));
+      tickets.push_back(engine_->copy(dst + off, unit.host_image + off,
+                                      std::min(piece, unit.bytes - off),
+                                      slot_fences_[static_cast<size_t>(unit.slot)]));
     }
   } else if (!unit.file_reads.empty()) {
     for (size_t i = 0; i < unit.file_reads.size(); ++i) {
@@ -414,6 +416,7 @@ void WeightStreamer::release(int32_t u) {
   TS_CHECK(unit.held) << "unit " << u << " released unacquired";
   unit.held = false;
   if (unit.tier == WeightTier::kDevice) return;
+  slot_fences_[static_cast<size_t>(unit.slot)] = backend_->record_fence();
   free_slots_.push_back(unit.slot);
   unit.slot = -1;
   top_up();

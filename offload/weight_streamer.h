@@ -13,8 +13,10 @@
 // discards it, and restarts the pipeline at u. A failed transfer is read again (kReadAttempts
 // times in all, so that a transient I/O error costs only time); if it still fails, acquire
 // returns the error and the bytes are never used; the next acquire of the unit reads it again.
-// release(u) may overwrite u's slot at once: the compute that reads u must have completed (true on
-// the CPU backend, whose ops complete before returning; a GPU backend records an event for it).
+// release(u) records a compute fence (Backend::record_fence) for u's slot, and copies into the
+// slot wait for it, so that a slot is refilled only once the compute that read it has completed
+// (free on the CPU backend, whose ops complete before returning). Disk reads straight into slots
+// happen only on the CPU backend (create() refuses disk-streamed units elsewhere).
 //
 // Thread-safety: acquire/release/stats from the engine thread only.
 #pragma once
@@ -184,9 +186,10 @@ class WeightStreamer : public WeightProvider {
   uint64_t slot_bytes_ = 0;
   std::vector<char*> slots_;
   std::vector<int32_t> free_slots_;
-  std::deque<InFlight> queue_;        // issued, not yet acquired, in issue order
-  std::vector<int32_t> file_ids_;     // DiskStore file id of options.files[i]
-  std::vector<uint64_t> file_sizes_;  // size of options.files[i] when opened
+  std::vector<uint64_t> slot_fences_;  // per slot: the fence after the compute that last read it
+  std::deque<InFlight> queue_;         // issued, not yet acquired, in issue order
+  std::vector<int32_t> file_ids_;      // DiskStore file id of options.files[i]
+  std::vector<uint64_t> file_sizes_;   // size of options.files[i] when opened
   bool disk_direct_io_ = false;
   std::unique_ptr<TransferEngine> engine_;  // declared last: destroyed first
   StreamStats stats_;

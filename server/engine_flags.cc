@@ -62,7 +62,8 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
                   "buffers and the KV cache")
       ->capture_default_str();
   cmd->add_option("--device-memory-gb", o.device_memory_gb,
-                  "CPU backend: the RAM budget that stands for device memory (default: all RAM)");
+                  "Device memory to use, in GiB: on the CPU the RAM budget that stands for it "
+                  "(default: all RAM); on a GPU a cap below its memory, to emulate a smaller one");
   cmd->add_option("--kv-cache-memory-bytes", o.kv_cache_memory_bytes,
                   "KV cache size in bytes (overrides --gpu-memory-utilization)");
   // "auto" (the default) or GiB; a bad value is an error naming the flag.
@@ -123,7 +124,11 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
                   "Directory for the disk tier's files (a private subdirectory, removed at exit)");
   cmd->add_flag("--deterministic", o.backend.deterministic,
                 "Batch-invariant kernels: a request's output does not depend on its batch");
-  cmd->add_option("--device", o.backend.device, "cpu, cuda or auto")->capture_default_str();
+  // As vLLM: the GPU when there is one. (EngineOptions itself defaults to the CPU, for tests.)
+  o.backend.device = "auto";
+  cmd->add_option("--device", o.backend.device,
+                  "cpu, cuda or auto (auto: CUDA when a device is present, else the CPU)")
+      ->capture_default_str();
   cmd->add_option("--threads", o.backend.num_threads, "CPU threads (0 = one per core)");
   cmd->add_option("--cpu-isa", o.backend.cpu_isa, "auto, avx512, avx2 or scalar")
       ->capture_default_str();

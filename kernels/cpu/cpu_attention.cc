@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/cpu/cpu_checks.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/op_checks.h"
 
 namespace tierserve {
 namespace {

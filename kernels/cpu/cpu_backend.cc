@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-#include "kernels/cpu/cpu_checks.h"
+#include "kernels/op_checks.h"
 
 namespace tierserve {
 namespace {

@@ -43,8 +43,8 @@
 
 #include <algorithm>
 
-#include "kernels/cpu/cpu_checks.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/op_checks.h"
 
 namespace tierserve {
 namespace {

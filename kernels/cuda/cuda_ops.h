@@ -1,0 +1,139 @@
+// Launchers of the CUDA backend's kernels (cuda_kernels.cu, cuda_attention.cu). Plain types
+// only, so that the .cu files need no project header. Shapes and dtypes are checked by the
+// caller (cuda_backend.cc); indices read from device memory (token ids, rows, positions, slots,
+// block ids) are checked by the kernels, which report the first bad one in a DeviceErrors record
+// instead of reading out of bounds. Every launcher enqueues on `stream` and returns the launch
+// status (cudaGetLastError).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace tierserve::cuda {
+
+// Element types of weights, KV and conversion buffers (DType's float types).
+enum class ElemType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+// What a kernel found wrong in its device-side inputs; the first report wins.
+enum class DeviceError : int32_t {
+  kNone = 0,
+  kTokenId = 1,   // embedding: id outside [0, limit)
+  kRow = 2,       // gather_rows: row outside [0, limit)
+  kPosition = 3,  // rope: position outside [0, limit)
+  kSlot = 4,      // write_kv: slot outside [0, limit)
+  kBlock = 5,     // paged attention: block id outside [0, limit)
+};
+
+// Lives in mapped pinned host memory: kernels write it, the host reads it after a sync.
+struct DeviceErrors {
+  int32_t code = 0;   // DeviceError of the first report, 0 when none
+  int32_t index = 0;  // which element (token, row) was bad
+  int64_t value = 0;  // the bad value
+  int64_t limit = 0;  // the bound it broke
+};
+
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w. With `residual` non-null: residual[r] += add[r]
+// first and the norm is of the sum (x is then ignored). y may alias x or add.
+cudaError_t launch_rmsnorm(const float* x, int64_t x_stride, float* residual, int64_t r_stride,
+                           const float* add, int64_t add_stride, const void* w, ElemType w_type,
+                           float eps, float* y, int64_t y_stride, int64_t rows, int64_t d,
+                           cudaStream_t stream);
+
+// Rotary embedding of q[t, hq, hd] and k[t, hk, hd] in place (strides in elements), cos/sin of
+// f32(position) * inv_freq[i] computed in f32; `neox` pairs (i, i + half), else (2i, 2i + 1).
+struct RopeArgs {
+  float inv_freq[256];  // the first `half` are used
+  int32_t half = 0;     // rotary_dim / 2
+  int32_t max_positions = 0;
+  bool neox = true;
+};
+cudaError_t launch_rope(float* q, int64_t q_s0, int64_t q_s1, int64_t hq, float* k, int64_t k_s0,
+                        int64_t k_s1, int64_t hk, int64_t tokens, const int32_t* positions,
+                        const RopeArgs& args, DeviceErrors* errors, cudaStream_t stream);
+
+// out[r] = silu(gate[r]) * up[r]; out may alias gate.
+cudaError_t launch_silu_mul(const float* gate, int64_t g_stride, const float* up, int64_t u_stride,
+                            float* out, int64_t o_stride, int64_t rows, int64_t f,
+                            cudaStream_t stream);
+
+// out[t] = f32(table[ids[t]]); a bad id zero-fills its row and is reported.
+cudaError_t launch_embedding(const int32_t* ids, const void* table, ElemType type,
+                             int64_t table_stride, int64_t vocab, float* out, int64_t o_stride,
+                             int64_t tokens, int64_t d, DeviceErrors* errors, cudaStream_t stream);
+
+// dst[r] = src[rows[r]]; a bad row zero-fills and is reported.
+cudaError_t launch_gather_rows(const float* src, int64_t s_stride, int64_t src_rows,
+                               const int32_t* rows, float* dst, int64_t d_stride, int64_t r,
+                               int64_t d, DeviceErrors* errors, cudaStream_t stream);
+
+// Row-wise softmax of x[rows, n] in place (max subtracted).
+cudaError_t launch_softmax(float* x, int64_t stride, int64_t rows, int64_t n, cudaStream_t stream);
+
+// dst[r, 0..k) (contiguous, `type`) = src[r] (f32, row stride src_stride), rounding to nearest
+// even.
+cudaError_t launch_convert_rows(const float* src, int64_t src_stride, void* dst, ElemType type,
+                                int64_t rows, int64_t k, cudaStream_t stream);
+
+// y[r, 0..n) += bias (any ElemType).
+cudaError_t launch_add_bias(float* y, int64_t y_stride, const void* bias, ElemType type,
+                            int64_t rows, int64_t n, cudaStream_t stream);
+
+// Copies rows [0, rows) of n floats between strided buffers.
+cudaError_t launch_copy_rows(const float* src, int64_t s_stride, float* dst, int64_t d_stride,
+                             int64_t rows, int64_t n, cudaStream_t stream);
+
+// The paged KV cache as the kernels see it (kernels/paged_kv.h).
+struct KvCacheArgs {
+  char* base = nullptr;      // block 0
+  int64_t block_bytes = 0;   // bytes per block
+  int32_t num_blocks = 0;    // blocks in the pool
+  int32_t block_size = 0;    // tokens per block
+  int32_t num_kv_heads = 0;  // per layer
+  int32_t head_dim = 0;      // per head
+  int64_t layer_elems = 0;   // elements of one layer in a block (K and V)
+  int64_t kv_elems = 0;      // elements of K (or V) of one layer in a block
+  ElemType type = ElemType::kF32;
+};
+
+// Stores k and v ([tokens, num_kv_heads, head_dim] f32, strides s0/s1) of `layer` at
+// slot_mapping[t], converting to the cache's type; a bad slot is skipped and reported.
+cudaError_t launch_write_kv(const float* k, int64_t k_s0, int64_t k_s1, const float* v,
+                            int64_t v_s0, int64_t v_s1, int64_t tokens, const int32_t* slot_mapping,
+                            int32_t layer, const KvCacheArgs& cache, DeviceErrors* errors,
+                            cudaStream_t stream);
+
+// Keys per split of paged attention: fixed, so that a token's result never depends on the
+// batch (DESIGN.md §6 invariant 1).
+inline constexpr int32_t kAttentionSplitKeys = 512;
+
+struct AttentionArgs {
+  const float* q = nullptr;  // [tokens, num_heads, head_dim]
+  int64_t q_s0 = 0, q_s1 = 0;
+  float* out = nullptr;  // [tokens, num_heads, head_dim]
+  int64_t o_s0 = 0, o_s1 = 0;
+  int32_t num_heads = 0;
+  float scale = 1.0f;
+  int32_t window = 0;  // > 0: keys (p - window, p]
+  int32_t layer = 0;
+  // Metadata (device memory, kernels/paged_kv.h).
+  const int32_t* query_start = nullptr;
+  const int32_t* seq_lens = nullptr;
+  const int32_t* block_tables = nullptr;
+  int32_t max_blocks_per_seq = 0;
+  int32_t num_seqs = 0;
+};
+
+// Floats of split scratch one token needs with `max_splits` splits.
+int64_t attention_scratch_floats(int32_t num_heads, int32_t head_dim, int32_t max_splits);
+
+// Causal paged attention of tokens [token_begin, token_end) in two kernels: each (token, group
+// of query heads sharing a KV head, split of kAttentionSplitKeys keys) block computes a partial
+// softmax (max, sum, weighted V) into `scratch`; a second kernel merges the splits in order.
+// `max_splits` must cover the longest visible context of these tokens; `scratch` must hold
+// attention_scratch_floats(...) * (token_end - token_begin) floats.
+cudaError_t launch_paged_attention(const AttentionArgs& args, const KvCacheArgs& cache,
+                                   int32_t token_begin, int32_t token_end, int32_t max_splits,
+                                   float* scratch, DeviceErrors* errors, cudaStream_t stream);
+
+}  // namespace tierserve::cuda

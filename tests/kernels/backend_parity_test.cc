@@ -1,0 +1,385 @@
+// Table-driven parity of every Backend op (ggml's test-backend-ops, DESIGN.md §8): each case
+// runs on a candidate backend and on the reference (the CPU backend's scalar path) with the same
+// random inputs, fresh per run and never zero, and with outputs poisoned (NaN) before the op, so
+// an element the candidate leaves unwritten fails. Candidates: the CPU backend's fastest path
+// (always), and the CUDA backend where a device is present (skipped otherwise).
+//
+// Error bounds (max |candidate - reference| / max |reference|), per what the candidate rounds:
+// - f32 element-wise and row ops (norms, rope, silu, softmax, embedding, gather, write_kv): 1e-5,
+//   2e-5 where CUDA's expf/sinf/cosf differ from glibc by an ulp;
+// - gemm: f32 weights 1e-5; bf16 weights 1e-2 and f16 weights 2e-3 (CUDA rounds the activations
+//   to the weight's type, as bf16 models do on GPUs);
+// - attention: 2e-5 (the same cached values, f32 accumulation in another order).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "kernels/backend_registry.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/kernels/test_util.h"
+
+#if defined(TIERSERVE_CUDA)
+#include "kernels/cuda/cuda_device.h"
+#endif
+
+namespace tierserve {
+namespace {
+
+using testing::Random;
+
+// One backend under test, with the memory it was given for a case.
+class Side {
+ public:
+  explicit Side(Backend* backend) : b_(backend) {}
+  ~Side() {
+    for (void* p : allocs_) b_->deallocate(p);
+  }
+  Side(const Side&) = delete;
+  Side& operator=(const Side&) = delete;
+
+  Backend* backend() const { return b_; }
+
+  // A contiguous tensor of `shape` holding `values` converted to `dtype`.
+  TensorView upload(const std::vector<float>& values, DType dtype,
+                    std::initializer_list<int64_t> shape) {
+    std::vector<uint8_t> bytes(values.size() * dtype_size(dtype));
+    convert(values.data(), DType::kF32, bytes.data(), dtype, values.size());
+    return upload_bytes(bytes.data(), bytes.size(), dtype, shape);
+  }
+  // A tensor of NaNs (0xff bytes).
+  TensorView poisoned(DType dtype, std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<uint8_t> bytes(static_cast<size_t>(n) * dtype_size(dtype), 0xff);
+    return upload_bytes(bytes.data(), bytes.size(), dtype, shape);
+  }
+  void* raw(size_t bytes) {
+    auto p = b_->allocate(std::max<size_t>(bytes, 64));
+    EXPECT_TRUE(p.is_ok()) << p.status().to_string();
+    allocs_.push_back(p.value());
+    return p.value();
+  }
+  // `t`'s elements as f32 (any float dtype, contiguous).
+  std::vector<float> download(const TensorView& t) {
+    b_->synchronize();
+    std::vector<uint8_t> bytes(t.nbytes());
+    b_->copy(bytes.data(), t.data, bytes.size());
+    std::vector<float> out(static_cast<size_t>(t.numel()));
+    convert(bytes.data(), t.dtype, out.data(), DType::kF32, out.size());
+    return out;
+  }
+
+ private:
+  TensorView upload_bytes(const void* data, size_t bytes, DType dtype,
+                          std::initializer_list<int64_t> shape) {
+    void* p = raw(bytes);
+    b_->copy(p, data, bytes);
+    return TensorView::contiguous(p, dtype, shape, b_->device());
+  }
+
+  Backend* b_;
+  std::vector<void*> allocs_;
+};
+
+// max |a - b| / max |b|; infinite when a holds a NaN (an unwritten element).
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (std::isnan(a[i]) != std::isnan(b[i])) return INFINITY;
+    diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+std::string candidate_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+
+class BackendParityTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    seed_ = std::random_device{}();
+    RecordProperty("seed", std::to_string(seed_));
+    reference_ = testing::make_cpu_backend(CpuIsa::kScalar, 2);
+    ASSERT_NE(reference_, nullptr);
+    BackendOptions options;
+    options.num_threads = 2;
+    options.device = GetParam() == "cpu_fastest" ? "cpu" : "cuda";
+#if defined(TIERSERVE_CUDA)
+    if (GetParam() == "cuda" && cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+#else
+    if (GetParam() == "cuda") GTEST_SKIP() << "built without CUDA";
+#endif
+    auto created = create_backend(options);
+    ASSERT_TRUE(created.is_ok()) << created.status().to_string();
+    candidate_ = std::move(created).value();
+    StepLimits limits{4096, 64, 512};
+    ASSERT_TRUE(reference_->reserve_steps(limits).is_ok());
+    ASSERT_TRUE(candidate_->reserve_steps(limits).is_ok());
+  }
+
+  // Runs `op` on both backends with the inputs `make` builds on each, and compares the outputs
+  // `op` returns. `make` must draw its random values from the Random it is given (the same
+  // seed on both sides).
+  void expect_parity(const std::string& what, double bound,
+                     const std::function<std::vector<TensorView>(Side&, Random&)>& op) {
+    Side ref(reference_.get()), cand(candidate_.get());
+    Random r1(seed_), r2(seed_);
+    const std::vector<TensorView> want = op(ref, r1);
+    const std::vector<TensorView> got = op(cand, r2);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double err = relative_error(cand.download(got[i]), ref.download(want[i]));
+      EXPECT_LE(err, bound) << what << ", output " << i << " (seed " << seed_ << ")";
+    }
+  }
+
+  uint32_t seed_ = 0;
+  std::unique_ptr<CpuBackend> reference_;
+  std::unique_ptr<Backend> candidate_;
+};
+
+TEST_P(BackendParityTest, Gemm) {
+  struct Case {
+    int64_t m, k, n;
+    DType w;
+    bool bias;
+    int64_t x_pad;  // extra floats per x row (a strided view)
+    double bound;
+  };
+  const Case cases[] = {
+      {1, 64, 96, DType::kF32, false, 0, 1e-5},    {7, 128, 33, DType::kF32, true, 5, 1e-5},
+      {1, 256, 512, DType::kBF16, false, 0, 1e-2}, {64, 96, 130, DType::kBF16, true, 3, 1e-2},
+      {5, 200, 64, DType::kF16, true, 0, 2e-3},    {130, 64, 48, DType::kF16, false, 0, 2e-3},
+  };
+  for (const Case& c : cases) {
+    expect_parity(
+        "gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) +
+            " " + std::string(dtype_name(c.w)),
+        c.bound, [&](Side& s, Random& r) {
+          const int64_t ldx = c.k + c.x_pad;
+          TensorView x =
+              s.upload(r.values(static_cast<size_t>(c.m * ldx)), DType::kF32, {c.m, ldx});
+          x.shape[1] = c.k;
+          TensorView w = s.upload(r.values(static_cast<size_t>(c.n * c.k), 0.2f), c.w, {c.n, c.k});
+          TensorView b = s.upload(r.values(static_cast<size_t>(c.n)), c.w, {c.n});
+          TensorView y = s.poisoned(DType::kF32, {c.m, c.n});
+          s.backend()->gemm(x, w, c.bias ? &b : nullptr, y);
+          return std::vector<TensorView>{y};
+        });
+  }
+}
+
+TEST_P(BackendParityTest, NormsSiluSoftmax) {
+  for (DType wt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (int64_t d : {64, 1000}) {
+      const std::string tag = std::string(dtype_name(wt)) + " d=" + std::to_string(d);
+      expect_parity("rmsnorm " + tag, 2e-5, [&](Side& s, Random& r) {
+        TensorView x = s.upload(r.values(static_cast<size_t>(9 * d)), DType::kF32, {9, d});
+        TensorView w = s.upload(r.values(static_cast<size_t>(d)), wt, {d});
+        TensorView y = s.poisoned(DType::kF32, {9, d});
+        s.backend()->rmsnorm(x, w, 1e-6f, y);
+        return std::vector<TensorView>{y};
+      });
+      expect_parity("add_rmsnorm " + tag, 2e-5, [&](Side& s, Random& r) {
+        TensorView res = s.upload(r.values(static_cast<size_t>(5 * d)), DType::kF32, {5, d});
+        TensorView x = s.upload(r.values(static_cast<size_t>(5 * d)), DType::kF32, {5, d});
+        TensorView w = s.upload(r.values(static_cast<size_t>(d)), wt, {d});
+        s.backend()->add_rmsnorm(res, x, w, 1e-5f, x);  // y aliases x, as the model calls it
+        return std::vector<TensorView>{res, x};
+      });
+    }
+  }
+  expect_parity("silu_mul", 2e-5, [&](Side& s, Random& r) {
+    TensorView g = s.upload(r.values(6 * 300, 4.0f), DType::kF32, {6, 300});
+    TensorView u = s.upload(r.values(6 * 300), DType::kF32, {6, 300});
+    TensorView o = s.poisoned(DType::kF32, {6, 300});
+    s.backend()->silu_mul(g, u, o);
+    return std::vector<TensorView>{o};
+  });
+  expect_parity("softmax", 2e-5, [&](Side& s, Random& r) {
+    TensorView x = s.upload(r.values(4 * 1500, 8.0f), DType::kF32, {4, 1500});
+    s.backend()->softmax(x);
+    return std::vector<TensorView>{x};
+  });
+}
+
+TEST_P(BackendParityTest, EmbeddingGatherRope) {
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    expect_parity("embedding " + std::string(dtype_name(dt)), 1e-6, [&](Side& s, Random& r) {
+      TensorView table = s.upload(r.values(50 * 24), dt, {50, 24});
+      std::vector<int32_t> ids(11);
+      for (int32_t& id : ids) id = r.index(50);
+      StepInputs in;
+      in.token_ids = ids.data();
+      in.attn.num_tokens = 11;
+      const StepInputs staged = s.backend()->stage_step(in);
+      TensorView out = s.poisoned(DType::kF32, {11, 24});
+      s.backend()->embedding(staged.token_ids, table, out);
+      return std::vector<TensorView>{out};
+    });
+  }
+  expect_parity("gather_rows", 1e-6, [&](Side& s, Random& r) {
+    TensorView src = s.upload(r.values(20 * 40), DType::kF32, {20, 40});
+    std::vector<int32_t> rows = {19, 0, 7, 7, 3};
+    StepInputs in;
+    in.logit_rows = rows.data();
+    in.num_logit_rows = 5;
+    const StepInputs staged = s.backend()->stage_step(in);
+    TensorView dst = s.poisoned(DType::kF32, {5, 40});
+    s.backend()->gather_rows(src, staged.logit_rows, dst);
+    return std::vector<TensorView>{dst};
+  });
+  struct RopeCase {
+    int32_t rotary_dim, head_dim;
+    RopeStyle style;
+  };
+  for (const RopeCase& c : {RopeCase{64, 64, RopeStyle::kNeox}, RopeCase{32, 64, RopeStyle::kNeox},
+                            RopeCase{128, 128, RopeStyle::kInterleaved}}) {
+    expect_parity("rope " + std::to_string(c.rotary_dim) + "/" + std::to_string(c.head_dim), 2e-5,
+                  [&](Side& s, Random& r) {
+                    const int32_t half = c.rotary_dim / 2, max_pos = 4096;
+                    // The tables as engine/rope.cc makes them: f32 angle, then cos and sin.
+                    std::vector<float> inv(static_cast<size_t>(half));
+                    for (int32_t i = 0; i < half; ++i) {
+                      inv[static_cast<size_t>(i)] = static_cast<float>(
+                          1.0 / std::pow(10000.0, static_cast<double>(2 * i) / c.rotary_dim));
+                    }
+                    std::vector<float> cs(static_cast<size_t>(max_pos * half)), sn(cs.size());
+                    for (int32_t p = 0; p < max_pos; ++p) {
+                      for (int32_t i = 0; i < half; ++i) {
+                        const float a = static_cast<float>(p) * inv[static_cast<size_t>(i)];
+                        cs[static_cast<size_t>(p * half + i)] = std::cos(a);
+                        sn[static_cast<size_t>(p * half + i)] = std::sin(a);
+                      }
+                    }
+                    const int64_t t = 9, hq = 4, hk = 2;
+                    TensorView q = s.upload(r.values(static_cast<size_t>(t * hq * c.head_dim)),
+                                            DType::kF32, {t, hq, c.head_dim});
+                    TensorView k = s.upload(r.values(static_cast<size_t>(t * hk * c.head_dim)),
+                                            DType::kF32, {t, hk, c.head_dim});
+                    std::vector<int32_t> pos(static_cast<size_t>(t));
+                    for (int32_t& p : pos) p = r.index(max_pos);
+                    StepInputs in;
+                    in.positions = pos.data();
+                    in.attn.num_tokens = static_cast<int32_t>(t);
+                    const StepInputs staged = s.backend()->stage_step(in);
+                    RopeTable table{cs.data(), sn.data(), c.rotary_dim,
+                                    max_pos,   c.style,   inv.data()};
+                    s.backend()->rope(q, k, staged.positions, table);
+                    s.backend()->synchronize();  // the tables are host memory of this scope
+                    return std::vector<TensorView>{q, k};
+                  });
+  }
+}
+
+// A batch of sequences over a paged cache: each has `cached` tokens from earlier steps and
+// `new_tokens` in this one (decode: 1; prefill: all; chunked prefill: some).
+struct AttnCase {
+  std::string name;
+  DType kv;
+  int32_t heads, kv_heads, head_dim, window;
+  std::vector<std::pair<int32_t, int32_t>> seqs;  // (cached, new_tokens)
+};
+
+TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
+  const AttnCase cases[] = {
+      {"decode f32 mha", DType::kF32, 4, 4, 64, 0, {{0, 1}, {17, 1}, {40, 1}}},
+      {"decode bf16 gqa4 long", DType::kBF16, 8, 2, 128, 0, {{1300, 1}, {3, 1}}},
+      {"prefill f16 gqa2", DType::kF16, 4, 2, 64, 0, {{0, 37}, {0, 5}}},
+      {"chunked prefill bf16 gqa7", DType::kBF16, 14, 2, 64, 0, {{600, 20}, {30, 1}}},
+      {"window bf16", DType::kBF16, 4, 1, 64, 24, {{100, 3}, {10, 1}}},
+  };
+  const int32_t block_size = 16, num_layers = 2, layer = 1;
+  for (const AttnCase& c : cases) {
+    expect_parity(c.name, 2e-5, [&](Side& s, Random& r) {
+      KvBlockLayout l;
+      l.num_layers = num_layers;
+      l.block_size = block_size;
+      l.num_kv_heads = c.kv_heads;
+      l.head_dim = c.head_dim;
+      l.dtype = c.kv;
+      int32_t blocks = 0;
+      for (const auto& [cached, added] : c.seqs)
+        blocks += (cached + added + block_size - 1) / block_size;
+      // A shuffled block assignment, so that tables are not the identity.
+      std::vector<int32_t> ids(static_cast<size_t>(blocks + 3));
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+      std::shuffle(ids.begin(), ids.end(), r.engine());
+      KvCacheView cache;
+      cache.layout = l;
+      cache.num_blocks = static_cast<int32_t>(ids.size());
+      const size_t cache_bytes = l.block_bytes() * ids.size();
+      std::vector<float> cache_values(cache_bytes / dtype_size(c.kv));
+      for (float& v : cache_values) v = r.value();
+      std::vector<uint8_t> cache_host(cache_bytes);
+      convert(cache_values.data(), DType::kF32, cache_host.data(), c.kv, cache_values.size());
+      cache.base = s.raw(cache_bytes);
+      s.backend()->copy(cache.base, cache_host.data(), cache_bytes);
+
+      const int32_t num_seqs = static_cast<int32_t>(c.seqs.size());
+      int32_t max_blocks = 0;
+      for (const auto& [cached, added] : c.seqs) {
+        max_blocks = std::max(max_blocks, (cached + added + block_size - 1) / block_size);
+      }
+      std::vector<int32_t> query_start{0}, seq_lens,
+          tables(static_cast<size_t>(num_seqs * max_blocks), -1), slots, positions;
+      size_t next = 0;
+      for (int32_t i = 0; i < num_seqs; ++i) {
+        const auto [cached, added] = c.seqs[static_cast<size_t>(i)];
+        const int32_t len = cached + added;
+        for (int32_t b = 0; b < (len + block_size - 1) / block_size; ++b) {
+          tables[static_cast<size_t>(i * max_blocks + b)] = ids[next++];
+        }
+        for (int32_t p = cached; p < len; ++p) {
+          const int32_t block = tables[static_cast<size_t>(i * max_blocks + p / block_size)];
+          slots.push_back(block * block_size + p % block_size);
+          positions.push_back(p);
+        }
+        query_start.push_back(query_start.back() + added);
+        seq_lens.push_back(len);
+      }
+      const int32_t t = query_start.back();
+      StepInputs in;
+      in.positions = positions.data();
+      in.attn.num_seqs = num_seqs;
+      in.attn.num_tokens = t;
+      in.attn.query_start = query_start.data();
+      in.attn.seq_lens = seq_lens.data();
+      in.attn.block_tables = tables.data();
+      in.attn.max_blocks_per_seq = max_blocks;
+      in.attn.slot_mapping = slots.data();
+      const StepInputs staged = s.backend()->stage_step(in);
+
+      TensorView k = s.upload(r.values(static_cast<size_t>(t * c.kv_heads * c.head_dim)),
+                              DType::kF32, {t, c.kv_heads, c.head_dim});
+      TensorView v = s.upload(r.values(static_cast<size_t>(t * c.kv_heads * c.head_dim)),
+                              DType::kF32, {t, c.kv_heads, c.head_dim});
+      TensorView q = s.upload(r.values(static_cast<size_t>(t * c.heads * c.head_dim)), DType::kF32,
+                              {t, c.heads, c.head_dim});
+      TensorView out = s.poisoned(DType::kF32, {t, c.heads, c.head_dim});
+      s.backend()->write_kv(layer, k, v, staged.attn, cache);
+      AttentionParams params;
+      params.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      params.sliding_window = c.window;
+      s.backend()->paged_attention(layer, q, staged.attn, cache, params, out);
+      TensorView whole = TensorView::contiguous(
+          cache.base, c.kv, {static_cast<int64_t>(cache_values.size())}, s.backend()->device());
+      return std::vector<TensorView>{out, whole};
+    });
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Candidates, BackendParityTest,
+                         ::testing::Values(std::string("cpu_fastest"), std::string("cuda")),
+                         candidate_name);
+
+}  // namespace
+}  // namespace tierserve
