@@ -55,10 +55,11 @@ template <typename T, int kHeads>
 __global__ void __launch_bounds__(kThreads)
     split_kernel(AttentionArgs a, KvCacheArgs cache, int32_t token_begin, int32_t max_splits,
                  float* scratch, DeviceErrors* errors) {
-  extern __shared__ float smem[];
-  float* q_s = smem;                                                        // [kHeads][head_dim]
-  float* scores = q_s + kHeads * cache.head_dim;                            // [kHeads][kSplit]
-  int64_t* key_off = reinterpret_cast<int64_t*>(scores + kHeads * kSplit);  // [kSplit]
+  // The int64 array first, so that it is 8-byte aligned whatever head_dim is.
+  extern __shared__ int64_t smem[];
+  int64_t* key_off = smem;                                  // [kSplit]
+  float* q_s = reinterpret_cast<float*>(key_off + kSplit);  // [kHeads][head_dim]
+  float* scores = q_s + kHeads * cache.head_dim;            // [kHeads][kSplit]
   __shared__ float red[32];
 
   const int32_t local = blockIdx.x;

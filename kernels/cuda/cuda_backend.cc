@@ -30,6 +30,16 @@ ElemType elem_type(DType dtype) {
   }
 }
 
+// The device each thread last bound (CUDA's current device is per thread, and the engine and
+// copy threads are not the thread that created the backend).
+thread_local int bound_device = -1;
+
+void bind_device(int device) {
+  if (bound_device == device) return;
+  TS_CUDA_CHECK(cudaSetDevice(device));
+  bound_device = device;
+}
+
 bool is_device_pointer(const void* p) {
   cudaPointerAttributes a;
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
@@ -165,10 +175,12 @@ Status CudaBackend::init() {
   fence_events_.resize(kFences, nullptr);
   for (cudaEvent_t& e : fence_events_) {
     TS_RETURN_IF_ERROR(
-        cuda_status(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "creating an event"));
+        cuda_status(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync),
+                    "creating an event"));
   }
-  TS_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&stage_copied_, cudaEventDisableTiming),
-                                 "creating an event"));
+  TS_RETURN_IF_ERROR(cuda_status(
+      cudaEventCreateWithFlags(&stage_copied_, cudaEventDisableTiming | cudaEventBlockingSync),
+      "creating an event"));
   void* errors = nullptr;
   TS_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(&errors, sizeof(DeviceErrors), cudaHostAllocMapped),
                                  "mapped error record"));
@@ -188,6 +200,10 @@ Status CudaBackend::init() {
 }
 
 Result<void*> CudaBackend::allocate(size_t bytes) {
+  bind_device(options_.device_index);
+  if (bytes > (size_t{1} << 50)) {
+    return resource_exhausted("allocating " + std::to_string(bytes) + " bytes of GPU memory");
+  }
   const size_t padded = bytes >= kAllocAlign ? bytes + kAllocAlign : std::max<size_t>(bytes, 64);
   void* raw = nullptr;
   TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(&raw, padded),
@@ -204,6 +220,7 @@ Result<void*> CudaBackend::allocate(size_t bytes) {
 
 void CudaBackend::deallocate(void* ptr) {
   if (ptr == nullptr) return;
+  bind_device(options_.device_index);
   void* raw = nullptr;
   {
     std::lock_guard<std::mutex> lock(alloc_mu_);
@@ -216,6 +233,7 @@ void CudaBackend::deallocate(void* ptr) {
 }
 
 Result<void*> CudaBackend::allocate_pinned_host(size_t bytes) {
+  bind_device(options_.device_index);
   void* p = nullptr;
   TS_RETURN_IF_ERROR(
       cuda_status(cudaHostAlloc(&p, bytes, cudaHostAllocPortable),
@@ -234,12 +252,19 @@ void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
     std::memcpy(dst, src, bytes);
     return;
   }
+  bind_device(options_.device_index);
   cudaStream_t stream = dst_dev && !src_dev ? h2d_ : d2h_;
+  // Waits for this copy alone (its own event), not for other threads' copies on the stream.
+  cudaEvent_t done = nullptr;
+  TS_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming | cudaEventBlockingSync));
   TS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
-  TS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  TS_CUDA_CHECK(cudaEventRecord(done, stream));
+  TS_CUDA_CHECK(cudaEventSynchronize(done));
+  TS_CUDA_CHECK(cudaEventDestroy(done));
 }
 
 void CudaBackend::synchronize() {
+  bind_device(options_.device_index);
   TS_CUDA_CHECK(cudaStreamSynchronize(compute_));
   const DeviceErrors e = *errors_host_;
   TS_CHECK(e.code == 0) << error_name(e.code) << ": element " << e.index << " is " << e.value
@@ -247,6 +272,7 @@ void CudaBackend::synchronize() {
 }
 
 uint64_t CudaBackend::record_fence() {
+  bind_device(options_.device_index);
   std::lock_guard<std::mutex> lock(fence_mu_);
   const uint64_t n = ++fence_count_;
   TS_CUDA_CHECK(cudaEventRecord(fence_events_[n % kFences], compute_));
@@ -255,6 +281,7 @@ uint64_t CudaBackend::record_fence() {
 
 void CudaBackend::wait_fence(uint64_t fence) {
   if (fence == 0) return;
+  bind_device(options_.device_index);
   cudaEvent_t e;
   {
     std::lock_guard<std::mutex> lock(fence_mu_);
@@ -288,6 +315,7 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
 
 StepInputs CudaBackend::stage_step(const StepInputs& host) {
   TS_CHECK(stage_host_ != nullptr) << "stage_step before reserve_steps";
+  bind_device(options_.device_index);  // the engine thread's first call of a step
   const AttentionMetadata& m = host.attn;
   const int32_t t = m.num_tokens, s = m.num_seqs;
   TS_CHECK(t >= 0 && t <= limits_.max_tokens && s >= 0 && s <= limits_.max_seqs &&
@@ -496,6 +524,7 @@ void CudaBackend::paged_attention(int32_t layer, const TensorView& q, const Atte
   TS_CHECK(params.sliding_window >= 0) << "sliding window " << params.sliding_window;
   TS_CHECK_EQ(meta.num_tokens, num_tokens) << "paged_attention tokens";
   if (num_tokens == 0) return;
+  TS_CHECK(meta.num_seqs > 0) << "tokens without sequences";
   // The longest context a query token sees sets the number of splits.
   const AttentionMetadata& h = staged_host(meta);
   const int64_t capacity = static_cast<int64_t>(meta.max_blocks_per_seq) * c.block_size;

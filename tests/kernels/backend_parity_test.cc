@@ -2,7 +2,8 @@
 // runs on a candidate backend and on the reference (the CPU backend's scalar path) with the same
 // random inputs, fresh per run and never zero, and with outputs poisoned (NaN) before the op, so
 // an element the candidate leaves unwritten fails. Candidates: the CPU backend's fastest path
-// (always), and the CUDA backend where a device is present (skipped otherwise).
+// (always), and the CUDA backend, plain and --deterministic, where a device is present (skipped
+// otherwise).
 //
 // Error bounds (max |candidate - reference| / max |reference|), per what the candidate rounds:
 // - f32 element-wise and row ops (norms, rope, silu, softmax, embedding, gather, write_kv): 1e-5,
@@ -111,11 +112,13 @@ class BackendParityTest : public ::testing::TestWithParam<std::string> {
     ASSERT_NE(reference_, nullptr);
     BackendOptions options;
     options.num_threads = 2;
-    options.device = GetParam() == "cpu_fastest" ? "cpu" : "cuda";
+    const bool cuda = GetParam() != "cpu_fastest";
+    options.device = cuda ? "cuda" : "cpu";
+    options.deterministic = GetParam() == "cuda_deterministic";
 #if defined(TIERSERVE_CUDA)
-    if (GetParam() == "cuda" && cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    if (cuda && cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
 #else
-    if (GetParam() == "cuda") GTEST_SKIP() << "built without CUDA";
+    if (cuda) GTEST_SKIP() << "built without CUDA";
 #endif
     auto created = create_backend(options);
     ASSERT_TRUE(created.is_ok()) << created.status().to_string();
@@ -155,9 +158,14 @@ TEST_P(BackendParityTest, Gemm) {
     double bound;
   };
   const Case cases[] = {
-      {1, 64, 96, DType::kF32, false, 0, 1e-5},    {7, 128, 33, DType::kF32, true, 5, 1e-5},
-      {1, 256, 512, DType::kBF16, false, 0, 1e-2}, {64, 96, 130, DType::kBF16, true, 3, 1e-2},
-      {5, 200, 64, DType::kF16, true, 0, 2e-3},    {130, 64, 48, DType::kF16, false, 0, 2e-3},
+      {1, 64, 96, DType::kF32, false, 0, 1e-5},
+      {7, 128, 33, DType::kF32, true, 5, 1e-5},
+      {1, 256, 512, DType::kBF16, false, 0, 1e-2},
+      {64, 96, 130, DType::kBF16, true, 3, 1e-2},
+      {5, 200, 64, DType::kF16, true, 0, 2e-3},
+      {130, 64, 48, DType::kF16, false, 0, 2e-3},
+      // Past the batch-invariant GEMM's fixed 16-row and 8192-column tiles.
+      {37, 64, 9000, DType::kBF16, true, 2, 1e-2},
   };
   for (const Case& c : cases) {
     expect_parity(
@@ -296,6 +304,9 @@ TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
       {"prefill f16 gqa2", DType::kF16, 4, 2, 64, 0, {{0, 37}, {0, 5}}},
       {"chunked prefill bf16 gqa7", DType::kBF16, 14, 2, 64, 0, {{600, 20}, {30, 1}}},
       {"window bf16", DType::kBF16, 4, 1, 64, 24, {{100, 3}, {10, 1}}},
+      {"decode bf16 gqa8", DType::kBF16, 16, 2, 128, 0, {{700, 1}, {5, 1}}},
+      {"window over several splits", DType::kBF16, 4, 2, 64, 700, {{1500, 2}, {20, 1}}},
+      {"prefill f32 head_dim 80", DType::kF32, 4, 4, 80, 0, {{3, 9}, {0, 4}}},
   };
   const int32_t block_size = 16, num_layers = 2, layer = 1;
   for (const AttnCase& c : cases) {
@@ -378,7 +389,8 @@ TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Candidates, BackendParityTest,
-                         ::testing::Values(std::string("cpu_fastest"), std::string("cuda")),
+                         ::testing::Values(std::string("cpu_fastest"), std::string("cuda"),
+                                           std::string("cuda_deterministic")),
                          candidate_name);
 
 }  // namespace

@@ -39,6 +39,18 @@ class FakeBackend : public Backend {
     std::memcpy(dst, src, bytes);
   }
   void synchronize() override {}
+  // Fences as a GPU backend hands them out, counted; a wait "passes" fences up to its own.
+  uint64_t record_fence() override { return ++recorded_; }
+  void wait_fence(uint64_t fence) override {
+    TS_CHECK(fence > 0 && fence <= recorded_.load()) << "fence " << fence << " never recorded";
+    waits_.fetch_add(1);
+    uint64_t seen = passed_.load();
+    while (fence > seen && !passed_.compare_exchange_weak(seen, fence)) {
+    }
+  }
+  uint64_t fences_recorded() const { return recorded_.load(); }
+  uint64_t fence_waits() const { return waits_.load(); }
+  uint64_t fences_passed() const { return passed_.load(); }
   void gemm(const TensorView&, const TensorView&, const TensorView*, const TensorView&) override {
     fail();
   }
@@ -70,6 +82,7 @@ class FakeBackend : public Backend {
   static void fail() { TS_CHECK(false) << "no ops on the fake backend"; }
   int64_t live_ = 0;  // allocations not yet freed (engine thread only)
   std::atomic<int64_t> copies_{0};
+  std::atomic<uint64_t> recorded_{0}, waits_{0}, passed_{0};
 };
 
 // Unit u's tensors: a [64 + 8u] f32 tensor, an absent one, and a [3, 40] f32 tensor, with
@@ -276,6 +289,31 @@ TEST(WeightStreamerTest, HoldsSeveralStreamedUnitsAtOnceWithinTheRing) {
   EXPECT_NE(a.value()->tensors[0].data, b.value()->tensors[0].data);
   w.release(1);
   w.release(2);
+}
+
+// On a GPU the compute that reads a slot is still queued when the unit is released: every copy
+// that refills a slot waits first for the fence recorded at that release.
+TEST(WeightStreamerTest, RefillsOfReleasedSlotsWaitForTheirComputeFence) {
+  Fixture f;
+  f.tiers = {WeightTier::kDevice, WeightTier::kHost, WeightTier::kHost,  WeightTier::kHost,
+             WeightTier::kHost,   WeightTier::kHost, WeightTier::kDevice};
+  f.in_place.assign(f.tiers.size(), false);
+  auto s = f.make(1);
+  ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+  WeightStreamer& w = *s.value();
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    for (int u = 0; u < w.num_units(); ++u) {
+      auto unit = w.acquire(u);
+      ASSERT_TRUE(unit.is_ok()) << unit.status().to_string();
+      expect_unit(u, *unit.value());
+      w.release(u);
+    }
+  }
+  // One fence per release of a streamed unit; 5 streamed units over two slots, 3 cycles: every
+  // fill but the first two of the ring reuses a released slot (copies split across 2 threads).
+  EXPECT_EQ(f.backend.fences_recorded(), 15u);
+  EXPECT_GE(f.backend.fence_waits(), 2u * (15u - 2u));
+  EXPECT_GE(f.backend.fences_passed(), 13u);
 }
 
 // A disk read that fails is returned by acquire, and its bytes are not used; the unit is read
