@@ -175,7 +175,7 @@ Result<LoadedWeights> load_tiered_weights(const ModelConfig& config,
     p.disk_bytes = disk_copy_bytes(p.device_bytes, kExtentBytes);
     p.streamable = u != kEmbeddingUnit && (u != head_unit(config) || w.head_owns_lm_head(config));
     p.stream_last = u == head_unit(config);
-    if (options.read_checkpoint_in_place && on_cpu && p.streamable) {
+    if (options.read_checkpoint_in_place && p.streamable) {
       in_place[static_cast<size_t>(u)] = plan_in_place(config, w, u, backend->device());
       if (in_place[static_cast<size_t>(u)].possible) {
         p.slot_bytes = std::max(p.slot_bytes, in_place[static_cast<size_t>(u)].slot_bytes);

@@ -24,6 +24,7 @@ struct Job {
   uint64_t offset = 0;
   std::optional<uint32_t> crc;
   uint64_t after_fence = 0;  // copy jobs: compute-stream fence to wait for first
+  ForwardCopy then;          // disk reads: the copy that follows a successful read
 };
 
 }  // namespace
@@ -44,6 +45,7 @@ struct TransferEngine::Impl {
   std::condition_variable work_cv;  // new copy or disk job, or stopping
   std::condition_variable done_cv;  // a transfer completed
   bool stopping = false;
+  bool io_running = false;  // the I/O thread may still hand copy threads forward copies
   TransferTicket next_ticket = 1;
   std::deque<Job> copy_jobs, disk_jobs;
   // Every ticket not yet waited for: absent from `finished` while in flight.
@@ -79,8 +81,8 @@ struct TransferEngine::Impl {
       Job job;
       {
         std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] { return stopping || !copy_jobs.empty(); });
-        if (copy_jobs.empty()) return;  // stopping, and nothing left
+        work_cv.wait(lock, [&] { return (stopping && !io_running) || !copy_jobs.empty(); });
+        if (copy_jobs.empty()) return;  // stopping, and nothing left or to come
         job = copy_jobs.front();
         copy_jobs.pop_front();
       }
@@ -104,7 +106,11 @@ struct TransferEngine::Impl {
       {
         std::unique_lock<std::mutex> lock(mu);
         work_cv.wait(lock, [&] { return stopping || !disk_jobs.empty() || !in_disk.empty(); });
-        if (stopping && disk_jobs.empty() && in_disk.empty()) return;
+        if (stopping && disk_jobs.empty() && in_disk.empty()) {
+          io_running = false;
+          work_cv.notify_all();
+          return;
+        }
         jobs.assign(disk_jobs.begin(), disk_jobs.end());
         disk_jobs.clear();
       }
@@ -146,6 +152,19 @@ struct TransferEngine::Impl {
             stats.disk_read_bytes += job.bytes;
           }
         }
+        if (job.then.dst != nullptr && c.status.is_ok()) {
+          // The read is only the first leg: a copy thread carries the bytes on.
+          Job copy;
+          copy.ticket = job.ticket;
+          copy.dst = job.then.dst;
+          copy.src = job.dst;
+          copy.bytes = job.bytes;
+          copy.after_fence = job.then.after_fence;
+          std::lock_guard<std::mutex> lock(mu);
+          copy_jobs.push_back(copy);
+          work_cv.notify_all();
+          continue;
+        }
         complete(job.ticket, std::move(c.status));
       }
     }
@@ -177,7 +196,10 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(
   Impl* p = engine->impl_.get();
   for (int i = 0; i < options.copy_threads; ++i)
     p->copy_threads.emplace_back([p] { p->copy_loop(); });
-  if (p->disk != nullptr) p->io_thread = std::thread([p] { p->io_loop(); });
+  if (p->disk != nullptr) {
+    p->io_running = true;
+    p->io_thread = std::thread([p] { p->io_loop(); });
+  }
   return engine;
 }
 
@@ -237,9 +259,11 @@ TransferTicket TransferEngine::disk_write(int64_t extent, const void* src, uint6
   return impl_->enqueue(std::move(job), true);
 }
 
-TransferTicket TransferEngine::disk_read(int64_t extent, void* dst, uint64_t bytes) {
+TransferTicket TransferEngine::disk_read(int64_t extent, void* dst, uint64_t bytes,
+                                         ForwardCopy then) {
   TS_CHECK(has_disk()) << "disk read without a disk tier";
   Job job;
+  job.then = then;
   job.op = DiskOp::kRead;
   job.dst = dst;
   job.bytes = bytes;
@@ -248,9 +272,10 @@ TransferTicket TransferEngine::disk_read(int64_t extent, void* dst, uint64_t byt
 }
 
 TransferTicket TransferEngine::file_read(int32_t file, uint64_t offset, void* dst, uint64_t bytes,
-                                         std::optional<uint32_t> expected_crc) {
+                                         std::optional<uint32_t> expected_crc, ForwardCopy then) {
   TS_CHECK(has_disk()) << "file read without a disk tier";
   Job job;
+  job.then = then;
   job.op = DiskOp::kFileRead;
   job.dst = dst;
   job.bytes = bytes;

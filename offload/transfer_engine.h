@@ -30,6 +30,12 @@ struct TransferEngineOptions {
   Status validate() const;
 };
 
+// Where a disk read's bytes go after it (TransferEngine::disk_read, file_read).
+struct ForwardCopy {
+  void* dst = nullptr;       // null: nowhere, the read's destination is final
+  uint64_t after_fence = 0;  // compute fence the copy waits for (Backend::record_fence)
+};
+
 // Running totals, for benchmarks and the start-up report.
 struct TransferStats {
   uint64_t copies = 0, copy_bytes = 0;             // completed device <-> host copies
@@ -66,11 +72,16 @@ class TransferEngine {
   // compute stream has passed `after_fence` (Backend::record_fence; 0: at once), so that a copy
   // may be queued into memory that compute still reads.
   TransferTicket copy(void* dst, const void* src, size_t bytes, uint64_t after_fence = 0);
-  // DiskStore::submit_write / submit_read / submit_file_read, on the I/O thread.
+  // DiskStore::submit_write / submit_read / submit_file_read, on the I/O thread. A read with
+  // `then.dst` set lands in `dst` (host memory: a bounce buffer) and, once it has completed and
+  // passed its checksum, is copied on to then.dst (device memory) by a copy thread, after the
+  // compute fence then.after_fence; its ticket completes with that copy. A failed read is not
+  // copied on.
   TransferTicket disk_write(int64_t extent, const void* src, uint64_t bytes);
-  TransferTicket disk_read(int64_t extent, void* dst, uint64_t bytes);
+  TransferTicket disk_read(int64_t extent, void* dst, uint64_t bytes, ForwardCopy then = {});
   TransferTicket file_read(int32_t file, uint64_t offset, void* dst, uint64_t bytes,
-                           std::optional<uint32_t> expected_crc = std::nullopt);
+                           std::optional<uint32_t> expected_crc = std::nullopt,
+                           ForwardCopy then = {});
 
   // Whether `ticket` has completed (does not consume it).
   bool done(TransferTicket ticket) const;

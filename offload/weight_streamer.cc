@@ -157,13 +157,18 @@ Status WeightStreamer::fill_tiers(std::vector<StreamedUnit>& in,
   // The disk tier: the checkpoint's files and one-time copies, read straight into the slots.
   std::unique_ptr<DiskStore> store;
   if (any_disk) {
-    if (backend_->device() != DeviceKind::kCpu) {
-      return unimplemented(std::string("disk-streamed weights on the ") +
-                           std::string(backend_->name()) +
-                           " backend (they need a host bounce buffer)");
-    }
     if (options.offload_dir.empty()) {
       return invalid_argument("disk-streamed weights need --offload-dir");
+    }
+    if (backend_->device() != DeviceKind::kCpu && !slots_.empty()) {
+      // io_uring reads into host memory: a pinned bounce buffer per slot.
+      TS_ASSIGN_OR_RETURN(
+          bounce_pool_, HostPool::create(slots_.size() * slot_bytes_, backend_, options.topology));
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        TS_ASSIGN_OR_RETURN(char* b,
+                            bounce_pool_->carve(slot_bytes_, kPage, "disk bounce buffers"));
+        bounce_slots_.push_back(b);
+      }
     }
     DiskStoreOptions o;
     o.dir = options.offload_dir;
@@ -180,7 +185,9 @@ Status WeightStreamer::fill_tiers(std::vector<StreamedUnit>& in,
     }
     if (slot_bytes_ <= kMaxRegisteredBuffer) {
       std::vector<iovec> bufs;
-      for (char* slot : slots_) bufs.push_back({slot, slot_bytes_});
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        bufs.push_back({read_dst(static_cast<int32_t>(i)), slot_bytes_});
+      }
       Status reg = store->register_buffers(bufs);
       if (!reg.is_ok()) {
         TS_LOG(Info) << "weight staging ring not registered with io_uring (" << reg.to_string()
@@ -243,7 +250,7 @@ Status WeightStreamer::checksum_in_place_reads() {
     Unit& unit = units_[static_cast<size_t>(f.unit)];
     Status s = engine_->wait_all(f.tickets);
     free_slots_.push_back(unit.slot);
-    const char* slot = slot_data(unit.slot);
+    const char* slot = read_dst(unit.slot);  // host memory: the slot, or its bounce buffer
     unit.slot = -1;
     if (!s.is_ok()) return s.with_context("checksumming " + unit.view.name + " in place");
     unit.file_crcs.clear();
@@ -265,7 +272,7 @@ Status WeightStreamer::checksum_in_place_reads() {
     }
     unit.slot = free_slots_.back();
     free_slots_.pop_back();
-    reading.push_back(InFlight{u, start_transfer(unit)});
+    reading.push_back(InFlight{u, start_transfer(unit, /*to_device=*/false)});
   }
   while (!reading.empty()) {
     Status s = finish_oldest();
@@ -293,8 +300,16 @@ void WeightStreamer::issue(int32_t u) {
   queue_.push_back(InFlight{u, start_transfer(unit)});
 }
 
-std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit) {
+std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit, bool to_device) {
   char* dst = slot_data(unit.slot);
+  const uint64_t fence = slot_fences_[static_cast<size_t>(unit.slot)];
+  // Disk reads: into the slot, or into its bounce buffer and from there on to the slot.
+  char* read = read_dst(unit.slot);
+  auto then = [&](uint64_t offset) {
+    ForwardCopy f;
+    if (read != dst && to_device) f = {dst + offset, fence};
+    return f;
+  };
   std::vector<TransferTicket> tickets;
   if (unit.tier == WeightTier::kHost) {
     const uint64_t piece = align_up((unit.bytes + static_cast<uint64_t>(copy_threads_) - 1) /
@@ -302,8 +317,7 @@ std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit) {
                                     64);
     for (uint64_t off = 0; off < unit.bytes; off += piece) {
       tickets.push_back(engine_->copy(dst + off, unit.host_image + off,
-                                      std::min(piece, unit.bytes - off),
-                                      slot_fences_[static_cast<size_t>(unit.slot)]));
+                                      std::min(piece, unit.bytes - off), fence));
     }
   } else if (!unit.file_reads.empty()) {
     for (size_t i = 0; i < unit.file_reads.size(); ++i) {
@@ -312,13 +326,14 @@ std::vector<TransferTicket> WeightStreamer::start_transfer(const Unit& unit) {
       std::optional<uint32_t> crc;
       if (!unit.file_crcs.empty()) crc = unit.file_crcs[i];
       tickets.push_back(engine_->file_read(file_ids_[static_cast<size_t>(r.file)], r.offset,
-                                           dst + r.slot_offset, r.bytes, crc));
+                                           read + r.slot_offset, r.bytes, crc,
+                                           then(r.slot_offset)));
     }
   } else {
     for (size_t i = 0; i < unit.extents.size(); ++i) {
       const uint64_t off = i * extent_bytes_;
-      tickets.push_back(engine_->disk_read(unit.extents[i], dst + off,
-                                           std::min(extent_bytes_, unit.bytes - off)));
+      tickets.push_back(engine_->disk_read(unit.extents[i], read + off,
+                                           std::min(extent_bytes_, unit.bytes - off), then(off)));
     }
   }
   return tickets;

@@ -15,8 +15,10 @@
 // returns the error and the bytes are never used; the next acquire of the unit reads it again.
 // release(u) records a compute fence (Backend::record_fence) for u's slot, and copies into the
 // slot wait for it, so that a slot is refilled only once the compute that read it has completed
-// (free on the CPU backend, whose ops complete before returning). Disk reads straight into slots
-// happen only on the CPU backend (create() refuses disk-streamed units elsewhere).
+// (free on the CPU backend, whose ops complete before returning). Disk reads land in the slot
+// itself where the device tier is host memory (the CPU backend); elsewhere in a pinned bounce
+// buffer of the slot's size, from which a copy thread carries them on (TransferEngine's
+// ForwardCopy).
 //
 // Thread-safety: acquire/release/stats from the engine thread only.
 #pragma once
@@ -165,11 +167,16 @@ class WeightStreamer : public WeightProvider {
   // it is checked against (safetensors files carry no checksums of their own).
   Status checksum_in_place_reads();
   void issue(int32_t unit);  // starts `unit`'s transfer into a free slot
-  // Starts the transfers that fill `unit`'s slot.
-  std::vector<TransferTicket> start_transfer(const Unit& unit);
+  // Starts the transfers that fill `unit`'s slot; with `to_device` false, disk reads stop in the
+  // slot's bounce buffer (where there is one).
+  std::vector<TransferTicket> start_transfer(const Unit& unit, bool to_device = true);
   void top_up();
   void drain();  // waits for and discards everything in flight
   char* slot_data(int32_t slot) const { return slots_[static_cast<size_t>(slot)]; }
+  // Where disk reads for `slot` land: its bounce buffer, or the slot itself.
+  char* read_dst(int32_t slot) const {
+    return bounce_slots_.empty() ? slot_data(slot) : bounce_slots_[static_cast<size_t>(slot)];
+  }
 
   Backend* backend_;
   void* arena_;
@@ -187,9 +194,12 @@ class WeightStreamer : public WeightProvider {
   std::vector<char*> slots_;
   std::vector<int32_t> free_slots_;
   std::vector<uint64_t> slot_fences_;  // per slot: the fence after the compute that last read it
-  std::deque<InFlight> queue_;         // issued, not yet acquired, in issue order
-  std::vector<int32_t> file_ids_;      // DiskStore file id of options.files[i]
-  std::vector<uint64_t> file_sizes_;   // size of options.files[i] when opened
+  // Disk reads where the device tier is not host memory: one pinned bounce buffer per slot.
+  std::unique_ptr<HostPool> bounce_pool_;
+  std::vector<char*> bounce_slots_;
+  std::deque<InFlight> queue_;        // issued, not yet acquired, in issue order
+  std::vector<int32_t> file_ids_;     // DiskStore file id of options.files[i]
+  std::vector<uint64_t> file_sizes_;  // size of options.files[i] when opened
   bool disk_direct_io_ = false;
   std::unique_ptr<TransferEngine> engine_;  // declared last: destroyed first
   StreamStats stats_;

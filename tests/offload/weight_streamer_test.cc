@@ -23,7 +23,9 @@ namespace fs = std::filesystem;
 class FakeBackend : public Backend {
  public:
   std::string_view name() const override { return "fake"; }
-  DeviceKind device() const override { return DeviceKind::kCpu; }
+  // kCuda stands for a device whose memory the disk cannot read into (bounce buffers).
+  DeviceKind device() const override { return device_; }
+  void set_device(DeviceKind d) { device_ = d; }
   uint64_t memory_capacity() const override { return 1ull << 30; }
   Result<void*> allocate(size_t bytes) override {
     void* p = std::aligned_alloc(4096, align_up(bytes, 4096));
@@ -80,6 +82,7 @@ class FakeBackend : public Backend {
 
  private:
   static void fail() { TS_CHECK(false) << "no ops on the fake backend"; }
+  DeviceKind device_ = DeviceKind::kCpu;
   int64_t live_ = 0;  // allocations not yet freed (engine thread only)
   std::atomic<int64_t> copies_{0};
   std::atomic<uint64_t> recorded_{0}, waits_{0}, passed_{0};
@@ -314,6 +317,40 @@ TEST(WeightStreamerTest, RefillsOfReleasedSlotsWaitForTheirComputeFence) {
   EXPECT_EQ(f.backend.fences_recorded(), 15u);
   EXPECT_GE(f.backend.fence_waits(), 2u * (15u - 2u));
   EXPECT_GE(f.backend.fences_passed(), 13u);
+}
+
+// Where the device tier is not host memory, disk reads (in place and from one-time copies) land
+// in pinned bounce buffers and copy threads carry them on to the slots, after the slot's fence; a
+// failed read is never carried on.
+TEST(WeightStreamerTest, DiskReadsGoThroughBounceBuffersOffTheHost) {
+  Fixture f;
+  f.backend.set_device(DeviceKind::kCuda);
+  std::atomic<bool> armed{false};
+  std::atomic<int> faults{0};
+  auto s = f.make(2, [&](DiskOp op, int64_t, uint64_t) {
+    // After start-up, the first read comes back corrupted: its checksum fails, it is read again,
+    // and its bytes never reach the slot.
+    if (armed.load() && op != DiskOp::kWrite && faults.fetch_add(1) == 0) {
+      return DiskFault::kCorrupt;
+    }
+    return DiskFault::kNone;
+  });
+  ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+  WeightStreamer& w = *s.value();
+  armed.store(true);
+  const int64_t copies_before = f.backend.copies();
+  for (int cycle = 0; cycle < 2; ++cycle) {
+    for (int u = 0; u < w.num_units(); ++u) {
+      auto unit = w.acquire(u);
+      ASSERT_TRUE(unit.is_ok()) << unit.status().to_string();
+      expect_unit(u, *unit.value());
+      w.release(u);
+    }
+  }
+  EXPECT_GE(w.stats().retries, 1);
+  // Every disk read of the two cycles was carried on by a copy: 3 disk units, several reads each.
+  EXPECT_GE(f.backend.copies() - copies_before, 2 * 3);
+  EXPECT_GT(w.stats().disk_bytes, 0u);
 }
 
 // A disk read that fails is returned by acquire, and its bytes are not used; the unit is read
