@@ -269,6 +269,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   TS_RETURN_IF_ERROR(e->runner_->init());
   e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
   e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
+  e->argmax_rows_.reserve(static_cast<size_t>(max_seqs));
+  e->argmax_tokens_.reserve(static_cast<size_t>(max_seqs));
 
   e->startup_summary_ = c.architecture_name + ": " + std::to_string(c.num_layers) +
                         " layers, weights " + format_bytes(e->weights_->device_bytes()) + " (" +
@@ -535,7 +537,18 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
   const bool too_early = seq->num_output() < req.params.min_tokens;
   const std::span<const int32_t> suppressed =
       too_early ? std::span<const int32_t>(req.stop_ids) : std::span<const int32_t>();
-  SampledToken t = sampler_->sample(logits, req.params, seq->rng, prompt, output, suppressed);
+  emit(req, seq, sampler_->sample(logits, req.params, seq->rng, prompt, output, suppressed));
+}
+
+bool LlmEngine::argmax_only(const Request& req, const Sequence& seq) const {
+  const SamplingParams& p = req.params;
+  const bool suppressing = seq.num_output() < p.min_tokens && !req.stop_ids.empty();
+  const bool forking = seq.index == 0 && !req.forked && p.n > 1;
+  return p.greedy() && !p.logprobs.has_value() && p.repetition_penalty == 1.0 &&
+         p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 && !suppressing && !forking;
+}
+
+void LlmEngine::emit(Request& req, Sequence* seq, const SampledToken& t) {
   seq->tokens.push_back(t.token);
   ++stats_.generated_tokens;
 
@@ -680,12 +693,31 @@ bool LlmEngine::step() {
   stats_.scheduled_tokens += plan.num_tokens;
   for (const ScheduledSequence& s : plan.scheduled) stats_.decode_seqs += s.num_tokens == 1;
   const std::vector<int32_t>& sampled = runner_->sampled();
-  float* rows = static_cast<float*>(logits.value().data);
-  for (size_t r = 0; r < sampled.size(); ++r) {
-    Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
+  auto request_of = [this](const Sequence* seq) -> Request& {
     auto it = requests_.find(seq->request_id);
     TS_CHECK(it != requests_.end()) << "sequence " << seq->id << " without a request";
-    sample(*it->second, seq, rows + r * static_cast<size_t>(config_.vocab_size));
+    return *it->second;
+  };
+  // Rows that need only their arg-max are reduced where the logits are (on a GPU only token ids
+  // cross the bus); the others go to the sampler (on a GPU, copied back first).
+  argmax_rows_.clear();
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    const Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
+    if (argmax_only(request_of(seq), *seq)) argmax_rows_.push_back(static_cast<int32_t>(r));
+  }
+  argmax_tokens_.resize(argmax_rows_.size());
+  runner_->argmax(argmax_rows_, argmax_tokens_.data());
+  size_t next_argmax = 0;
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
+    Request& req = request_of(seq);
+    if (next_argmax < argmax_rows_.size() && argmax_rows_[next_argmax] == static_cast<int32_t>(r)) {
+      SampledToken t;
+      t.token = argmax_tokens_[next_argmax++];
+      emit(req, seq, t);
+    } else {
+      sample(req, seq, runner_->host_row(static_cast<int32_t>(r)));
+    }
   }
   publish_load();
   return true;
@@ -799,7 +831,7 @@ Result<std::vector<std::vector<float>>> LlmEngine::score(const std::vector<int32
     }
     seq.num_computed = total;
     if (seq.num_uncomputed() > 0) continue;
-    const float* row = static_cast<const float*>(logits.value().data);
+    const float* row = runner_->host_row(0);
     out.emplace_back(row, row + config_.vocab_size);
     if (next == continuation.size()) break;
     seq.tokens.push_back(continuation[next++]);

@@ -195,6 +195,11 @@ class LlmEngine {
   // Samples one token of `seq` from `logits` (modified), publishes it, and finishes `seq` at a
   // stop token or max_tokens.
   void emit_token(Request& req, Sequence* seq, float* logits);
+  // Appends the chosen token `t` to `seq`, streams it, and finishes the sequence on a stop.
+  void emit(Request& req, Sequence* seq, const SampledToken& t);
+  // Whether `seq`'s next token is the plain arg-max of its logits (greedy, no logprobs,
+  // penalties, suppressed tokens or forks), which the backend can reduce where the logits are.
+  bool argmax_only(const Request& req, const Sequence& seq) const;
   void fail_step(const StepPlan& plan, const Status& error);
   // Creates the KV host and disk tiers from the options (nothing when neither is asked for).
   Status create_kv_tiers();
@@ -228,7 +233,9 @@ class LlmEngine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Sampler> sampler_;
-  std::vector<float> fork_logits_;  // [vocab] raw logits kept for a request's forks
+  std::vector<float> fork_logits_;      // [vocab] raw logits kept for a request's forks
+  std::vector<int32_t> argmax_rows_;    // [max_num_seqs] this step's arg-max-only logit rows
+  std::vector<int32_t> argmax_tokens_;  // [max_num_seqs] their tokens
 
   // Engine thread.
   std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;

@@ -99,12 +99,31 @@ Result<TensorView> ModelRunner::execute(const StepPlan& plan) {
   batch.attn.slot_mapping = slot_mapping_.data();
   batch.logit_rows = logit_rows_.data();
   batch.num_logit_rows = static_cast<int32_t>(sampled_.size());
+  logits_ = TensorView();
   TS_ASSIGN_OR_RETURN(TensorView logits, model_->forward(batch, cache));
   backend_->synchronize();
-  if (logits.device == DeviceKind::kCpu || logits.numel() == 0) return logits;
-  TS_CHECK(host_logits_ != nullptr) << "ModelRunner::init was not called";
-  backend_->copy(host_logits_, logits.data, logits.nbytes());
-  return TensorView::contiguous(host_logits_, DType::kF32, {logits.dim(0), logits.dim(1)});
+  logits_ = logits;
+  logits_on_host_ = logits.device == DeviceKind::kCpu;
+  return logits;
+}
+
+float* ModelRunner::host_row(int32_t r) {
+  TS_CHECK(logits_.data != nullptr && r >= 0 && r < logits_.dim(0))
+      << "logit row " << r << " of the last step";
+  const int64_t vocab = logits_.dim(1);
+  if (logits_.device == DeviceKind::kCpu) return logits_.ptr<float>() + r * vocab;
+  if (!logits_on_host_) {
+    TS_CHECK(host_logits_ != nullptr) << "ModelRunner::init was not called";
+    backend_->copy(host_logits_, logits_.data, logits_.nbytes());
+    logits_on_host_ = true;
+  }
+  return host_logits_ + r * vocab;
+}
+
+void ModelRunner::argmax(std::span<const int32_t> rows, int32_t* out) {
+  if (rows.empty()) return;
+  TS_CHECK(logits_.data != nullptr) << "argmax before a step with logits";
+  backend_->argmax_rows(logits_, rows.data(), static_cast<int32_t>(rows.size()), out);
 }
 
 }  // namespace tierserve

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/status.h"
@@ -32,9 +33,15 @@ class ModelRunner {
   // Runs `plan` (already committed by the scheduler: every scheduled sequence's blocks hold
   // its new tokens). Returns logits [rows, vocab] f32, one row per sequence whose last token ran
   // this step, in plan order; sampled()[r] is the index in plan.scheduled of row r. The logits
-  // are in host memory (copied back from the device where needed). Valid until the next
-  // execute.
+  // are in the backend's memory (device memory on a GPU): read them through host_row() or
+  // argmax(). Valid until the next execute.
   Result<TensorView> execute(const StepPlan& plan);
+  // Row r of the last step's logits in host memory. On a GPU the first call of a step copies all
+  // rows back at once; the row may be modified (the sampler does).
+  float* host_row(int32_t r);
+  // out[i] = the arg-max token of row rows[i] of the last step's logits, reduced where they are
+  // (on a GPU only the ids cross the bus).
+  void argmax(std::span<const int32_t> rows, int32_t* out);
   const std::vector<int32_t>& sampled() const { return sampled_; }
 
  private:
@@ -56,6 +63,8 @@ class ModelRunner {
   // Host copy of the logits when the backend's device memory is not the host's, else null.
   float* host_logits_ = nullptr;  // [max_num_seqs, vocab_size], Backend::allocate_pinned_host
   bool host_logits_pinned_ = false;
+  TensorView logits_;                        // the last step's logits, where the backend wrote them
+  bool logits_on_host_ = false;              // host_logits_ holds them (or they are host memory)
   std::vector<float> host_logits_fallback_;  // when the backend has no pinned allocator
 };
 

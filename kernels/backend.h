@@ -169,6 +169,14 @@ class Backend {
   // Row-wise softmax of x[m, n] in place, f32, numerically stable (max subtracted).
   virtual void softmax(const TensorView& x) = 0;
 
+  // out[i] = the column of the largest element of row rows[i] of logits [R, n] (f32; ties: the
+  // lowest column), for i < num_rows: greedy decoding where the logits are, so that only token
+  // ids cross the bus. `rows` and `out` are host memory; returns when `out` is written. The
+  // default reads host-addressable logits directly and copies device rows back one at a time;
+  // a GPU backend reduces on the device.
+  virtual void argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                           int32_t* out);
+
   // Stores k and v ([num_tokens, num_kv_heads, head_dim], f32) of `layer` into the cache slots
   // meta.slot_mapping[i], converting to the cache's dtype.
   virtual void write_kv(int32_t layer, const TensorView& k, const TensorView& v,

@@ -104,6 +104,8 @@ class CudaBackend final : public Backend {
   void embedding(const int32_t* ids, const TensorView& table, const TensorView& out) override;
   void gather_rows(const TensorView& src, const int32_t* rows, const TensorView& dst) override;
   void softmax(const TensorView& x) override;
+  void argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                   int32_t* out) override;
   void write_kv(int32_t layer, const TensorView& k, const TensorView& v,
                 const AttentionMetadata& meta, const KvCacheView& cache) override;
   void paged_attention(int32_t layer, const TensorView& q, const AttentionMetadata& meta,
@@ -141,6 +143,10 @@ class CudaBackend final : public Backend {
   StepInputs staged_host_;              // the last step, host side (pointers into stage_host_)
   StepInputs staged_dev_;               // the same, device side
 
+  // argmax_rows: [max_seqs] row indices then [max_seqs] results, pinned and on the device.
+  int32_t* argmax_host_ = nullptr;
+  int32_t* argmax_dev_ = nullptr;
+
   float* attn_scratch_ = nullptr;
   int64_t attn_scratch_floats_ = 0;
 
@@ -155,6 +161,8 @@ CudaBackend::~CudaBackend() {
   if (stage_copied_ != nullptr) cudaEventDestroy(stage_copied_);
   cudaFreeHost(stage_host_);
   cudaFree(stage_dev_);
+  cudaFreeHost(argmax_host_);
+  cudaFree(argmax_dev_);
   cudaFree(attn_scratch_);
   cudaFreeHost(errors_host_);
   for (cudaStream_t s : {compute_, h2d_, d2h_}) {
@@ -310,6 +318,13 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
   TS_RETURN_IF_ERROR(
       cuda_status(cudaMalloc(reinterpret_cast<void**>(&stage_dev_), stage_ints_ * sizeof(int32_t)),
                   "step-input buffer"));
+  const size_t argmax_bytes = 2 * s * sizeof(int32_t);
+  void* argmax_host = nullptr;
+  TS_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(&argmax_host, argmax_bytes, cudaHostAllocPortable),
+                                 "arg-max staging"));
+  argmax_host_ = static_cast<int32_t*>(argmax_host);
+  TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(reinterpret_cast<void**>(&argmax_dev_), argmax_bytes),
+                                 "arg-max buffer"));
   return Status::ok();
 }
 
@@ -488,6 +503,28 @@ void CudaBackend::gather_rows(const TensorView& src, const int32_t* rows, const 
 void CudaBackend::softmax(const TensorView& x) {
   check_rows_on_device(x, 2, "softmax x");
   TS_CUDA_CHECK(launch_softmax(x.ptr<float>(), x.stride(0), x.dim(0), x.dim(1), compute_));
+}
+
+void CudaBackend::argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                              int32_t* out) {
+  check_rows_on_device(logits, 2, "argmax_rows logits");
+  TS_CHECK(logits.dim(1) > 0) << "argmax_rows over empty rows";
+  if (num_rows == 0) return;
+  TS_CHECK(argmax_host_ != nullptr && num_rows <= limits_.max_seqs)
+      << num_rows << " arg-max rows; reserve_steps reserved " << limits_.max_seqs;
+  bind_device(options_.device_index);
+  const size_t bytes = static_cast<size_t>(num_rows) * sizeof(int32_t);
+  std::memcpy(argmax_host_, rows, bytes);
+  int32_t* dev_rows = argmax_dev_;
+  int32_t* dev_out = argmax_dev_ + limits_.max_seqs;
+  TS_CUDA_CHECK(cudaMemcpyAsync(dev_rows, argmax_host_, bytes, cudaMemcpyHostToDevice, compute_));
+  TS_CUDA_CHECK(launch_argmax_rows(logits.ptr<const float>(), logits.stride(0), logits.dim(0),
+                                   logits.dim(1), dev_rows, num_rows, dev_out, errors_dev_,
+                                   compute_));
+  int32_t* host_out = argmax_host_ + limits_.max_seqs;
+  TS_CUDA_CHECK(cudaMemcpyAsync(host_out, dev_out, bytes, cudaMemcpyDeviceToHost, compute_));
+  synchronize();
+  std::memcpy(out, host_out, bytes);
 }
 
 void CudaBackend::write_kv(int32_t layer, const TensorView& k, const TensorView& v,

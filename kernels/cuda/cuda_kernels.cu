@@ -152,6 +152,47 @@ __global__ void copy_rows_kernel(const float* src, int64_t s_stride, float* dst,
   }
 }
 
+// One block per row: each thread keeps its best (value, column), then a shared-memory tree.
+__global__ void argmax_rows_kernel(const float* logits, int64_t stride, int64_t num_logit_rows,
+                                   int64_t n, const int32_t* rows, int32_t* out,
+                                   DeviceErrors* errors) {
+  __shared__ float best_v[kRowThreads];
+  __shared__ int64_t best_i[kRowThreads];
+  const int32_t row = rows[blockIdx.x];
+  if (row < 0 || row >= num_logit_rows) {
+    if (threadIdx.x == 0) {
+      report(errors, DeviceError::kRow, blockIdx.x, row, num_logit_rows);
+      out[blockIdx.x] = -1;
+    }
+    return;
+  }
+  const float* x = logits + row * stride;
+  float v = -INFINITY;
+  int64_t at = n;  // past the end: loses every comparison below
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    if (x[i] > v || at == n) {
+      v = x[i];
+      at = i;
+    }
+  }
+  best_v[threadIdx.x] = v;
+  best_i[threadIdx.x] = at;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      const float ov = best_v[threadIdx.x + half];
+      const int64_t oi = best_i[threadIdx.x + half];
+      if (oi < n && (best_i[threadIdx.x] == n || ov > best_v[threadIdx.x] ||
+                     (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x]))) {
+        best_v[threadIdx.x] = ov;
+        best_i[threadIdx.x] = oi;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(best_i[0]);
+}
+
 template <typename T>
 __global__ void write_kv_kernel(const float* k, int64_t k_s0, int64_t k_s1, const float* v,
                                 int64_t v_s0, int64_t v_s1, const int32_t* slot_mapping,
@@ -266,6 +307,15 @@ cudaError_t launch_copy_rows(const float* src, int64_t s_stride, float* dst, int
                              int64_t rows, int64_t n, cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
   copy_rows_kernel<<<row_grid(rows, n), kElemThreads, 0, stream>>>(src, s_stride, dst, d_stride, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_argmax_rows(const float* logits, int64_t stride, int64_t num_logit_rows,
+                               int64_t n, const int32_t* rows, int32_t num_rows, int32_t* out,
+                               DeviceErrors* errors, cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  argmax_rows_kernel<<<static_cast<unsigned>(num_rows), kRowThreads, 0, stream>>>(
+      logits, stride, num_logit_rows, n, rows, out, errors);
   return cudaGetLastError();
 }
 

@@ -79,6 +79,12 @@ cudaError_t launch_convert_rows(const float* src, int64_t src_stride, void* dst,
 cudaError_t launch_add_bias(float* y, int64_t y_stride, const void* bias, ElemType type,
                             int64_t rows, int64_t n, cudaStream_t stream);
 
+// out[i] = the column of the largest element of logits row rows[i] (ties: the lowest column);
+// a bad row gives -1 and is reported.
+cudaError_t launch_argmax_rows(const float* logits, int64_t stride, int64_t num_logit_rows,
+                               int64_t n, const int32_t* rows, int32_t num_rows, int32_t* out,
+                               DeviceErrors* errors, cudaStream_t stream);
+
 // Copies rows [0, rows) of n floats between strided buffers.
 cudaError_t launch_copy_rows(const float* src, int64_t s_stride, float* dst, int64_t d_stride,
                              int64_t rows, int64_t n, cudaStream_t stream);

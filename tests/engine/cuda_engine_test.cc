@@ -1,14 +1,17 @@
 // The engine end to end on the CUDA backend (skipped where there is no CUDA device): logits of
 // every fixture model against the golden outputs of tests/fixtures/reference.py (Hugging Face
 // semantics), greedy tokens against the CPU backend's, and the offload scenarios of issue #5 —
-// host-streamed layers, KV swap, prefix spill — giving the same greedy tokens as resident runs.
+// host- and disk-streamed layers, KV swap, prefix spill — giving the same greedy tokens as
+// resident runs.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "engine/llm_engine.h"
 #include "kernels/backend_registry.h"
@@ -140,8 +143,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngineTest, ::testing::ValuesIn(golden_na
 
 // --deterministic on the GPU (DESIGN.md §6 invariant 1): requests run all at once, through a
 // device pool too small for them (so that KV blocks swap to the host tier and evicted prefixes
-// spill to it), and with layers streamed from pinned host memory, give the tokens each gives
-// alone on a resident model.
+// spill to it), and with layers streamed from pinned host memory or from disk, give the tokens
+// each gives alone on a resident model.
 TEST(CudaOffloadTest, BatchingSwapSpillAndStreamingGiveTheTokensOfEachRequestAlone) {
   if (!cuda_present()) GTEST_SKIP() << "no CUDA device";
   const std::string model = "llama_gqa_bf16";
@@ -167,19 +170,25 @@ TEST(CudaOffloadTest, BatchingSwapSpillAndStreamingGiveTheTokensOfEachRequestAlo
   o.max_model_len = 192;
   o.kv_cache_memory_bytes = 12 * block_bytes;
   o.kv_offloading_size_gb = static_cast<double>(64 * block_bytes) / (1ull << 30);
-  for (bool streamed : {false, true}) {
-    // Every streamable layer streamed from the host tier.
-    o.cpu_offload_gb = streamed ? 1.0 : 0.0;
+  std::string dir = ::testing::TempDir() + "cuda_engine_test_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  // Resident; every streamable layer streamed from the host tier; from disk (read in place from
+  // the checkpoint through pinned bounce buffers).
+  for (const char* placement : {"resident", "host", "disk"}) {
+    o.cpu_offload_gb = std::string(placement) == "host" ? 1.0 : 0.0;
+    o.disk_offload_gb = std::string(placement) == "disk" ? 1.0 : 0.0;
+    o.offload_dir = std::string(placement) == "disk" ? fs::path(dir) : fs::path();
     auto engine = open(model, o);
     ASSERT_NE(engine, nullptr);
     const std::vector<std::vector<int32_t>> together = run_together(*engine, cases);
     ASSERT_EQ(together.size(), alone.size());
     for (size_t i = 0; i < alone.size(); ++i) {
-      EXPECT_EQ(together[i], alone[i]) << "request " << i << (streamed ? ", streamed" : "");
+      EXPECT_EQ(together[i], alone[i]) << "request " << i << ", weights " << placement;
     }
     EXPECT_GT(engine->kv_tier_usage().swaps.blocks_out, 0) << "the host tier was used";
     EXPECT_EQ(engine->stats().swap_failures, 0);
   }
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -288,6 +288,34 @@ TEST_P(BackendParityTest, EmbeddingGatherRope) {
   }
 }
 
+TEST_P(BackendParityTest, ArgmaxRowsTakesTheLowestOfTiedMaxima) {
+  const int64_t rows = 9, n = 5000;
+  Random r(seed_);
+  std::vector<float> values = r.values(static_cast<size_t>(rows * n), 10.0f);
+  // Row i's maximum appears twice, at columns a < b: the lowest wins.
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t a = r.index(static_cast<int32_t>(n - 1));
+    const int64_t b = a + 1 + r.index(static_cast<int32_t>(n - 1 - a));
+    values[static_cast<size_t>(i * n + a)] = 11.0f;
+    values[static_cast<size_t>(i * n + b)] = 11.0f;
+  }
+  const std::vector<int32_t> which = {8, 0, 3, 3, 5};
+  std::vector<int32_t> want(which.size()), got(which.size(), -7);
+  {
+    Side ref(reference_.get());
+    TensorView logits = ref.upload(values, DType::kF32, {rows, n});
+    reference_->argmax_rows(logits, which.data(), static_cast<int32_t>(which.size()), want.data());
+  }
+  Side cand(candidate_.get());
+  TensorView logits = cand.upload(values, DType::kF32, {rows, n});
+  candidate_->argmax_rows(logits, which.data(), static_cast<int32_t>(which.size()), got.data());
+  EXPECT_EQ(got, want) << "seed " << seed_;
+  for (size_t i = 0; i < which.size(); ++i) {
+    const float* row = values.data() + which[i] * n;
+    EXPECT_EQ(want[i], std::max_element(row, row + n) - row);
+  }
+}
+
 // A batch of sequences over a paged cache: each has `cached` tokens from earlier steps and
 // `new_tokens` in this one (decode: 1; prefill: all; chunked prefill: some).
 struct AttnCase {

@@ -1,0 +1,28 @@
+#include "kernels/backend.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace tierserve {
+
+void Backend::argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                          int32_t* out) {
+  TS_CHECK(logits.dtype == DType::kF32 && logits.ndim == 2 && logits.stride(1) == 1)
+      << "argmax_rows of " << logits.debug_string();
+  const int64_t n = logits.dim(1);
+  TS_CHECK(n > 0) << "argmax_rows over empty rows";
+  std::vector<float> copied;
+  for (int32_t i = 0; i < num_rows; ++i) {
+    TS_CHECK(rows[i] >= 0 && rows[i] < logits.dim(0))
+        << "argmax_rows row " << rows[i] << " of " << logits.dim(0);
+    const float* row = logits.ptr<const float>() + rows[i] * logits.stride(0);
+    if (logits.device != DeviceKind::kCpu) {
+      copied.resize(static_cast<size_t>(n));
+      copy(copied.data(), row, static_cast<size_t>(n) * sizeof(float));
+      row = copied.data();
+    }
+    out[i] = static_cast<int32_t>(std::max_element(row, row + n) - row);
+  }
+}
+
+}  // namespace tierserve
