@@ -73,16 +73,35 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
   const int64_t shapes[][2] = {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};  // n, k
   const int64_t max_k = std::max({d, f, q}), max_n = std::max({d, f, q});
-  std::vector<float> x(static_cast<size_t>(tokens * max_k), 0.01f);
-  std::vector<float> y(static_cast<size_t>(tokens * max_n));
-  // Weight values do not change the time (zeros are not denormals); only the dtype matters.
-  std::vector<uint8_t> w(static_cast<size_t>(max_n * max_k) * dtype_size(c.dtype));
+  // In the backend's own memory (the GPU's on CUDA). Weight values do not change the time
+  // (zeros are not denormals); only the dtype matters.
+  const size_t x_bytes = static_cast<size_t>(tokens * max_k) * sizeof(float);
+  const size_t y_bytes = static_cast<size_t>(tokens * max_n) * sizeof(float);
+  const size_t w_bytes = static_cast<size_t>(max_n * max_k) * dtype_size(c.dtype);
+  auto x_or = backend->allocate(x_bytes), y_or = backend->allocate(y_bytes),
+       w_or = backend->allocate(w_bytes);
+  auto release = [&] {
+    for (auto* r : {&x_or, &y_or, &w_or}) {
+      if (r->is_ok()) backend->deallocate(r->value());
+    }
+  };
+  if (!x_or.is_ok() || !y_or.is_ok() || !w_or.is_ok()) {
+    release();
+    return 0;
+  }
+  {
+    const std::vector<float> x(static_cast<size_t>(tokens * max_k), 0.01f);
+    backend->copy(x_or.value(), x.data(), x_bytes);
+    const std::vector<uint8_t> w(w_bytes);
+    backend->copy(w_or.value(), w.data(), w_bytes);
+  }
+  const DeviceKind dev = backend->device();
   double flops = 0, seconds = 0;
   for (const auto& shape : shapes) {
     const int64_t n = shape[0], k = shape[1];
-    TensorView xv = TensorView::contiguous(x.data(), DType::kF32, {tokens, k});
-    TensorView wv = TensorView::contiguous(w.data(), c.dtype, {n, k});
-    TensorView yv = TensorView::contiguous(y.data(), DType::kF32, {tokens, n});
+    TensorView xv = TensorView::contiguous(x_or.value(), DType::kF32, {tokens, k}, dev);
+    TensorView wv = TensorView::contiguous(w_or.value(), c.dtype, {n, k}, dev);
+    TensorView yv = TensorView::contiguous(y_or.value(), DType::kF32, {tokens, n}, dev);
     std::vector<double> times;
     for (int r = 0; r < repeats + 1; ++r) {
       auto t0 = Clock::now();
@@ -93,6 +112,7 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
     flops += 2.0 * static_cast<double>(tokens * n * k);
     seconds += median(times);
   }
+  release();
   return flops / seconds;
 }
 

@@ -43,6 +43,7 @@ class ReadBandwidth {
 // GEMM throughput of `backend` on one decoder layer's own projections (q, k, v, o, gate, up,
 // down) at m = `tokens` rows, in the model's weight dtype: total FLOPs over the summed median
 // time of each shape. The compute bound of prefill (and of large-batch decode) for this model.
+// Buffers come from the backend (device memory on a GPU); 0 when they cannot be had.
 double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats);
 
 // What one forward step must move and compute, from the model's weight size.

@@ -67,8 +67,9 @@ Status run(OfflineOptions& o) {
       o.engine.backend.num_threads > 0 ? o.engine.backend.num_threads : Topology().num_cores();
   ReadBandwidth bandwidth(threads);
   std::printf(
-      "| batch | decode tok/s | memory bound tok/s | ratio | mean TTFT ms | step ms | streamed "
-      "MiB/step | stall ms/step | prefix hit tokens |\n|---|---|---|---|---|---|---|---|---|\n");
+      "| batch | decode tok/s | memory bound tok/s | ratio | compute bound tok/s | ratio | mean "
+      "TTFT ms | step ms | streamed MiB/step | stall ms/step | prefix hit tokens "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   Json rows = Json::array();
   std::string model_line;
   for (int32_t batch : o.batch_sizes) {
@@ -85,6 +86,10 @@ Status run(OfflineOptions& o) {
                  std::to_string(c.num_layers) + " layers, weights " +
                  format_bytes(engine.weight_bytes()) + ")";
     std::vector<double> tps, bound, ttft, step, streamed, stall, hits;
+    // The compute bound: GEMM throughput at m = batch over the decoder's own projections, and
+    // 2 FLOPs per parameter per token (attention and the lm_head aside).
+    const double flops = measure_gemm_flops(&engine.backend(), c, batch, 3);
+    const double compute_bound = flops > 0 ? flops / (2.0 * cost.decoder_params) : 0;
     for (int32_t r = 0; r <= o.repeats; ++r) {
       // The host's read bandwidth on the CPU backend; the GPU's memory bandwidth on a GPU.
       double bw = 0;
@@ -106,14 +111,18 @@ Status run(OfflineOptions& o) {
       hits.push_back(static_cast<double>(run.prefix_hit_tokens));
     }
     const double ratio = median(tps) / median(bound);
-    std::printf("| %d | %.1f | %.1f | %.1f%% | %.1f | %.2f | %.1f | %.2f | %.0f |\n", batch,
-                median(tps), median(bound), 100 * ratio, median(ttft), median(step),
-                median(streamed), median(stall), median(hits));
+    const double compute_ratio = compute_bound > 0 ? median(tps) / compute_bound : 0;
+    std::printf(
+        "| %d | %.1f | %.1f | %.1f%% | %.1f | %.1f%% | %.1f | %.2f | %.1f | %.2f | %.0f |\n", batch,
+        median(tps), median(bound), 100 * ratio, compute_bound, 100 * compute_ratio, median(ttft),
+        median(step), median(streamed), median(stall), median(hits));
     std::fflush(stdout);
     rows.push_back({{"batch", batch},
                     {"decode_tokens_per_s", median(tps)},
                     {"memory_bound_tokens_per_s", median(bound)},
                     {"ratio_to_memory_bound", ratio},
+                    {"compute_bound_tokens_per_s", compute_bound},
+                    {"ratio_to_compute_bound", compute_ratio},
                     {"mean_ttft_ms", median(ttft)},
                     {"step_ms", median(step)},
                     {"streamed_mib_per_step", median(streamed)},
@@ -122,7 +131,8 @@ Status run(OfflineOptions& o) {
   }
   std::printf(
       "\nmodel: %s; input %d (+ %d shared) and output %d tokens per request; %d threads; medians "
-      "of %d runs; memory bound = batch x read bandwidth / weight bytes read per step\n",
+      "of %d runs; memory bound = batch x read bandwidth / weight bytes read per step; compute "
+      "bound = GEMM FLOP/s at m = batch / (2 x decoder parameters)\n",
       model_line.c_str(), o.input_len, o.shared_prefix_len, o.output_len, threads, o.repeats);
   if (!o.result_json.empty()) {
     TS_RETURN_IF_ERROR(write_result_json(o.result_json, {{"model", model_line}, {"rows", rows}}));

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "bench/bench_util.h"
 #include "bench/link_bounds.h"
@@ -14,6 +15,7 @@
 #include "bench/plot.h"
 #include "bench/report.h"
 #include "common/units.h"
+#include "engine/model_weights.h"
 #include "kernels/backend_registry.h"
 
 namespace tierserve::bench {
@@ -98,6 +100,7 @@ Status run(OffloadSweepOptions& s) {
     }
   }
   std::map<int32_t, double> compute_ms;  // batch -> all-resident step time
+  std::optional<ModelConfig> config;     // of the first engine that could be created
   for (Point& p : points) {
     EngineOptions e = o.engine;
     e.cpu_offload_gb = p.cpu_gb;
@@ -113,6 +116,7 @@ Status run(OffloadSweepOptions& s) {
       p.error = engine.status().message();
       continue;
     }
+    if (!config) config = engine.value()->config();
     std::vector<double> tps, ttft, step, host, disk, stall;
     for (int32_t r = 0; r <= o.repeats; ++r) {
       DecodeWorkload w{p.batch, o.input_len, o.output_len, o.shared_prefix_len,
@@ -137,6 +141,20 @@ Status run(OffloadSweepOptions& s) {
     p.disk_gbps = median(disk) / (p.step_ms / 1e3) / 1e9;
     p.transfer_ms = median(host) / host_bw * 1e3 + (disk_bw > 0 ? median(disk) / disk_bw * 1e3 : 0);
     if (p.offloaded_gb() == 0) compute_ms[p.batch] = p.step_ms;
+  }
+  // A batch without an all-resident point (the model does not fit the device): its compute
+  // time is estimated from GEMM throughput, 2 FLOPs per decoder parameter per token.
+  std::string compute_note = "compute = the all-resident step at the same batch";
+  for (int32_t batch : o.batch_sizes) {
+    if (compute_ms.count(batch) > 0 || !config) continue;
+    TS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, create_backend(o.engine.backend));
+    const double flops = measure_gemm_flops(b.get(), *config, batch, 3);
+    if (flops <= 0) continue;
+    const StepCost cost = step_cost(*config, checkpoint_weight_bytes(*config));
+    compute_ms[batch] = 2.0 * cost.decoder_params * batch / flops * 1e3;
+    compute_note =
+        "compute = the all-resident step where one ran, else the decoder's GEMMs at the measured "
+        "GEMM throughput";
   }
   for (Point& p : points) {
     auto c = compute_ms.find(p.batch);
@@ -193,7 +211,10 @@ Status run(OffloadSweepOptions& s) {
                                  ? gib(o.engine.device_memory_gb) + " of device memory"
                                  : "this device's memory";
   Json recommendations = Json::array();
-  std::printf("\n");
+  std::printf(
+      "\noverlap efficiency = max(compute, transfer) / step; %s; transfer = streamed bytes "
+      "at the link bounds\n\n",
+      compute_note.c_str());
   for (int32_t batch : o.batch_sizes) {
     // The fastest point; within 5% of it (run-to-run noise), the one that offloads least, then
     // the shallowest ring: fewer moving parts for the same speed.
