@@ -208,7 +208,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                                             tiers, options.seed));
     e->weights_ = std::move(loaded.provider);
     e->streamer_ = dynamic_cast<const WeightStreamer*>(e->weights_.get());
-    if (loaded.placement.num_streamed() > 0) e->placement_report_ = loaded.placement.report();
+    e->weights_resident_ = loaded.placement.num_streamed() == 0;
+    if (!e->weights_resident_) e->placement_report_ = loaded.placement.report();
   }
 
   const int32_t max_step = std::min(options.max_num_batched_tokens, e->max_model_len_);
@@ -266,7 +267,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
       (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
   e->runner_ = std::make_unique<ModelRunner>(e->model_.get(), e->backend_.get(), e->kv_pool_.get(),
                                              max_step, max_seqs, max_blocks_per_seq);
-  TS_RETURN_IF_ERROR(e->runner_->init());
+  // Graphs of decode steps need every weight resident: a streamed layer waits on the host.
+  TS_RETURN_IF_ERROR(e->runner_->init(!options.enforce_eager && e->weights_resident_));
   e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
   e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
   e->argmax_rows_.reserve(static_cast<size_t>(max_seqs));

@@ -41,7 +41,8 @@
 namespace tierserve {
 
 struct EngineOptions {
-  BackendOptions backend;                      // which backend, threads, --deterministic
+  BackendOptions backend;      // which backend, threads, --deterministic
+  bool enforce_eager = false;  // --enforce-eager: no graphs of decode steps on a GPU
   LoadFormat load_format = LoadFormat::kAuto;  // checkpoint or dummy weights
   int32_t block_size = 16;                     // tokens per KV block
   int32_t max_model_len = 0;                   // context length; 0 = the model's
@@ -234,6 +235,7 @@ class LlmEngine {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Sampler> sampler_;
   std::vector<float> fork_logits_;      // [vocab] raw logits kept for a request's forks
+  bool weights_resident_ = true;        // no weight unit is streamed from a lower tier
   std::vector<int32_t> argmax_rows_;    // [max_num_seqs] this step's arg-max-only logit rows
   std::vector<int32_t> argmax_tokens_;  // [max_num_seqs] their tokens
 

@@ -137,12 +137,15 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
 }
 
 Result<TensorView> Model::forward(const ForwardBatch& host_batch, const KvCacheView& cache) {
-  const int32_t n = host_batch.attn.num_tokens;
+  return forward_staged(backend_->stage_step(host_batch), cache);
+}
+
+Result<TensorView> Model::forward_staged(const StepInputs& batch, const KvCacheView& cache) {
+  const int32_t n = batch.attn.num_tokens;
   TS_CHECK(n > 0 && n <= max_num_tokens_) << "step of " << n << " tokens";
-  TS_CHECK(host_batch.num_logit_rows >= 0 && host_batch.num_logit_rows <= max_logit_rows_)
-      << host_batch.num_logit_rows << " logit rows";
+  TS_CHECK(batch.num_logit_rows >= 0 && batch.num_logit_rows <= max_logit_rows_)
+      << batch.num_logit_rows << " logit rows";
   const int64_t d = config_.hidden_size;
-  const StepInputs batch = backend_->stage_step(host_batch);
   const DeviceKind dev = backend_->device();
 
   TS_ASSIGN_OR_RETURN(const WeightUnit* embedding, weights_->acquire(kEmbeddingUnit));

@@ -41,6 +41,9 @@ class Model {
   // prefill chunks only), valid until the next forward. Fails only
   // when a weight unit cannot be acquired.
   Result<TensorView> forward(const ForwardBatch& batch, const KvCacheView& cache);
+  // forward() of inputs already staged (Backend::stage_step), issuing only ops: what a graph
+  // captures (ModelRunner).
+  Result<TensorView> forward_staged(const StepInputs& staged, const KvCacheView& cache);
 
  private:
   Model(const ModelConfig& config, Backend* backend, WeightProvider* weights,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/check.h"
+#include "common/logging.h"
 
 namespace tierserve {
 
@@ -28,7 +29,21 @@ ModelRunner::~ModelRunner() {
   if (host_logits_pinned_) backend_->free_pinned_host(host_logits_);
 }
 
-Status ModelRunner::init() {
+namespace {
+
+// Batch sizes of the captured decode steps (vLLM's: 1, 2, 4, then multiples of 8).
+std::vector<int32_t> graph_batch_sizes(int32_t limit) {
+  std::vector<int32_t> sizes;
+  for (int32_t b : {1, 2, 4}) {
+    if (b <= limit) sizes.push_back(b);
+  }
+  for (int32_t b = 8; b <= limit && b <= kMaxGraphBatch; b += 8) sizes.push_back(b);
+  return sizes;
+}
+
+}  // namespace
+
+Status ModelRunner::init(bool graphs) {
   StepLimits limits;
   limits.max_tokens = max_num_tokens_;
   limits.max_seqs = max_num_seqs_;
@@ -45,6 +60,64 @@ Status ModelRunner::init() {
     host_logits_fallback_.resize(floats);
     host_logits_ = host_logits_fallback_.data();
   }
+  if (graphs && backend_->supports_graphs()) {
+    Status s = capture_graphs();
+    if (!s.is_ok()) {
+      TS_LOG(Warning) << "decode steps run without graphs: " << s.to_string();
+      graphs_.clear();
+    }
+  }
+  return Status::ok();
+}
+
+void ModelRunner::pad_decode_rows(int32_t from, int32_t batch) {
+  for (int32_t s = from; s < batch; ++s) {
+    const size_t i = static_cast<size_t>(s);
+    token_ids_[i] = 0;
+    positions_[i] = 0;
+    slot_mapping_[i] = -1;
+    query_start_[i + 1] = s + 1;
+    seq_lens_[i] = 1;
+    block_tables_[i * static_cast<size_t>(max_blocks_per_seq_)] = -1;
+    logit_rows_[i] = s;
+  }
+}
+
+ForwardBatch ModelRunner::batch_of(int32_t t, int32_t s, int32_t rows) {
+  ForwardBatch batch;
+  batch.token_ids = token_ids_.data();
+  batch.positions = positions_.data();
+  batch.attn.num_seqs = s;
+  batch.attn.num_tokens = t;
+  batch.attn.query_start = query_start_.data();
+  batch.attn.seq_lens = seq_lens_.data();
+  batch.attn.block_tables = block_tables_.data();
+  batch.attn.max_blocks_per_seq = max_blocks_per_seq_;
+  batch.attn.slot_mapping = slot_mapping_.data();
+  batch.logit_rows = logit_rows_.data();
+  batch.num_logit_rows = rows;
+  return batch;
+}
+
+Status ModelRunner::capture_graphs() {
+  const KvCacheView& cache = pool_->view();
+  for (int32_t b : graph_batch_sizes(std::min(max_num_seqs_, max_num_tokens_))) {
+    // A batch of padding alone: nothing runs while capturing, and every replay restages it.
+    query_start_[0] = 0;
+    pad_decode_rows(0, b);
+    const StepInputs staged = backend_->stage_step(batch_of(b, b, b));
+    backend_->synchronize();
+    TS_RETURN_IF_ERROR(backend_->begin_capture());
+    Result<TensorView> logits = model_->forward_staged(staged, cache);
+    Result<int32_t> id = backend_->end_capture();
+    if (!logits.is_ok()) return logits.status().with_context("capturing a decode step");
+    if (!id.is_ok()) {
+      return id.status().with_context("capturing a decode step of " + std::to_string(b));
+    }
+    graphs_.push_back({b, id.value(), logits.value()});
+  }
+  TS_LOG(Info) << "captured decode-step graphs for " << graphs_.size() << " batch sizes, up to "
+               << (graphs_.empty() ? 0 : graphs_.back().batch);
   return Status::ok();
 }
 
@@ -87,20 +160,24 @@ Result<TensorView> ModelRunner::execute(const StepPlan& plan) {
   }
   TS_CHECK_EQ(t, plan.num_tokens);
 
-  ForwardBatch batch;
-  batch.token_ids = token_ids_.data();
-  batch.positions = positions_.data();
-  batch.attn.num_seqs = num_seqs;
-  batch.attn.num_tokens = t;
-  batch.attn.query_start = query_start_.data();
-  batch.attn.seq_lens = seq_lens_.data();
-  batch.attn.block_tables = block_tables_.data();
-  batch.attn.max_blocks_per_seq = max_blocks_per_seq_;
-  batch.attn.slot_mapping = slot_mapping_.data();
-  batch.logit_rows = logit_rows_.data();
-  batch.num_logit_rows = static_cast<int32_t>(sampled_.size());
   logits_ = TensorView();
-  TS_ASSIGN_OR_RETURN(TensorView logits, model_->forward(batch, cache));
+  // A decode step (one token and one logit row per sequence) replays the graph of the next
+  // captured batch size, its extra rows padding.
+  const bool decode = t == num_seqs && static_cast<int32_t>(sampled_.size()) == num_seqs;
+  const auto graph = std::find_if(graphs_.begin(), graphs_.end(),
+                                  [num_seqs](const Graph& g) { return g.batch >= num_seqs; });
+  if (decode && graph != graphs_.end()) {
+    pad_decode_rows(num_seqs, graph->batch);
+    backend_->stage_step(batch_of(graph->batch, graph->batch, graph->batch));
+    backend_->replay(graph->id);
+    backend_->synchronize();
+    logits_ = graph->logits.rows(0, num_seqs);
+    logits_on_host_ = false;
+    return logits_;
+  }
+  TS_ASSIGN_OR_RETURN(
+      TensorView logits,
+      model_->forward(batch_of(t, num_seqs, static_cast<int32_t>(sampled_.size())), cache));
   backend_->synchronize();
   logits_ = logits;
   logits_on_host_ = logits.device == DeviceKind::kCpu;

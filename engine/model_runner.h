@@ -15,6 +15,9 @@
 
 namespace tierserve {
 
+// The largest batch a decode-step graph is captured for; larger decode steps run eagerly.
+inline constexpr int32_t kMaxGraphBatch = 256;
+
 class ModelRunner {
  public:
   // All pointers must outlive the runner. A step holds at most `max_num_tokens` tokens and
@@ -27,8 +30,14 @@ class ModelRunner {
   ModelRunner& operator=(const ModelRunner&) = delete;
 
   // Reserves the backend's step-input buffers and, where the backend's memory is not the
-  // host's, a host buffer for the logits. Start-up only; call once before execute().
-  Status init();
+  // host's, a host buffer for the logits. With `graphs`, on a backend that has them, captures a
+  // graph of the decode step for batch sizes 1, 2, 4, 8, 16, ... up to the limits and
+  // kMaxGraphBatch (the weights must all be resident: a streamed layer waits on the host
+  // mid-step); a capture that fails is logged and the runner stays eager. Start-up only; call
+  // once before execute().
+  Status init(bool graphs);
+  // Decode steps with graphs: the batch padded to the next captured size.
+  int32_t num_graphs() const { return static_cast<int32_t>(graphs_.size()); }
 
   // Runs `plan` (already committed by the scheduler: every scheduled sequence's blocks hold
   // its new tokens). Returns logits [rows, vocab] f32, one row per sequence whose last token ran
@@ -63,6 +72,21 @@ class ModelRunner {
   // Host copy of the logits when the backend's device memory is not the host's, else null.
   float* host_logits_ = nullptr;  // [max_num_seqs, vocab_size], Backend::allocate_pinned_host
   bool host_logits_pinned_ = false;
+  // One captured decode step: `batch` sequences of one token each (padding rows past the real
+  // ones), replayed as graph `id`; its logits land in `logits` [batch, vocab].
+  struct Graph {
+    int32_t batch = 0;
+    int32_t id = -1;
+    TensorView logits;
+  };
+  Status capture_graphs();
+  // Makes rows [from, batch) padding: token 0 at position 0, slot -1, one key in block -1, its
+  // own logit row. Sequence `s` then owns token s.
+  void pad_decode_rows(int32_t from, int32_t batch);
+  // The host arrays as a step of `t` tokens, `s` sequences and `rows` logit rows.
+  ForwardBatch batch_of(int32_t t, int32_t s, int32_t rows);
+
+  std::vector<Graph> graphs_;                // by ascending batch
   TensorView logits_;                        // the last step's logits, where the backend wrote them
   bool logits_on_host_ = false;              // host_logits_ holds them (or they are host memory)
   std::vector<float> host_logits_fallback_;  // when the backend has no pinned allocator

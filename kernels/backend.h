@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "common/status.h"
@@ -116,6 +117,20 @@ class Backend {
   // valid until the next stage_step(). `host`'s arrays may be reused once this returns. The
   // integer arguments of the ops below (ids, positions, rows, metadata) come from here.
   virtual StepInputs stage_step(const StepInputs& host) { return host; }
+
+  // --- Graphs --------------------------------------------------------------------------------
+  // A backend with graphs (CUDA graphs) records the ops issued between begin_capture() and
+  // end_capture() without running them, and runs them again, with the same arguments and
+  // buffers, on each replay(). The step inputs of a captured step come from a stage_step() of the
+  // same sizes just before capture, and before each replay. Padding rows of a captured batch use
+  // slot -1 and block id -1, which such a backend's kernels skip. Start-up only, except replay.
+  virtual bool supports_graphs() const { return false; }
+  virtual Status begin_capture() { return unimplemented(std::string(name()) + ": no graphs"); }
+  // The graph's id, or why the capture failed (the backend is then back to eager).
+  virtual Result<int32_t> end_capture() {
+    return unimplemented(std::string(name()) + ": no graphs");
+  }
+  virtual void replay(int32_t graph) { (void)graph; }
 
   // --- Ops ---------------------------------------------------------------------------------
   // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]). x and y f32; w f32, bf16 or f16 (a Hugging Face

@@ -122,6 +122,8 @@ void add_engine_flags(CLI::App* cmd, EngineOptions& o) {
                   "GiB of disk (under --offload-dir) for KV blocks behind the host tier");
   cmd->add_option("--offload-dir", o.offload_dir,
                   "Directory for the disk tier's files (a private subdirectory, removed at exit)");
+  cmd->add_flag("--enforce-eager", o.enforce_eager,
+                "Run every step op by op: no CUDA graphs of decode steps (GPU only)");
   cmd->add_flag("--deterministic", o.backend.deterministic,
                 "Batch-invariant kernels: a request's output does not depend on its batch");
   // As vLLM: the GPU when there is one. (EngineOptions itself defaults to the CPU, for tests.)

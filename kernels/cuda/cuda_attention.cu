@@ -100,7 +100,9 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t pos = k0 + j;
     const int32_t block = table[pos / cache.block_size];
     int64_t off = -1;
-    if (block < 0 || block >= cache.num_blocks) {
+    if (block == -1) {
+      // A padding row of a captured batch: no key.
+    } else if (block < 0 || block >= cache.num_blocks) {
       if (lane == 0) report(errors, DeviceError::kBlock, t, block, cache.num_blocks);
     } else {
       off = static_cast<int64_t>(block) * (cache.block_bytes / static_cast<int64_t>(sizeof(T))) +

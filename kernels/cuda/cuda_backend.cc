@@ -87,6 +87,11 @@ class CudaBackend final : public Backend {
   uint64_t record_fence() override;
   void wait_fence(uint64_t fence) override;
 
+  bool supports_graphs() const override { return true; }
+  Status begin_capture() override;
+  Result<int32_t> end_capture() override;
+  void replay(int32_t graph) override;
+
   Status reserve_steps(const StepLimits& limits) override;
   StepInputs stage_step(const StepInputs& host) override;
 
@@ -147,6 +152,11 @@ class CudaBackend final : public Backend {
   int32_t* argmax_host_ = nullptr;
   int32_t* argmax_dev_ = nullptr;
 
+  // Graphs: instantiated executables, by id. While capturing, attention covers the longest
+  // context a block table can hold, since the graph replays with other lengths.
+  std::vector<cudaGraphExec_t> graphs_;
+  bool capturing_ = false;
+
   float* attn_scratch_ = nullptr;
   int64_t attn_scratch_floats_ = 0;
 
@@ -157,6 +167,7 @@ class CudaBackend final : public Backend {
 CudaBackend::~CudaBackend() {
   if (compute_ != nullptr) cudaStreamSynchronize(compute_);
   gemm_.reset();
+  for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
   for (cudaEvent_t e : fence_events_) cudaEventDestroy(e);
   if (stage_copied_ != nullptr) cudaEventDestroy(stage_copied_);
   cudaFreeHost(stage_host_);
@@ -298,6 +309,34 @@ void CudaBackend::wait_fence(uint64_t fence) {
   }
   // A recycled event marks a later point of the stream: waiting for it is waiting longer.
   TS_CUDA_CHECK(cudaEventSynchronize(e));
+}
+
+Status CudaBackend::begin_capture() {
+  TS_CHECK(!capturing_) << "nested capture";
+  bind_device(options_.device_index);
+  // Thread-local mode: the copy threads' own (uncaptured) copies do not invalidate the capture.
+  TS_RETURN_IF_ERROR(cuda_status(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal),
+                                 "beginning a capture"));
+  capturing_ = true;
+  return Status::ok();
+}
+
+Result<int32_t> CudaBackend::end_capture() {
+  TS_CHECK(capturing_) << "end_capture without begin_capture";
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  TS_RETURN_IF_ERROR(cuda_status(cudaStreamEndCapture(compute_, &graph), "ending a capture"));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  TS_RETURN_IF_ERROR(cuda_status(err, "instantiating a graph"));
+  graphs_.push_back(exec);
+  return static_cast<int32_t>(graphs_.size() - 1);
+}
+
+void CudaBackend::replay(int32_t graph) {
+  TS_CHECK(graph >= 0 && static_cast<size_t>(graph) < graphs_.size()) << "graph " << graph;
+  TS_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(graph)], compute_));
 }
 
 Status CudaBackend::reserve_steps(const StepLimits& limits) {
@@ -562,10 +601,15 @@ void CudaBackend::paged_attention(int32_t layer, const TensorView& q, const Atte
   TS_CHECK_EQ(meta.num_tokens, num_tokens) << "paged_attention tokens";
   if (num_tokens == 0) return;
   TS_CHECK(meta.num_seqs > 0) << "tokens without sequences";
-  // The longest context a query token sees sets the number of splits.
+  // The longest context a query token sees sets the number of splits; a captured step replays
+  // with other lengths, so it covers the longest a block table holds.
   const AttentionMetadata& h = staged_host(meta);
   const int64_t capacity = static_cast<int64_t>(meta.max_blocks_per_seq) * c.block_size;
   int64_t longest = 1;
+  if (capturing_) {
+    longest =
+        params.sliding_window > 0 ? std::min<int64_t>(capacity, params.sliding_window) : capacity;
+  }
   for (int32_t s = 0; s < h.num_seqs; ++s) {
     const int64_t len = h.seq_lens[s];
     TS_CHECK(len <= capacity) << "sequence " << s << " of " << len << " tokens, room for "

@@ -200,6 +200,7 @@ __global__ void write_kv_kernel(const float* k, int64_t k_s0, int64_t k_s1, cons
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   const int64_t slots = static_cast<int64_t>(cache.num_blocks) * cache.block_size;
+  if (slot == -1) return;  // a padding row of a captured batch
   if (slot < 0 || slot >= slots) {
     if (threadIdx.x == 0) report(errors, DeviceError::kSlot, t, slot, slots);
     return;

@@ -103,7 +103,8 @@ struct KvCacheArgs {
 };
 
 // Stores k and v ([tokens, num_kv_heads, head_dim] f32, strides s0/s1) of `layer` at
-// slot_mapping[t], converting to the cache's type; a bad slot is skipped and reported.
+// slot_mapping[t], converting to the cache's type; slot -1 (padding) is skipped, any other bad
+// slot is skipped and reported.
 cudaError_t launch_write_kv(const float* k, int64_t k_s0, int64_t k_s1, const float* v,
                             int64_t v_s0, int64_t v_s1, int64_t tokens, const int32_t* slot_mapping,
                             int32_t layer, const KvCacheArgs& cache, DeviceErrors* errors,
@@ -136,6 +137,7 @@ int64_t attention_scratch_floats(int32_t num_heads, int32_t head_dim, int32_t ma
 // Causal paged attention of tokens [token_begin, token_end) in two kernels: each (token, group
 // of query heads sharing a KV head, split of kAttentionSplitKeys keys) block computes a partial
 // softmax (max, sum, weighted V) into `scratch`; a second kernel merges the splits in order.
+// Block id -1 (padding) is a missing key; a padding token's output is zeros.
 // `max_splits` must cover the longest visible context of these tokens; `scratch` must hold
 // attention_scratch_floats(...) * (token_end - token_begin) floats.
 cudaError_t launch_paged_attention(const AttentionArgs& args, const KvCacheArgs& cache,

@@ -191,5 +191,28 @@ TEST(CudaOffloadTest, BatchingSwapSpillAndStreamingGiveTheTokensOfEachRequestAlo
   fs::remove_all(dir);
 }
 
+// Decode steps replayed from CUDA graphs (batches padded to the captured sizes) give the tokens
+// of eager steps (--enforce-eager), under --deterministic.
+TEST(CudaGraphTest, GraphReplaysGiveTheTokensOfEagerSteps) {
+  if (!cuda_present()) GTEST_SKIP() << "no CUDA device";
+  const std::string model = "qwen2_bf16";
+  std::vector<std::vector<int32_t>> results[2];
+  std::vector<Case> cases;
+  for (bool eager : {true, false}) {
+    EngineOptions o = deterministic_options();
+    o.backend.device = "cuda";
+    o.enforce_eager = eager;
+    o.max_num_seqs = 12;
+    auto engine = open(model, o);
+    ASSERT_NE(engine, nullptr);
+    if (cases.empty()) cases = make_cases(engine->config().vocab_size, 5, 11);
+    results[eager ? 0 : 1] = run_together(*engine, cases);
+  }
+  ASSERT_EQ(results[0].size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(results[1][i], results[0][i]) << "request " << i;
+  }
+}
+
 }  // namespace
 }  // namespace tierserve
