@@ -60,4 +60,13 @@ bool Topology::bind_memory_near_core(void* addr, size_t bytes, int core) const {
                                 HWLOC_MEMBIND_BYNODESET) == 0;
 }
 
+bool Topology::bind_memory_to_numa_node(void* addr, size_t bytes, int os_index) const {
+  if (os_index < 0 || bytes == 0) return false;
+  hwloc_obj_t node =
+      hwloc_get_numanode_obj_by_os_index(impl_->topo, static_cast<unsigned>(os_index));
+  if (node == nullptr || node->nodeset == nullptr) return false;
+  return hwloc_set_area_membind(impl_->topo, addr, bytes, node->nodeset, HWLOC_MEMBIND_BIND,
+                                HWLOC_MEMBIND_BYNODESET) == 0;
+}
+
 }  // namespace tierserve

@@ -26,6 +26,10 @@ class Topology {
   // (pages not yet touched are placed there when first touched). Returns false where the OS
   // or hwloc refuses (e.g. no NUMA support); the memory then stays where the kernel puts it.
   bool bind_memory_near_core(void* addr, size_t bytes, int core) const;
+  // Binds the pages of [addr, addr + bytes) to NUMA node `os_index` (the kernel's numbering, as
+  // /sys/bus/pci/devices/*/numa_node gives it for a PCI device such as a GPU). Returns false for
+  // an unknown node or where the OS or hwloc refuses.
+  bool bind_memory_to_numa_node(void* addr, size_t bytes, int os_index) const;
 
  private:
   struct Impl;

@@ -1,12 +1,17 @@
 #include "kernels/cuda/cuda_backend.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/topology.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_gemm.h"
@@ -47,6 +52,21 @@ bool is_device_pointer(const void* p) {
     return false;
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+// The NUMA node of the GPU's PCI device (the kernel's numbering), or -1.
+int gpu_numa_node(int device) {
+  char bus[64] = {0};
+  if (cudaDeviceGetPCIBusId(bus, sizeof(bus), device) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  std::string id(bus);
+  for (char& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::ifstream in("/sys/bus/pci/devices/" + id + "/numa_node");
+  int node = -1;
+  if (!(in >> node)) return -1;
+  return node;
 }
 
 const char* error_name(int32_t code) {
@@ -162,6 +182,10 @@ class CudaBackend final : public Backend {
 
   std::mutex alloc_mu_;
   std::unordered_map<void*, void*> raw_of_;  // aligned pointer -> cudaMalloc's pointer
+  // Pinned host memory on the GPU's NUMA node: mmap'ed, bound with hwloc, registered with CUDA.
+  Topology topology_;
+  int numa_node_ = -1;                        // the GPU's node, -1 when unknown
+  std::unordered_map<void*, size_t> mapped_;  // registered mapping -> its length
 };
 
 CudaBackend::~CudaBackend() {
@@ -187,6 +211,7 @@ Status CudaBackend::init() {
   size_t free_bytes = 0, total_bytes = 0;
   TS_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   capacity_ = total_bytes;
+  numa_node_ = gpu_numa_node(options_.device_index);
   for (cudaStream_t* s : {&compute_, &h2d_, &d2h_}) {
     TS_RETURN_IF_ERROR(
         cuda_status(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "creating a stream"));
@@ -253,6 +278,21 @@ void CudaBackend::deallocate(void* ptr) {
 
 Result<void*> CudaBackend::allocate_pinned_host(size_t bytes) {
   bind_device(options_.device_index);
+  if (numa_node_ >= 0 && bytes > 0) {
+    // NUMA-local: pages bound to the GPU's node before they are touched, then pinned.
+    const size_t len = (bytes + 4095) & ~size_t{4095};
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      if (topology_.bind_memory_to_numa_node(m, len, numa_node_) &&
+          cudaHostRegister(m, len, cudaHostRegisterPortable) == cudaSuccess) {
+        std::lock_guard<std::mutex> lock(alloc_mu_);
+        mapped_[m] = len;
+        return m;
+      }
+      cudaGetLastError();
+      munmap(m, len);
+    }
+  }
   void* p = nullptr;
   TS_RETURN_IF_ERROR(
       cuda_status(cudaHostAlloc(&p, bytes, cudaHostAllocPortable),
@@ -261,7 +301,22 @@ Result<void*> CudaBackend::allocate_pinned_host(size_t bytes) {
 }
 
 void CudaBackend::free_pinned_host(void* ptr) {
-  if (ptr != nullptr) TS_CUDA_CHECK(cudaFreeHost(ptr));
+  if (ptr == nullptr) return;
+  size_t len = 0;
+  {
+    std::lock_guard<std::mutex> lock(alloc_mu_);
+    auto it = mapped_.find(ptr);
+    if (it != mapped_.end()) {
+      len = it->second;
+      mapped_.erase(it);
+    }
+  }
+  if (len == 0) {
+    TS_CUDA_CHECK(cudaFreeHost(ptr));
+    return;
+  }
+  TS_CUDA_CHECK(cudaHostUnregister(ptr));
+  munmap(ptr, len);
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {

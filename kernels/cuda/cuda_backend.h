@@ -4,9 +4,11 @@
 //
 // Streams: ops run in order on one compute stream; Backend::copy runs on a host-to-device or a
 // device-to-host copy stream (by the direction of the copy) and returns when the bytes have
-// arrived; fences are CUDA events on the compute stream. Host memory for the host tier comes
-// from cudaHostAlloc; device memory from cudaMalloc, at start-up only (the step loop allocates
-// nothing: GEMM, attention and step-input buffers are sized at creation or by reserve_steps).
+// arrived; fences are CUDA events on the compute stream. Host memory for the host tier is pinned
+// on the GPU's NUMA node (mmap, bound with hwloc, cudaHostRegister; cudaHostAlloc where the node
+// is unknown or binding is refused); device memory comes from cudaMalloc, at start-up only (the
+// step loop allocates nothing: GEMM, attention and step-input buffers are sized at creation or
+// by reserve_steps). Decode steps can be captured as CUDA graphs (Backend::begin_capture).
 #pragma once
 
 #include <cstdint>
