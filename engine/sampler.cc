@@ -27,7 +27,7 @@ Sampler::Sampler(int32_t vocab_size)
       seen_(static_cast<size_t>(vocab_size)),
       order_(static_cast<size_t>(vocab_size)),
       probs_(static_cast<size_t>(vocab_size)),
-      candidate_probs_(static_cast<size_t>(vocab_size)) {}
+      scratch_(vocab_size) {}
 
 void Sampler::apply_penalties(float* logits, const SamplingParams& params,
                               std::span<const int32_t> prompt, std::span<const int32_t> output) {
@@ -73,52 +73,14 @@ SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::m
   if (params.greedy()) {
     token = static_cast<int32_t>(std::max_element(logits, logits + n) - logits);
   } else {
-    const float inv_t = static_cast<float>(1.0 / params.temperature);
-    // Candidates sorted by logit, descending; ties by id for determinism.
-    std::iota(order_.begin(), order_.end(), 0);
-    int32_t k = n;
-    if (params.top_k > 0 && params.top_k < n) k = params.top_k;
-    auto by_logit = [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    };
-    std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), by_logit);
-    // Softmax over the top-k candidates with temperature.
-    const float max = logits[order_[0]] * inv_t;
-    std::vector<double>& p = candidate_probs_;
-    double sum = 0.0;
-    for (int32_t i = 0; i < k; ++i) {
-      p[static_cast<size_t>(i)] = std::exp(static_cast<double>(logits[order_[i]] * inv_t - max));
-      sum += p[static_cast<size_t>(i)];
-    }
-    for (int32_t i = 0; i < k; ++i) p[static_cast<size_t>(i)] /= sum;
-    // top-p: keep the smallest prefix whose mass reaches top_p (at least one token).
-    int32_t keep = k;
-    if (params.top_p < 1.0) {
-      double cum = 0.0;
-      for (int32_t i = 0; i < k; ++i) {
-        cum += p[static_cast<size_t>(i)];
-        if (cum >= params.top_p) {
-          keep = i + 1;
-          break;
-        }
-      }
-    }
-    // min-p: drop tokens below min_p times the most likely one.
-    if (params.min_p > 0.0) {
-      const double floor = params.min_p * p[0];
-      while (keep > 1 && p[static_cast<size_t>(keep - 1)] < floor) --keep;
-    }
-    double mass = 0.0;
-    for (int32_t i = 0; i < keep; ++i) mass += p[static_cast<size_t>(i)];
-    double u = std::uniform_real_distribution<double>(0.0, mass)(rng);
-    token = order_[static_cast<size_t>(keep - 1)];
-    for (int32_t i = 0; i < keep; ++i) {
-      u -= p[static_cast<size_t>(i)];
-      if (u < 0.0) {
-        token = order_[static_cast<size_t>(i)];
-        break;
-      }
-    }
+    // The draw as uniform_real_distribution(0, mass) makes it: mass x a canonical double.
+    SampleRow row;
+    row.temperature = params.temperature;
+    row.top_k = params.top_k;
+    row.top_p = params.top_p;
+    row.min_p = params.min_p;
+    row.uniform = std::generate_canonical<double, std::numeric_limits<double>::digits>(rng);
+    token = choose_token(logits, n, row, scratch_);
   }
   SampledToken out;
   out.token = token;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/sampling_params.h"
+#include "kernels/sampling.h"
 
 namespace tierserve {
 
@@ -42,11 +43,11 @@ class Sampler {
                        std::span<const int32_t> output);
 
   int32_t vocab_size_;
-  std::vector<int32_t> counts_;          // per token: occurrences in the output
-  std::vector<uint8_t> seen_;            // per token: present in prompt or output
-  std::vector<int32_t> order_;           // candidate ids sorted by logit
-  std::vector<float> probs_;             // copy of the raw logits
-  std::vector<double> candidate_probs_;  // probabilities of order_'s candidates
+  std::vector<int32_t> counts_;  // per token: occurrences in the output
+  std::vector<uint8_t> seen_;    // per token: present in prompt or output
+  std::vector<int32_t> order_;   // ids sorted by raw logit (top logprobs)
+  std::vector<float> probs_;     // copy of the raw logits
+  SamplingScratch scratch_;      // choose_token's candidates
 };
 
 }  // namespace tierserve
