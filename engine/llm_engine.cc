@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
+#include <random>
 
 #include "common/check.h"
 #include "common/file.h"
@@ -271,8 +273,11 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   TS_RETURN_IF_ERROR(e->runner_->init(!options.enforce_eager && e->weights_resident_));
   e->sampler_ = std::make_unique<Sampler>(c.vocab_size);
   e->fork_logits_.resize(static_cast<size_t>(c.vocab_size));
-  e->argmax_rows_.reserve(static_cast<size_t>(max_seqs));
-  e->argmax_tokens_.reserve(static_cast<size_t>(max_seqs));
+  for (std::vector<int32_t>* v :
+       {&e->argmax_rows_, &e->argmax_tokens_, &e->sample_tokens_, &e->row_tokens_}) {
+    v->reserve(static_cast<size_t>(max_seqs));
+  }
+  e->sample_rows_.reserve(static_cast<size_t>(max_seqs));
 
   e->startup_summary_ = c.architecture_name + ": " + std::to_string(c.num_layers) +
                         " layers, weights " + format_bytes(e->weights_->device_bytes()) + " (" +
@@ -542,12 +547,15 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
   emit(req, seq, sampler_->sample(logits, req.params, seq->rng, prompt, output, suppressed));
 }
 
-bool LlmEngine::argmax_only(const Request& req, const Sequence& seq) const {
+LlmEngine::RowPath LlmEngine::row_path(const Request& req, const Sequence& seq) const {
   const SamplingParams& p = req.params;
   const bool suppressing = seq.num_output() < p.min_tokens && !req.stop_ids.empty();
   const bool forking = seq.index == 0 && !req.forked && p.n > 1;
-  return p.greedy() && !p.logprobs.has_value() && p.repetition_penalty == 1.0 &&
-         p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 && !suppressing && !forking;
+  const bool plain = !p.logprobs.has_value() && p.repetition_penalty == 1.0 &&
+                     p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 && !suppressing &&
+                     !forking;
+  if (!plain) return RowPath::kHost;
+  return p.greedy() ? RowPath::kArgmax : RowPath::kSample;
 }
 
 void LlmEngine::emit(Request& req, Sequence* seq, const SampledToken& t) {
@@ -700,22 +708,52 @@ bool LlmEngine::step() {
     TS_CHECK(it != requests_.end()) << "sequence " << seq->id << " without a request";
     return *it->second;
   };
-  // Rows that need only their arg-max are reduced where the logits are (on a GPU only token ids
-  // cross the bus); the others go to the sampler (on a GPU, copied back first).
+  // Rows without logprobs, penalties, suppressed tokens or forks are decided where the logits
+  // are (on a GPU only token ids cross the bus): the greedy ones by their arg-max, the others by
+  // the backend's sampler with a draw from the sequence's generator. The rest go to the host
+  // sampler (on a GPU, copied back first).
   argmax_rows_.clear();
+  sample_rows_.clear();
+  row_tokens_.assign(sampled.size(), -1);
   for (size_t r = 0; r < sampled.size(); ++r) {
-    const Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
-    if (argmax_only(request_of(seq), *seq)) argmax_rows_.push_back(static_cast<int32_t>(r));
+    Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
+    const Request& req = request_of(seq);
+    switch (row_path(req, *seq)) {
+      case RowPath::kArgmax:
+        argmax_rows_.push_back(static_cast<int32_t>(r));
+        break;
+      case RowPath::kSample: {
+        SampleRow row;
+        row.row = static_cast<int32_t>(r);
+        row.temperature = req.params.temperature;
+        row.top_k = req.params.top_k;
+        row.top_p = req.params.top_p;
+        row.min_p = req.params.min_p;
+        row.uniform =
+            std::generate_canonical<double, std::numeric_limits<double>::digits>(seq->rng);
+        sample_rows_.push_back(row);
+        break;
+      }
+      case RowPath::kHost:
+        break;
+    }
   }
   argmax_tokens_.resize(argmax_rows_.size());
   runner_->argmax(argmax_rows_, argmax_tokens_.data());
-  size_t next_argmax = 0;
+  sample_tokens_.resize(sample_rows_.size());
+  runner_->sample(sample_rows_, sample_tokens_.data());
+  for (size_t i = 0; i < argmax_rows_.size(); ++i) {
+    row_tokens_[static_cast<size_t>(argmax_rows_[i])] = argmax_tokens_[i];
+  }
+  for (size_t i = 0; i < sample_rows_.size(); ++i) {
+    row_tokens_[static_cast<size_t>(sample_rows_[i].row)] = sample_tokens_[i];
+  }
   for (size_t r = 0; r < sampled.size(); ++r) {
     Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
     Request& req = request_of(seq);
-    if (next_argmax < argmax_rows_.size() && argmax_rows_[next_argmax] == static_cast<int32_t>(r)) {
+    if (row_tokens_[r] >= 0) {
       SampledToken t;
-      t.token = argmax_tokens_[next_argmax++];
+      t.token = row_tokens_[r];
       emit(req, seq, t);
     } else {
       sample(req, seq, runner_->host_row(static_cast<int32_t>(r)));

@@ -198,9 +198,11 @@ class LlmEngine {
   void emit_token(Request& req, Sequence* seq, float* logits);
   // Appends the chosen token `t` to `seq`, streams it, and finishes the sequence on a stop.
   void emit(Request& req, Sequence* seq, const SampledToken& t);
-  // Whether `seq`'s next token is the plain arg-max of its logits (greedy, no logprobs,
-  // penalties, suppressed tokens or forks), which the backend can reduce where the logits are.
-  bool argmax_only(const Request& req, const Sequence& seq) const;
+  // Where `seq`'s next token is decided: sequences without logprobs, penalties, suppressed
+  // tokens or forks by the backend, where the logits are (the arg-max when greedy, else
+  // Backend::sample_rows); the others by the host sampler.
+  enum class RowPath { kArgmax, kSample, kHost };
+  RowPath row_path(const Request& req, const Sequence& seq) const;
   void fail_step(const StepPlan& plan, const Status& error);
   // Creates the KV host and disk tiers from the options (nothing when neither is asked for).
   Status create_kv_tiers();
@@ -236,8 +238,11 @@ class LlmEngine {
   std::unique_ptr<Sampler> sampler_;
   std::vector<float> fork_logits_;      // [vocab] raw logits kept for a request's forks
   bool weights_resident_ = true;        // no weight unit is streamed from a lower tier
-  std::vector<int32_t> argmax_rows_;    // [max_num_seqs] this step's arg-max-only logit rows
+  std::vector<int32_t> argmax_rows_;    // [max_num_seqs] this step's kArgmax logit rows
   std::vector<int32_t> argmax_tokens_;  // [max_num_seqs] their tokens
+  std::vector<SampleRow> sample_rows_;  // [max_num_seqs] this step's kSample rows
+  std::vector<int32_t> sample_tokens_;  // [max_num_seqs] their tokens
+  std::vector<int32_t> row_tokens_;     // [max_num_seqs] per logit row: its token, -1 for kHost
 
   // Engine thread.
   std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;

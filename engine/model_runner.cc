@@ -48,6 +48,7 @@ Status ModelRunner::init(bool graphs) {
   limits.max_tokens = max_num_tokens_;
   limits.max_seqs = max_num_seqs_;
   limits.max_blocks_per_seq = max_blocks_per_seq_;
+  limits.vocab_size = model_->config().vocab_size;
   TS_RETURN_IF_ERROR(backend_->reserve_steps(limits));
   if (backend_->device() == DeviceKind::kCpu) return Status::ok();
   const size_t floats =
@@ -195,6 +196,12 @@ float* ModelRunner::host_row(int32_t r) {
     logits_on_host_ = true;
   }
   return host_logits_ + r * vocab;
+}
+
+void ModelRunner::sample(std::span<const SampleRow> rows, int32_t* out) {
+  if (rows.empty()) return;
+  TS_CHECK(logits_.data != nullptr) << "sample before a step with logits";
+  backend_->sample_rows(logits_, rows.data(), static_cast<int32_t>(rows.size()), out);
 }
 
 void ModelRunner::argmax(std::span<const int32_t> rows, int32_t* out) {

@@ -51,6 +51,8 @@ class ModelRunner {
   // out[i] = the arg-max token of row rows[i] of the last step's logits, reduced where they are
   // (on a GPU only the ids cross the bus).
   void argmax(std::span<const int32_t> rows, int32_t* out);
+  // out[i] = the token Backend::sample_rows draws for rows[i] of the last step's logits.
+  void sample(std::span<const SampleRow> rows, int32_t* out);
   const std::vector<int32_t>& sampled() const { return sampled_; }
 
  private:

@@ -25,4 +25,24 @@ void Backend::argmax_rows(const TensorView& logits, const int32_t* rows, int32_t
   }
 }
 
+void Backend::sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
+                          int32_t* out) {
+  TS_CHECK(logits.dtype == DType::kF32 && logits.ndim == 2 && logits.stride(1) == 1)
+      << "sample_rows of " << logits.debug_string();
+  const int64_t n = logits.dim(1);
+  if (num_rows == 0) return;
+  SamplingScratch scratch(static_cast<int32_t>(n));
+  std::vector<float> copied(static_cast<size_t>(n));
+  for (int32_t i = 0; i < num_rows; ++i) {
+    TS_CHECK(rows[i].row >= 0 && rows[i].row < logits.dim(0))
+        << "sample_rows row " << rows[i].row << " of " << logits.dim(0);
+    const float* row = logits.ptr<const float>() + rows[i].row * logits.stride(0);
+    if (logits.device != DeviceKind::kCpu) {
+      copy(copied.data(), row, static_cast<size_t>(n) * sizeof(float));
+      row = copied.data();
+    }
+    out[i] = choose_token(row, static_cast<int32_t>(n), rows[i], scratch);
+  }
+}
+
 }  // namespace tierserve

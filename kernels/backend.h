@@ -18,6 +18,7 @@
 
 #include "common/status.h"
 #include "kernels/paged_kv.h"
+#include "kernels/sampling.h"
 #include "kernels/tensor.h"
 
 namespace tierserve {
@@ -64,6 +65,7 @@ struct StepLimits {
   int32_t max_tokens = 0;          // tokens per step
   int32_t max_seqs = 0;            // sequences (and logit rows) per step
   int32_t max_blocks_per_seq = 0;  // block-table row length
+  int32_t vocab_size = 0;          // logit row length (sample_rows' buffers); 0: none
 };
 
 class Backend {
@@ -190,6 +192,15 @@ class Backend {
   // default reads host-addressable logits directly and copies device rows back one at a time;
   // a GPU backend reduces on the device.
   virtual void argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                           int32_t* out);
+
+  // out[i] = the token choose_token (kernels/sampling.h) draws from logits row rows[i].row with
+  // rows[i]'s parameters, for i < num_rows (logits f32 [R, n], penalties already applied).
+  // `rows` and `out` are host memory; returns when `out` is written. The default samples on the
+  // host (copying device rows back); a GPU backend samples on the device, so that only token ids
+  // cross the bus (its sums run in another order: a draw within rounding of a boundary between
+  // two candidates may pick the other).
+  virtual void sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
                            int32_t* out);
 
   // Stores k and v ([num_tokens, num_kv_heads, head_dim], f32) of `layer` into the cache slots

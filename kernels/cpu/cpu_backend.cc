@@ -303,6 +303,27 @@ void CpuBackend::softmax(const TensorView& x) {
   });
 }
 
+Status CpuBackend::reserve_steps(const StepLimits& limits) {
+  if (limits.vocab_size > 0) sampling_ = std::make_unique<SamplingScratch>(limits.vocab_size);
+  return Status::ok();
+}
+
+void CpuBackend::sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
+                             int32_t* out) {
+  check_rows(logits, DType::kF32, 2, "sample_rows logits");
+  const int64_t n = logits.dim(1);
+  if (sampling_ == nullptr || static_cast<int64_t>(sampling_->order.size()) != n) {
+    Backend::sample_rows(logits, rows, num_rows, out);  // unreserved: scratch per call
+    return;
+  }
+  for (int32_t i = 0; i < num_rows; ++i) {
+    TS_CHECK(rows[i].row >= 0 && rows[i].row < logits.dim(0))
+        << "sample_rows row " << rows[i].row << " of " << logits.dim(0);
+    out[i] = choose_token(logits.ptr<const float>() + rows[i].row * logits.stride(0),
+                          static_cast<int32_t>(n), rows[i], *sampling_);
+  }
+}
+
 void CpuBackend::write_kv(int32_t layer, const TensorView& k, const TensorView& v,
                           const AttentionMetadata& meta, const KvCacheView& cache) {
   attention_->write_kv(layer, k, v, meta, cache);

@@ -64,6 +64,10 @@ class CpuBackend final : public Backend {
   void embedding(const int32_t* ids, const TensorView& table, const TensorView& out) override;
   void gather_rows(const TensorView& src, const int32_t* rows, const TensorView& dst) override;
   void softmax(const TensorView& x) override;
+  // Sizes sample_rows' scratch for limits.vocab_size, so that sampling does not allocate.
+  Status reserve_steps(const StepLimits& limits) override;
+  void sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
+                   int32_t* out) override;
   void write_kv(int32_t layer, const TensorView& k, const TensorView& v,
                 const AttentionMetadata& meta, const KvCacheView& cache) override;
   void paged_attention(int32_t layer, const TensorView& q, const AttentionMetadata& meta,
@@ -81,6 +85,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<CpuGemm> gemm_;
   std::unique_ptr<CpuAttention> attention_;
   ScratchBuffer norm_weight_;
+  std::unique_ptr<SamplingScratch> sampling_;  // sample_rows' candidates (reserve_steps)
 };
 
 }  // namespace tierserve

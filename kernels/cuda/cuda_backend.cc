@@ -113,6 +113,7 @@ class CudaBackend final : public Backend {
   void replay(int32_t graph) override;
 
   Status reserve_steps(const StepLimits& limits) override;
+  Status reserve_sampling(const StepLimits& limits);
   StepInputs stage_step(const StepInputs& host) override;
 
   void gemm(const TensorView& x, const TensorView& w, const TensorView* bias,
@@ -130,6 +131,8 @@ class CudaBackend final : public Backend {
   void gather_rows(const TensorView& src, const int32_t* rows, const TensorView& dst) override;
   void softmax(const TensorView& x) override;
   void argmax_rows(const TensorView& logits, const int32_t* rows, int32_t num_rows,
+                   int32_t* out) override;
+  void sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
                    int32_t* out) override;
   void write_kv(int32_t layer, const TensorView& k, const TensorView& v,
                 const AttentionMetadata& meta, const KvCacheView& cache) override;
@@ -171,6 +174,12 @@ class CudaBackend final : public Backend {
   // argmax_rows: [max_seqs] row indices then [max_seqs] results, pinned and on the device.
   int32_t* argmax_host_ = nullptr;
   int32_t* argmax_dev_ = nullptr;
+  // sample_rows (when reserve_steps names a vocabulary): the rows' parameters, pinned and on the
+  // device, and the sort's buffers.
+  DeviceSampleRow* sample_host_ = nullptr;
+  DeviceSampleRow* sample_dev_ = nullptr;
+  SamplingBuffers sampling_;
+  int32_t* sampling_ids_in_ = nullptr;
 
   // Graphs: instantiated executables, by id. While capturing, attention covers the longest
   // context a block table can hold, since the graph replays with other lengths.
@@ -198,6 +207,13 @@ CudaBackend::~CudaBackend() {
   cudaFree(stage_dev_);
   cudaFreeHost(argmax_host_);
   cudaFree(argmax_dev_);
+  cudaFreeHost(sample_host_);
+  cudaFree(sample_dev_);
+  cudaFree(sampling_.sort_temp);
+  cudaFree(sampling_.keys);
+  cudaFree(sampling_.ids);
+  cudaFree(sampling_ids_in_);
+  cudaFree(sampling_.begin);
   cudaFree(attn_scratch_);
   cudaFreeHost(errors_host_);
   for (cudaStream_t s : {compute_, h2d_, d2h_}) {
@@ -419,6 +435,40 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
   argmax_host_ = static_cast<int32_t*>(argmax_host);
   TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(reinterpret_cast<void**>(&argmax_dev_), argmax_bytes),
                                  "arg-max buffer"));
+  if (limits.vocab_size > 0) TS_RETURN_IF_ERROR(reserve_sampling(limits));
+  return Status::ok();
+}
+
+Status CudaBackend::reserve_sampling(const StepLimits& limits) {
+  const int64_t items = static_cast<int64_t>(limits.max_seqs) * limits.vocab_size;
+  TS_CHECK(items < (int64_t{1} << 31)) << "sampling buffers of " << items << " logits";
+  const size_t s = static_cast<size_t>(limits.max_seqs);
+  void* host = nullptr;
+  TS_RETURN_IF_ERROR(cuda_status(
+      cudaHostAlloc(&host, s * sizeof(DeviceSampleRow), cudaHostAllocPortable), "sampling rows"));
+  sample_host_ = static_cast<DeviceSampleRow*>(host);
+  auto device = [](void** p, size_t bytes, const char* what) {
+    return cuda_status(cudaMalloc(p, bytes), what);
+  };
+  TS_RETURN_IF_ERROR(
+      device(reinterpret_cast<void**>(&sample_dev_), s * sizeof(DeviceSampleRow), "sampling rows"));
+  TS_RETURN_IF_ERROR(
+      cuda_status(sampling_workspace(limits.max_seqs, limits.vocab_size, &sampling_.sort_bytes),
+                  "sizing the sampling sort"));
+  TS_RETURN_IF_ERROR(device(&sampling_.sort_temp, sampling_.sort_bytes, "sampling sort"));
+  const size_t n = static_cast<size_t>(items);
+  TS_RETURN_IF_ERROR(
+      device(reinterpret_cast<void**>(&sampling_.keys), n * sizeof(float), "sampling keys"));
+  TS_RETURN_IF_ERROR(
+      device(reinterpret_cast<void**>(&sampling_.ids), n * sizeof(int32_t), "sampling ids"));
+  TS_RETURN_IF_ERROR(
+      device(reinterpret_cast<void**>(&sampling_ids_in_), n * sizeof(int32_t), "sampling ids"));
+  sampling_.ids_in = sampling_ids_in_;
+  TS_RETURN_IF_ERROR(device(reinterpret_cast<void**>(&sampling_.begin), 2 * s * sizeof(int32_t),
+                            "sampling offsets"));
+  sampling_.end = sampling_.begin + s;
+  TS_CUDA_CHECK(launch_fill_ids(sampling_ids_in_, limits.max_seqs, limits.vocab_size, compute_));
+  TS_CUDA_CHECK(cudaStreamSynchronize(compute_));
   return Status::ok();
 }
 
@@ -616,6 +666,42 @@ void CudaBackend::argmax_rows(const TensorView& logits, const int32_t* rows, int
                                    logits.dim(1), dev_rows, num_rows, dev_out, errors_dev_,
                                    compute_));
   int32_t* host_out = argmax_host_ + limits_.max_seqs;
+  TS_CUDA_CHECK(cudaMemcpyAsync(host_out, dev_out, bytes, cudaMemcpyDeviceToHost, compute_));
+  synchronize();
+  std::memcpy(out, host_out, bytes);
+}
+
+void CudaBackend::sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
+                              int32_t* out) {
+  check_rows_on_device(logits, 2, "sample_rows logits");
+  if (num_rows == 0) return;
+  TS_CHECK(sample_host_ != nullptr && num_rows <= limits_.max_seqs &&
+           logits.dim(1) == limits_.vocab_size && logits.stride(0) == logits.dim(1) &&
+           logits.dim(0) <= limits_.max_seqs)
+      << "sample_rows of " << num_rows << " rows of " << describe(logits)
+      << " beyond what reserve_steps reserved";
+  bind_device(options_.device_index);
+  for (int32_t i = 0; i < num_rows; ++i) {
+    const SampleRow& r = rows[i];
+    TS_CHECK(r.row >= 0 && r.row < logits.dim(0) && r.temperature > 0.0)
+        << "sample_rows row " << r.row << " at temperature " << r.temperature;
+    DeviceSampleRow& d = sample_host_[i];
+    d.row = r.row;
+    d.top_k = r.top_k;
+    d.inv_t = static_cast<float>(1.0 / r.temperature);
+    d.top_p = r.top_p;
+    d.min_p = r.min_p;
+    d.uniform = r.uniform;
+  }
+  TS_CUDA_CHECK(cudaMemcpyAsync(sample_dev_, sample_host_,
+                                static_cast<size_t>(num_rows) * sizeof(DeviceSampleRow),
+                                cudaMemcpyHostToDevice, compute_));
+  int32_t* dev_out = argmax_dev_ + limits_.max_seqs;
+  TS_CUDA_CHECK(launch_sample_rows(logits.ptr<const float>(), static_cast<int32_t>(logits.dim(0)),
+                                   logits.dim(1), sample_dev_, num_rows, sampling_, dev_out,
+                                   compute_));
+  int32_t* host_out = argmax_host_ + limits_.max_seqs;
+  const size_t bytes = static_cast<size_t>(num_rows) * sizeof(int32_t);
   TS_CUDA_CHECK(cudaMemcpyAsync(host_out, dev_out, bytes, cudaMemcpyDeviceToHost, compute_));
   synchronize();
   std::memcpy(out, host_out, bytes);

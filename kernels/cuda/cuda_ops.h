@@ -85,6 +85,35 @@ cudaError_t launch_argmax_rows(const float* logits, int64_t stride, int64_t num_
                                int64_t n, const int32_t* rows, int32_t num_rows, int32_t* out,
                                DeviceErrors* errors, cudaStream_t stream);
 
+// One row of launch_sample_rows (SampleRow, kernels/sampling.h, as the device reads it).
+struct DeviceSampleRow {
+  int32_t row = 0;       // logits row
+  int32_t top_k = 0;     // 0: all
+  float inv_t = 1.0f;    // f32(1 / temperature), as choose_token computes it
+  double top_p = 1.0;    // 1: off
+  double min_p = 0.0;    // 0: off
+  double uniform = 0.0;  // the draw in [0, 1)
+};
+
+// Device buffers of launch_sample_rows, for up to max_rows rows of `vocab` logits.
+struct SamplingBuffers {
+  void* sort_temp = nullptr;  // CUB's temporary storage, sort_bytes
+  size_t sort_bytes = 0;
+  float* keys = nullptr;            // [max_rows, vocab] sorted logits
+  int32_t* ids = nullptr;           // [max_rows, vocab] their ids
+  const int32_t* ids_in = nullptr;  // [max_rows, vocab] 0..vocab-1 per row (launch_fill_ids)
+  int32_t* begin = nullptr;         // [max_rows] segment offsets
+  int32_t* end = nullptr;           // [max_rows]
+};
+// CUB's temporary storage for sorting max_rows rows of `vocab`.
+cudaError_t sampling_workspace(int32_t max_rows, int64_t vocab, size_t* sort_bytes);
+cudaError_t launch_fill_ids(int32_t* ids, int32_t max_rows, int64_t vocab, cudaStream_t stream);
+// out[i] = the token choose_token draws from logits row rows[i].row (logits [logit_rows,
+// vocab], contiguous); rows and out device memory.
+cudaError_t launch_sample_rows(const float* logits, int32_t logit_rows, int64_t vocab,
+                               const DeviceSampleRow* rows, int32_t num_rows,
+                               const SamplingBuffers& buffers, int32_t* out, cudaStream_t stream);
+
 // Copies rows [0, rows) of n floats between strided buffers.
 cudaError_t launch_copy_rows(const float* src, int64_t s_stride, float* dst, int64_t d_stride,
                              int64_t rows, int64_t n, cudaStream_t stream);

@@ -214,5 +214,33 @@ TEST(CudaGraphTest, GraphReplaysGiveTheTokensOfEagerSteps) {
   }
 }
 
+// Sampling on the device: a seeded request draws the same tokens on every run, and the tokens the
+// CPU backend draws with the same seed (the draws come from the request's generator on the host;
+// only a draw within rounding of a boundary between two candidates could differ).
+TEST(CudaSamplingTest, SeededSamplingOnTheDeviceRepeatsAndMatchesTheCpu) {
+  if (!cuda_present()) GTEST_SKIP() << "no CUDA device";
+  SamplingParams p;
+  p.temperature = 0.8;
+  p.top_p = 0.9;
+  p.top_k = 50;
+  p.seed = 1234;
+  p.ignore_eos = true;
+  p.max_tokens = 24;
+  std::vector<int32_t> prompt;
+  for (int32_t i = 0; i < 12; ++i) prompt.push_back(10 + 7 * i);
+  std::vector<std::vector<int32_t>> runs;
+  for (const char* device : {"cuda", "cuda", "cpu"}) {
+    EngineOptions o = deterministic_options();
+    o.backend.device = device;
+    auto engine = open("llama_gqa_f32", o);
+    ASSERT_NE(engine, nullptr);
+    auto out = engine->generate(prompt, p);
+    ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+    runs.push_back(out.value().token_ids);
+  }
+  EXPECT_EQ(runs[0], runs[1]) << "two runs on the GPU";
+  EXPECT_EQ(runs[0], runs[2]) << "the GPU against the CPU";
+}
+
 }  // namespace
 }  // namespace tierserve

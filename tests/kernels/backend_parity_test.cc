@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -123,7 +124,7 @@ class BackendParityTest : public ::testing::TestWithParam<std::string> {
     auto created = create_backend(options);
     ASSERT_TRUE(created.is_ok()) << created.status().to_string();
     candidate_ = std::move(created).value();
-    StepLimits limits{4096, 64, 512};
+    StepLimits limits{4096, 64, 512, 3000};  // vocabulary: SampleRowsDrawsAsTheHostSampler's
     ASSERT_TRUE(reference_->reserve_steps(limits).is_ok());
     ASSERT_TRUE(candidate_->reserve_steps(limits).is_ok());
   }
@@ -314,6 +315,75 @@ TEST_P(BackendParityTest, ArgmaxRowsTakesTheLowestOfTiedMaxima) {
     const float* row = values.data() + which[i] * n;
     EXPECT_EQ(want[i], std::max_element(row, row + n) - row);
   }
+}
+
+// sample_rows against choose_token. Each row's top_p, min_p and draw are placed midway between
+// the candidates' cumulative probabilities, so that sums taken in another order (a GPU's) cannot
+// move a boundary past a candidate.
+TEST_P(BackendParityTest, SampleRowsDrawsAsTheHostSampler) {
+  const int64_t rows = 6, n = 3000;
+  Random r(seed_);
+  const std::vector<float> values = r.values(static_cast<size_t>(rows * n), 6.0f);
+  std::vector<SampleRow> params;
+  std::vector<int32_t> intended;  // the candidate each draw was placed on
+  for (int64_t i = 0; i < rows; ++i) {
+    SampleRow p;
+    p.row = static_cast<int32_t>(rows - 1 - i);
+    p.temperature = 0.6 + 0.2 * static_cast<double>(i);
+    p.top_k = i % 3 == 0 ? 0 : (i % 3 == 1 ? 40 : 1);
+    // The candidates' probabilities, as choose_token makes them.
+    const float* row = values.data() + p.row * n;
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [row](int32_t a, int32_t b) { return row[a] > row[b]; });
+    const int32_t k = p.top_k > 0 ? p.top_k : static_cast<int32_t>(n);
+    const float inv_t = static_cast<float>(1.0 / p.temperature);
+    const float max = row[order[0]] * inv_t;
+    std::vector<double> prob(static_cast<size_t>(k));
+    double sum = 0;
+    for (int32_t j = 0; j < k; ++j) {
+      prob[static_cast<size_t>(j)] =
+          std::exp(static_cast<double>(row[order[static_cast<size_t>(j)]] * inv_t - max));
+      sum += prob[static_cast<size_t>(j)];
+    }
+    std::vector<double> cum(static_cast<size_t>(k));
+    double c = 0;
+    for (int32_t j = 0; j < k; ++j) {
+      prob[static_cast<size_t>(j)] /= sum;
+      c += prob[static_cast<size_t>(j)];
+      cum[static_cast<size_t>(j)] = c;
+    }
+    int32_t keep = k;
+    if (i % 2 == 1 && k > 2) {  // top-p between two candidates' cumulative mass
+      const int32_t j = 1 + r.index(k - 2);
+      p.top_p = (cum[static_cast<size_t>(j - 1)] + cum[static_cast<size_t>(j)]) / 2;
+      keep = j + 1;
+    }
+    if (i == 4 && keep > 2) {  // min-p between two candidates' ratios to the first
+      const int32_t m = 1 + r.index(keep - 2);
+      p.min_p = (prob[static_cast<size_t>(m)] + prob[static_cast<size_t>(m) + 1]) / 2 / prob[0];
+      keep = m + 1;
+    }
+    // The draw: midway through a random kept candidate's share.
+    const int32_t pick = r.index(keep);
+    const double before = pick > 0 ? cum[static_cast<size_t>(pick - 1)] : 0.0;
+    p.uniform = (before + prob[static_cast<size_t>(pick)] / 2) / cum[static_cast<size_t>(keep - 1)];
+    params.push_back(p);
+    intended.push_back(order[static_cast<size_t>(pick)]);
+  }
+  std::vector<int32_t> want(params.size()), got(params.size(), -7);
+  {
+    Side ref(reference_.get());
+    TensorView logits = ref.upload(values, DType::kF32, {rows, n});
+    reference_->sample_rows(logits, params.data(), static_cast<int32_t>(params.size()),
+                            want.data());
+  }
+  Side cand(candidate_.get());
+  TensorView logits = cand.upload(values, DType::kF32, {rows, n});
+  candidate_->sample_rows(logits, params.data(), static_cast<int32_t>(params.size()), got.data());
+  EXPECT_EQ(want, intended) << "the reference, seed " << seed_;
+  EXPECT_EQ(got, want) << "seed " << seed_;
 }
 
 // A batch of sequences over a paged cache: each has `cached` tokens from earlier steps and
