@@ -278,6 +278,15 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
     v->reserve(static_cast<size_t>(max_seqs));
   }
   e->sample_rows_.reserve(static_cast<size_t>(max_seqs));
+  e->penalty_rows_.reserve(static_cast<size_t>(max_seqs));
+  // As ModelRunner bounds a step's penalty tokens: a row's sequence and stop ids, or the
+  // vocabulary.
+  const size_t penalty_row = std::min<size_t>(
+      static_cast<size_t>(c.vocab_size),
+      static_cast<size_t>(max_blocks_per_seq) * static_cast<size_t>(options.block_size) +
+          kMaxPenaltyStopIds);
+  e->penalty_tokens_.reserve(static_cast<size_t>(max_seqs) * penalty_row);
+  e->token_entry_.assign(static_cast<size_t>(c.vocab_size), -1);
 
   e->startup_summary_ = c.architecture_name + ": " + std::to_string(c.num_layers) +
                         " layers, weights " + format_bytes(e->weights_->device_bytes()) + " (" +
@@ -549,13 +558,19 @@ void LlmEngine::emit_token(Request& req, Sequence* seq, float* logits) {
 
 LlmEngine::RowPath LlmEngine::row_path(const Request& req, const Sequence& seq) const {
   const SamplingParams& p = req.params;
-  const bool suppressing = seq.num_output() < p.min_tokens && !req.stop_ids.empty();
   const bool forking = seq.index == 0 && !req.forked && p.n > 1;
-  const bool plain = !p.logprobs.has_value() && p.repetition_penalty == 1.0 &&
-                     p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 && !suppressing &&
-                     !forking;
-  if (!plain) return RowPath::kHost;
+  const bool many_stops = static_cast<int32_t>(req.stop_ids.size()) > kMaxPenaltyStopIds;
+  if (p.logprobs.has_value() || forking || many_stops) return RowPath::kHost;
   return p.greedy() ? RowPath::kArgmax : RowPath::kSample;
+}
+
+void LlmEngine::add_penalties(int32_t row, const Request& req, const Sequence& seq) {
+  const std::span<const int32_t> all(seq.tokens);
+  const size_t prompt_len = static_cast<size_t>(seq.prompt_len);
+  const bool suppress = seq.num_output() < req.params.min_tokens;
+  collect_penalties(row, req.params, all.first(prompt_len), all.subspan(prompt_len),
+                    suppress ? std::span<const int32_t>(req.stop_ids) : std::span<const int32_t>(),
+                    token_entry_, penalty_rows_, penalty_tokens_);
 }
 
 void LlmEngine::emit(Request& req, Sequence* seq, const SampledToken& t) {
@@ -708,17 +723,21 @@ bool LlmEngine::step() {
     TS_CHECK(it != requests_.end()) << "sequence " << seq->id << " without a request";
     return *it->second;
   };
-  // Rows without logprobs, penalties, suppressed tokens or forks are decided where the logits
-  // are (on a GPU only token ids cross the bus): the greedy ones by their arg-max, the others by
-  // the backend's sampler with a draw from the sequence's generator. The rest go to the host
-  // sampler (on a GPU, copied back first).
+  // Rows without logprobs or forks are decided where the logits are (on a GPU only token ids
+  // cross the bus): penalties and suppressed tokens applied there, then the greedy ones by their
+  // arg-max, the others by the backend's sampler with a draw from the sequence's generator. The
+  // rest go to the host sampler (on a GPU, copied back first).
   argmax_rows_.clear();
   sample_rows_.clear();
+  penalty_rows_.clear();
+  penalty_tokens_.clear();
   row_tokens_.assign(sampled.size(), -1);
   for (size_t r = 0; r < sampled.size(); ++r) {
     Sequence* seq = plan.scheduled[static_cast<size_t>(sampled[r])].seq;
     const Request& req = request_of(seq);
-    switch (row_path(req, *seq)) {
+    const RowPath path = row_path(req, *seq);
+    if (path != RowPath::kHost) add_penalties(static_cast<int32_t>(r), req, *seq);
+    switch (path) {
       case RowPath::kArgmax:
         argmax_rows_.push_back(static_cast<int32_t>(r));
         break;
@@ -738,6 +757,7 @@ bool LlmEngine::step() {
         break;
     }
   }
+  runner_->apply_penalties(penalty_rows_, penalty_tokens_);
   argmax_tokens_.resize(argmax_rows_.size());
   runner_->argmax(argmax_rows_, argmax_tokens_.data());
   sample_tokens_.resize(sample_rows_.size());

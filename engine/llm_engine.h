@@ -203,6 +203,9 @@ class LlmEngine {
   // Backend::sample_rows); the others by the host sampler.
   enum class RowPath { kArgmax, kSample, kHost };
   RowPath row_path(const Request& req, const Sequence& seq) const;
+  // Adds `seq`'s penalties and suppressed tokens, if any, for logits row `row` (penalty_rows_,
+  // penalty_tokens_).
+  void add_penalties(int32_t row, const Request& req, const Sequence& seq);
   void fail_step(const StepPlan& plan, const Status& error);
   // Creates the KV host and disk tiers from the options (nothing when neither is asked for).
   Status create_kv_tiers();
@@ -236,13 +239,16 @@ class LlmEngine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Sampler> sampler_;
-  std::vector<float> fork_logits_;      // [vocab] raw logits kept for a request's forks
-  bool weights_resident_ = true;        // no weight unit is streamed from a lower tier
-  std::vector<int32_t> argmax_rows_;    // [max_num_seqs] this step's kArgmax logit rows
-  std::vector<int32_t> argmax_tokens_;  // [max_num_seqs] their tokens
-  std::vector<SampleRow> sample_rows_;  // [max_num_seqs] this step's kSample rows
-  std::vector<int32_t> sample_tokens_;  // [max_num_seqs] their tokens
-  std::vector<int32_t> row_tokens_;     // [max_num_seqs] per logit row: its token, -1 for kHost
+  std::vector<float> fork_logits_;        // [vocab] raw logits kept for a request's forks
+  bool weights_resident_ = true;          // no weight unit is streamed from a lower tier
+  std::vector<int32_t> argmax_rows_;      // [max_num_seqs] this step's kArgmax logit rows
+  std::vector<int32_t> argmax_tokens_;    // [max_num_seqs] their tokens
+  std::vector<SampleRow> sample_rows_;    // [max_num_seqs] this step's kSample rows
+  std::vector<int32_t> sample_tokens_;    // [max_num_seqs] their tokens
+  std::vector<int32_t> row_tokens_;       // [max_num_seqs] per logit row: its token, -1 for kHost
+  std::vector<PenaltyRow> penalty_rows_;  // this step's rows with penalties
+  std::vector<PenaltyToken> penalty_tokens_;  // their distinct tokens
+  std::vector<int32_t> token_entry_;          // [vocab] index in penalty_tokens_ while adding, -1
 
   // Engine thread.
   std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;

@@ -49,6 +49,13 @@ Status ModelRunner::init(bool graphs) {
   limits.max_seqs = max_num_seqs_;
   limits.max_blocks_per_seq = max_blocks_per_seq_;
   limits.vocab_size = model_->config().vocab_size;
+  // A row's distinct tokens: at most its whole sequence and the stop ids it suppresses, and at
+  // most the vocabulary.
+  const int64_t per_row =
+      std::min<int64_t>(limits.vocab_size, static_cast<int64_t>(max_blocks_per_seq_) *
+                                                   pool_->view().layout.block_size +
+                                               kMaxPenaltyStopIds);
+  limits.max_penalty_tokens = static_cast<int32_t>(max_num_seqs_ * per_row);
   TS_RETURN_IF_ERROR(backend_->reserve_steps(limits));
   if (backend_->device() == DeviceKind::kCpu) return Status::ok();
   const size_t floats =
@@ -196,6 +203,14 @@ float* ModelRunner::host_row(int32_t r) {
     logits_on_host_ = true;
   }
   return host_logits_ + r * vocab;
+}
+
+void ModelRunner::apply_penalties(std::span<const PenaltyRow> rows,
+                                  std::span<const PenaltyToken> tokens) {
+  if (rows.empty()) return;
+  TS_CHECK(logits_.data != nullptr) << "penalties before a step with logits";
+  backend_->apply_penalties(logits_, rows.data(), static_cast<int32_t>(rows.size()), tokens.data(),
+                            static_cast<int32_t>(tokens.size()));
 }
 
 void ModelRunner::sample(std::span<const SampleRow> rows, int32_t* out) {

@@ -17,6 +17,9 @@ namespace tierserve {
 
 // The largest batch a decode-step graph is captured for; larger decode steps run eagerly.
 inline constexpr int32_t kMaxGraphBatch = 256;
+// The most suppressed stop ids a row's penalties carry to the backend; a request with more is
+// sampled on the host.
+inline constexpr int32_t kMaxPenaltyStopIds = 256;
 
 class ModelRunner {
  public:
@@ -53,6 +56,8 @@ class ModelRunner {
   void argmax(std::span<const int32_t> rows, int32_t* out);
   // out[i] = the token Backend::sample_rows draws for rows[i] of the last step's logits.
   void sample(std::span<const SampleRow> rows, int32_t* out);
+  // Applies penalties to the last step's logits where they are (before argmax and sample).
+  void apply_penalties(std::span<const PenaltyRow> rows, std::span<const PenaltyToken> tokens);
   const std::vector<int32_t>& sampled() const { return sampled_; }
 
  private:

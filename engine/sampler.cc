@@ -106,4 +106,46 @@ SampledToken Sampler::sample(float* logits, const SamplingParams& params, std::m
   return out;
 }
 
+void collect_penalties(int32_t row, const SamplingParams& params, std::span<const int32_t> prompt,
+                       std::span<const int32_t> output, std::span<const int32_t> suppressed,
+                       std::vector<int32_t>& entry, std::vector<PenaltyRow>& rows,
+                       std::vector<PenaltyToken>& tokens) {
+  const bool rep = params.repetition_penalty != 1.0;
+  const bool pres_freq = params.presence_penalty != 0.0 || params.frequency_penalty != 0.0;
+  if (!rep && !pres_freq && suppressed.empty()) return;
+  PenaltyRow r;
+  r.row = row;
+  r.repetition = static_cast<float>(params.repetition_penalty);
+  r.presence = static_cast<float>(params.presence_penalty);
+  r.frequency = static_cast<float>(params.frequency_penalty);
+  r.begin = static_cast<int32_t>(tokens.size());
+  const int32_t vocab = static_cast<int32_t>(entry.size());
+  auto at = [&](int32_t token) -> PenaltyToken& {
+    int32_t& e = entry[static_cast<size_t>(token)];
+    if (e < 0) {
+      e = static_cast<int32_t>(tokens.size());
+      tokens.push_back({token, 0, 0, 0});
+    }
+    return tokens[static_cast<size_t>(e)];
+  };
+  if (rep) {
+    for (int32_t t : prompt) at(t).seen = 1;
+  }
+  if (rep || pres_freq) {
+    for (int32_t t : output) {
+      PenaltyToken& p = at(t);
+      p.seen = 1;
+      ++p.count;
+    }
+  }
+  for (int32_t t : suppressed) {
+    if (t >= 0 && t < vocab) at(t).suppress = 1;
+  }
+  r.end = static_cast<int32_t>(tokens.size());
+  for (int32_t i = r.begin; i < r.end; ++i) {
+    entry[static_cast<size_t>(tokens[static_cast<size_t>(i)].token)] = -1;
+  }
+  rows.push_back(r);
+}
+
 }  // namespace tierserve

@@ -50,4 +50,13 @@ class Sampler {
   SamplingScratch scratch_;      // choose_token's candidates
 };
 
+// The penalties Sampler::sample applies, as rows for Backend::apply_penalties: appends logits
+// row `row`'s entry to `rows` and its distinct tokens to `tokens` (nothing when the params have no
+// penalties and `suppressed` is empty). `entry` is scratch of vocabulary size holding -1, and is
+// left so.
+void collect_penalties(int32_t row, const SamplingParams& params, std::span<const int32_t> prompt,
+                       std::span<const int32_t> output, std::span<const int32_t> suppressed,
+                       std::vector<int32_t>& entry, std::vector<PenaltyRow>& rows,
+                       std::vector<PenaltyToken>& tokens);
+
 }  // namespace tierserve

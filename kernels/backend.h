@@ -66,6 +66,7 @@ struct StepLimits {
   int32_t max_seqs = 0;            // sequences (and logit rows) per step
   int32_t max_blocks_per_seq = 0;  // block-table row length
   int32_t vocab_size = 0;          // logit row length (sample_rows' buffers); 0: none
+  int32_t max_penalty_tokens = 0;  // apply_penalties' token entries per step
 };
 
 class Backend {
@@ -202,6 +203,13 @@ class Backend {
   // two candidates may pick the other).
   virtual void sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
                            int32_t* out);
+
+  // Applies each row's penalties (kernels/sampling.h) to logits [R, n] (f32) in place, ordered
+  // before the argmax_rows and sample_rows that follow. `rows` and `tokens` are host memory and
+  // may be reused once this returns. The default works on host-addressable logits (copying
+  // device rows there and back); a GPU backend applies them on the device.
+  virtual void apply_penalties(const TensorView& logits, const PenaltyRow* rows, int32_t num_rows,
+                               const PenaltyToken* tokens, int32_t num_tokens);
 
   // Stores k and v ([num_tokens, num_kv_heads, head_dim], f32) of `layer` into the cache slots
   // meta.slot_mapping[i], converting to the cache's dtype.

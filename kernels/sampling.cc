@@ -2,11 +2,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "common/check.h"
 
 namespace tierserve {
+
+void apply_penalties(float* logits, const PenaltyRow& row, const PenaltyToken* tokens) {
+  for (int32_t i = row.begin; i < row.end; ++i) {
+    const PenaltyToken& t = tokens[i];
+    float& l = logits[t.token];
+    if (row.repetition != 1.0f && t.seen) l = l > 0.0f ? l / row.repetition : l * row.repetition;
+    if (t.count > 0) l -= row.frequency * static_cast<float>(t.count) + row.presence;
+    if (t.suppress) l = -std::numeric_limits<float>::infinity();
+  }
+}
 
 int32_t choose_token(const float* logits, int32_t n, const SampleRow& p, SamplingScratch& s) {
   TS_CHECK(n > 0 && static_cast<size_t>(n) <= s.order.size() && p.temperature > 0.0)

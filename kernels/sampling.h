@@ -20,6 +20,27 @@ struct SampleRow {
   double uniform = 0.0;      // the draw in [0, 1), from the request's own generator
 };
 
+// Penalties of one logits row (Backend::apply_penalties), as the host sampler applies them:
+// Hugging Face's repetition penalty over the prompt's and output's tokens, then OpenAI's presence
+// and frequency penalties over the output's, then suppressed tokens (EOS before min_tokens) get
+// -inf. The row's tokens are tokens[begin, end), each token once.
+struct PenaltyRow {
+  int32_t row = 0;             // logits row
+  float repetition = 1.0f;     // 1: off
+  float presence = 0.0f;       // subtracted once from every token the output holds
+  float frequency = 0.0f;      // subtracted per occurrence in the output
+  int32_t begin = 0, end = 0;  // the row's entries in the token array
+};
+struct PenaltyToken {
+  int32_t token = 0;     // vocabulary id
+  int32_t count = 0;     // occurrences in the output
+  uint8_t seen = 0;      // in the prompt or the output (repetition penalty)
+  uint8_t suppress = 0;  // gets -inf
+};
+
+// Applies row's penalties to `logits` (one row of the vocabulary) in place.
+void apply_penalties(float* logits, const PenaltyRow& row, const PenaltyToken* tokens);
+
 // Scratch for choose_token, sized for the vocabulary once.
 struct SamplingScratch {
   explicit SamplingScratch(int32_t vocab_size)

@@ -134,6 +134,8 @@ class CudaBackend final : public Backend {
                    int32_t* out) override;
   void sample_rows(const TensorView& logits, const SampleRow* rows, int32_t num_rows,
                    int32_t* out) override;
+  void apply_penalties(const TensorView& logits, const PenaltyRow* rows, int32_t num_rows,
+                       const PenaltyToken* tokens, int32_t num_tokens) override;
   void write_kv(int32_t layer, const TensorView& k, const TensorView& v,
                 const AttentionMetadata& meta, const KvCacheView& cache) override;
   void paged_attention(int32_t layer, const TensorView& q, const AttentionMetadata& meta,
@@ -180,6 +182,9 @@ class CudaBackend final : public Backend {
   DeviceSampleRow* sample_dev_ = nullptr;
   SamplingBuffers sampling_;
   int32_t* sampling_ids_in_ = nullptr;
+  // apply_penalties: rows then tokens, pinned and on the device (reserve_steps).
+  char* penalty_host_ = nullptr;
+  char* penalty_dev_ = nullptr;
 
   // Graphs: instantiated executables, by id. While capturing, attention covers the longest
   // context a block table can hold, since the graph replays with other lengths.
@@ -207,6 +212,8 @@ CudaBackend::~CudaBackend() {
   cudaFree(stage_dev_);
   cudaFreeHost(argmax_host_);
   cudaFree(argmax_dev_);
+  cudaFreeHost(penalty_host_);
+  cudaFree(penalty_dev_);
   cudaFreeHost(sample_host_);
   cudaFree(sample_dev_);
   cudaFree(sampling_.sort_temp);
@@ -436,6 +443,16 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
   TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(reinterpret_cast<void**>(&argmax_dev_), argmax_bytes),
                                  "arg-max buffer"));
   if (limits.vocab_size > 0) TS_RETURN_IF_ERROR(reserve_sampling(limits));
+  if (limits.max_penalty_tokens > 0) {
+    const size_t bytes = s * sizeof(PenaltyRow) +
+                         static_cast<size_t>(limits.max_penalty_tokens) * sizeof(PenaltyToken);
+    void* host = nullptr;
+    TS_RETURN_IF_ERROR(
+        cuda_status(cudaHostAlloc(&host, bytes, cudaHostAllocPortable), "penalty staging"));
+    penalty_host_ = static_cast<char*>(host);
+    TS_RETURN_IF_ERROR(
+        cuda_status(cudaMalloc(reinterpret_cast<void**>(&penalty_dev_), bytes), "penalty buffer"));
+  }
   return Status::ok();
 }
 
@@ -705,6 +722,34 @@ void CudaBackend::sample_rows(const TensorView& logits, const SampleRow* rows, i
   TS_CUDA_CHECK(cudaMemcpyAsync(host_out, dev_out, bytes, cudaMemcpyDeviceToHost, compute_));
   synchronize();
   std::memcpy(out, host_out, bytes);
+}
+
+void CudaBackend::apply_penalties(const TensorView& logits, const PenaltyRow* rows,
+                                  int32_t num_rows, const PenaltyToken* tokens,
+                                  int32_t num_tokens) {
+  check_rows_on_device(logits, 2, "apply_penalties logits");
+  if (num_rows == 0) return;
+  TS_CHECK(penalty_host_ != nullptr && num_rows <= limits_.max_seqs &&
+           num_tokens <= limits_.max_penalty_tokens && logits.stride(0) == logits.dim(1))
+      << num_rows << " penalty rows of " << num_tokens << " tokens beyond what reserve_steps "
+      << "reserved";
+  for (int32_t i = 0; i < num_rows; ++i) {
+    TS_CHECK(rows[i].row >= 0 && rows[i].row < logits.dim(0) && rows[i].begin >= 0 &&
+             rows[i].begin <= rows[i].end && rows[i].end <= num_tokens)
+        << "penalty row " << rows[i].row;
+  }
+  bind_device(options_.device_index);
+  const size_t row_bytes = static_cast<size_t>(limits_.max_seqs) * sizeof(PenaltyRow);
+  const size_t token_bytes = static_cast<size_t>(num_tokens) * sizeof(PenaltyToken);
+  std::memcpy(penalty_host_, rows, static_cast<size_t>(num_rows) * sizeof(PenaltyRow));
+  std::memcpy(penalty_host_ + row_bytes, tokens, token_bytes);
+  TS_CUDA_CHECK(cudaMemcpyAsync(penalty_dev_, penalty_host_, row_bytes + token_bytes,
+                                cudaMemcpyHostToDevice, compute_));
+  TS_CUDA_CHECK(launch_apply_penalties(
+      logits.ptr<float>(), logits.dim(1), reinterpret_cast<const PenaltyRow*>(penalty_dev_),
+      num_rows, reinterpret_cast<const PenaltyToken*>(penalty_dev_ + row_bytes), compute_));
+  // The staging buffer is free again once the copy ran; the sampling that follows syncs anyway.
+  synchronize();
 }
 
 void CudaBackend::write_kv(int32_t layer, const TensorView& k, const TensorView& v,

@@ -1,5 +1,6 @@
-// Launchers of the CUDA backend's kernels (cuda_kernels.cu, cuda_attention.cu). Plain types
-// only, so that the .cu files need no project header. Shapes and dtypes are checked by the
+// Launchers of the CUDA backend's kernels (cuda_kernels.cu, cuda_attention.cu,
+// cuda_sampling.cu). Plain types only (and kernels/sampling.h's plain structs), so that the .cu
+// files need no other project header. Shapes and dtypes are checked by the
 // caller (cuda_backend.cc); indices read from device memory (token ids, rows, positions, slots,
 // block ids) are checked by the kernels, which report the first bad one in a DeviceErrors record
 // instead of reading out of bounds. Every launcher enqueues on `stream` and returns the launch
@@ -9,6 +10,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+
+#include "kernels/sampling.h"
 
 namespace tierserve::cuda {
 
@@ -84,6 +87,12 @@ cudaError_t launch_add_bias(float* y, int64_t y_stride, const void* bias, ElemTy
 cudaError_t launch_argmax_rows(const float* logits, int64_t stride, int64_t num_logit_rows,
                                int64_t n, const int32_t* rows, int32_t num_rows, int32_t* out,
                                DeviceErrors* errors, cudaStream_t stream);
+
+// Applies rows[i]'s penalties (kernels/sampling.h) to logits [.., vocab] in place; rows and
+// tokens device memory; a token outside the vocabulary is skipped.
+cudaError_t launch_apply_penalties(float* logits, int64_t vocab, const PenaltyRow* rows,
+                                   int32_t num_rows, const PenaltyToken* tokens,
+                                   cudaStream_t stream);
 
 // One row of launch_sample_rows (SampleRow, kernels/sampling.h, as the device reads it).
 struct DeviceSampleRow {

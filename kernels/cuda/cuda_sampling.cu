@@ -111,7 +111,35 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) out[blockIdx.x] = id[pick < keep ? pick : keep - 1];
 }
 
+__global__ void penalties_kernel(float* logits, int64_t vocab, const PenaltyRow* rows,
+                                 const PenaltyToken* tokens) {
+  const PenaltyRow r = rows[blockIdx.x];
+  float* row = logits + r.row * vocab;
+  // Each token appears once per row: no two threads touch the same logit.
+  for (int32_t i = r.begin + static_cast<int32_t>(threadIdx.x); i < r.end; i += blockDim.x) {
+    const PenaltyToken t = tokens[i];
+    if (t.token < 0 || t.token >= vocab) continue;
+    float l = row[t.token];
+    if (r.repetition != 1.0f && t.seen) l = l > 0.0f ? l / r.repetition : l * r.repetition;
+    // Rounded as the host rounds it: no fused multiply-add.
+    if (t.count > 0) {
+      l = __fsub_rn(l, __fadd_rn(__fmul_rn(r.frequency, static_cast<float>(t.count)), r.presence));
+    }
+    if (t.suppress) l = -INFINITY;
+    row[t.token] = l;
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_apply_penalties(float* logits, int64_t vocab, const PenaltyRow* rows,
+                                   int32_t num_rows, const PenaltyToken* tokens,
+                                   cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  penalties_kernel<<<static_cast<unsigned>(num_rows), 256, 0, stream>>>(logits, vocab, rows,
+                                                                        tokens);
+  return cudaGetLastError();
+}
 
 cudaError_t sampling_workspace(int32_t max_rows, int64_t vocab, size_t* sort_bytes) {
   const int64_t items = static_cast<int64_t>(max_rows) * vocab;

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -178,6 +180,57 @@ TEST(SamplerTest, SuppressedTokensAreNeverChosen) {
   p.temperature = 0.0;
   auto t = sample_once(p, logits_of({5.0f, 1.0f, 0.0f}), kNone, kNone, {0});
   EXPECT_EQ(t.token, 1);
+}
+
+// What the engine does where the logits are (collect_penalties, then the backend's
+// apply_penalties and its arg-max or choose_token, with the draw taken from the generator) picks
+// the token Sampler::sample picks, over random parameters, penalties and suppressed tokens.
+TEST(SamplerTest, BackendPathPicksTheSamplersToken) {
+  const int32_t vocab = 500;
+  std::mt19937 gen(99);
+  std::uniform_real_distribution<float> logit(-6.0f, 6.0f);
+  Sampler sampler(vocab);
+  SamplingScratch scratch(vocab);
+  std::vector<int32_t> entry(static_cast<size_t>(vocab), -1);
+  for (int trial = 0; trial < 300; ++trial) {
+    SamplingParams p;
+    p.temperature = trial % 4 == 0 ? 0.0 : 0.5 + 0.1 * (trial % 7);
+    p.top_k = trial % 3 == 0 ? 0 : 5 + trial % 40;
+    p.top_p = trial % 5 == 0 ? 1.0 : 0.5 + 0.05 * (trial % 9);
+    p.min_p = trial % 6 == 0 ? 0.05 : 0.0;
+    p.repetition_penalty = trial % 2 == 0 ? 1.0 : 1.3;
+    p.presence_penalty = trial % 3 == 1 ? 0.4 : 0.0;
+    p.frequency_penalty = trial % 5 == 2 ? 0.3 : 0.0;
+    std::vector<int32_t> prompt, output, suppressed;
+    for (int i = 0; i < 30; ++i) prompt.push_back(static_cast<int32_t>(gen() % vocab));
+    for (int i = 0; i < 20; ++i) output.push_back(static_cast<int32_t>(gen() % 60));  // repeats
+    if (trial % 4 == 1) suppressed = {2, 3, 7, vocab + 5};
+    std::vector<float> logits(static_cast<size_t>(vocab));
+    for (float& l : logits) l = logit(gen);
+    std::vector<float> host = logits;
+    std::mt19937_64 rng_host(static_cast<uint64_t>(trial)), rng_backend(rng_host);
+    const int32_t want = sampler.sample(host.data(), p, rng_host, prompt, output, suppressed).token;
+
+    std::vector<PenaltyRow> rows;
+    std::vector<PenaltyToken> tokens;
+    collect_penalties(0, p, prompt, output, suppressed, entry, rows, tokens);
+    for (const PenaltyRow& r : rows) apply_penalties(logits.data(), r, tokens.data());
+    int32_t got;
+    if (p.greedy()) {
+      got = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    } else {
+      SampleRow row;
+      row.temperature = p.temperature;
+      row.top_k = p.top_k;
+      row.top_p = p.top_p;
+      row.min_p = p.min_p;
+      row.uniform =
+          std::generate_canonical<double, std::numeric_limits<double>::digits>(rng_backend);
+      got = choose_token(logits.data(), vocab, row, scratch);
+    }
+    ASSERT_EQ(got, want) << "trial " << trial;
+    ASSERT_TRUE(std::all_of(entry.begin(), entry.end(), [](int32_t e) { return e == -1; }));
+  }
 }
 
 TEST(SamplingParamsTest, ValidateNamesTheField) {

@@ -124,7 +124,8 @@ class BackendParityTest : public ::testing::TestWithParam<std::string> {
     auto created = create_backend(options);
     ASSERT_TRUE(created.is_ok()) << created.status().to_string();
     candidate_ = std::move(created).value();
-    StepLimits limits{4096, 64, 512, 3000};  // vocabulary: SampleRowsDrawsAsTheHostSampler's
+    // Vocabulary and penalty tokens: the sampling tests'.
+    StepLimits limits{4096, 64, 512, 3000, 4096};
     ASSERT_TRUE(reference_->reserve_steps(limits).is_ok());
     ASSERT_TRUE(candidate_->reserve_steps(limits).is_ok());
   }
@@ -384,6 +385,37 @@ TEST_P(BackendParityTest, SampleRowsDrawsAsTheHostSampler) {
   candidate_->sample_rows(logits, params.data(), static_cast<int32_t>(params.size()), got.data());
   EXPECT_EQ(want, intended) << "the reference, seed " << seed_;
   EXPECT_EQ(got, want) << "seed " << seed_;
+}
+
+TEST_P(BackendParityTest, ApplyPenalties) {
+  const int64_t rows = 4, n = 3000;
+  expect_parity("apply_penalties", 1e-6, [&](Side& s, Random& r) {
+    TensorView logits =
+        s.upload(r.values(static_cast<size_t>(rows * n), 5.0f), DType::kF32, {rows, n});
+    std::vector<PenaltyRow> pr;
+    std::vector<PenaltyToken> tokens;
+    for (int32_t i = 0; i < 3; ++i) {  // row 2 of the 4 has none
+      PenaltyRow row;
+      row.row = i == 2 ? 3 : i;
+      row.repetition = i == 1 ? 1.0f : 1.25f;
+      row.presence = 0.5f * static_cast<float>(i);
+      row.frequency = 0.2f;
+      row.begin = static_cast<int32_t>(tokens.size());
+      for (int32_t t = 0; t < 200; t += 1 + i) {  // distinct tokens
+        PenaltyToken pt;
+        pt.token = t * 7 % static_cast<int32_t>(n);
+        pt.count = t % 4;
+        pt.seen = static_cast<uint8_t>(t % 3 != 0);
+        pt.suppress = static_cast<uint8_t>(t % 50 == 0);
+        tokens.push_back(pt);
+      }
+      row.end = static_cast<int32_t>(tokens.size());
+      pr.push_back(row);
+    }
+    s.backend()->apply_penalties(logits, pr.data(), static_cast<int32_t>(pr.size()), tokens.data(),
+                                 static_cast<int32_t>(tokens.size()));
+    return std::vector<TensorView>{logits};
+  });
 }
 
 // A batch of sequences over a paged cache: each has `cached` tokens from earlier steps and
