@@ -114,6 +114,9 @@ Status ModelRunner::capture_graphs() {
     query_start_[0] = 0;
     pad_decode_rows(0, b);
     const StepInputs staged = backend_->stage_step(batch_of(b, b, b));
+    // One eager run first, so that lazy initialisation (module loading, cuBLAS's first call)
+    // happens outside the capture; on padding alone it writes and reads no KV.
+    TS_RETURN_IF_ERROR(model_->forward_staged(staged, cache).status());
     backend_->synchronize();
     TS_RETURN_IF_ERROR(backend_->begin_capture());
     Result<TensorView> logits = model_->forward_staged(staged, cache);

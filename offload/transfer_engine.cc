@@ -194,12 +194,11 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(
   }
   std::unique_ptr<TransferEngine> engine(new TransferEngine(std::move(impl), extent_bytes));
   Impl* p = engine->impl_.get();
+  // io_running is set before any thread starts: copy threads read it when stopping.
+  p->io_running = p->disk != nullptr;
   for (int i = 0; i < options.copy_threads; ++i)
     p->copy_threads.emplace_back([p] { p->copy_loop(); });
-  if (p->disk != nullptr) {
-    p->io_running = true;
-    p->io_thread = std::thread([p] { p->io_loop(); });
-  }
+  if (p->disk != nullptr) p->io_thread = std::thread([p] { p->io_loop(); });
   return engine;
 }
 

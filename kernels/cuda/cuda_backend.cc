@@ -190,6 +190,7 @@ class CudaBackend final : public Backend {
   // context a block table can hold, since the graph replays with other lengths.
   std::vector<cudaGraphExec_t> graphs_;
   bool capturing_ = false;
+  std::string capture_error_;  // why an op could not be captured (end_capture returns it)
 
   float* attn_scratch_ = nullptr;
   int64_t attn_scratch_floats_ = 0;
@@ -396,6 +397,7 @@ Status CudaBackend::begin_capture() {
   TS_RETURN_IF_ERROR(cuda_status(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal),
                                  "beginning a capture"));
   capturing_ = true;
+  capture_error_.clear();
   return Status::ok();
 }
 
@@ -404,6 +406,10 @@ Result<int32_t> CudaBackend::end_capture() {
   capturing_ = false;
   cudaGraph_t graph = nullptr;
   TS_RETURN_IF_ERROR(cuda_status(cudaStreamEndCapture(compute_, &graph), "ending a capture"));
+  if (!capture_error_.empty()) {
+    cudaGraphDestroy(graph);
+    return resource_exhausted(capture_error_);
+  }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
@@ -809,6 +815,13 @@ void CudaBackend::paged_attention(int32_t layer, const TensorView& q, const Atte
   const int64_t per_token =
       attention_scratch_floats(static_cast<int32_t>(num_heads), c.head_dim, splits);
   const int64_t chunk = attn_scratch_floats_ / per_token;
+  if (capturing_ && chunk < 1) {
+    // A graph must cover the longest context a block table holds; too long for the scratch,
+    // the capture fails (the runner stays eager) rather than the process.
+    capture_error_ = "a captured step covers contexts of " + std::to_string(longest) +
+                     " tokens, more than the attention scratch holds";
+    return;
+  }
   TS_CHECK(chunk >= 1) << "a context of " << longest << " tokens needs "
                        << per_token * static_cast<int64_t>(sizeof(float))
                        << " bytes of attention scratch per token; the backend has "

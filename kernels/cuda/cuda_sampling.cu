@@ -29,10 +29,11 @@ __global__ void segment_offsets_kernel(const DeviceSampleRow* rows, int32_t num_
   end[i] = static_cast<int32_t>(rows[i].row * vocab + vocab);
 }
 
-// exp(key * inv_t - max) as the host computes it: the product and difference in f32, the
-// exponential in double.
+// exp(key * inv_t - max) as the host computes it: the product and the difference each rounded
+// in f32 (no fused multiply-add), the exponential in double. (Sums still run in another order
+// than the host's loops, and device exp may differ by an ulp: draws match up to rounding.)
 __device__ __forceinline__ double weight(float key, float inv_t, float max) {
-  return exp(static_cast<double>(key * inv_t - max));
+  return exp(static_cast<double>(__fsub_rn(__fmul_rn(key, inv_t), max)));
 }
 
 // The first index i in [0, n) where pred(cumulative sum of w over [0, i]) holds, or n.
@@ -69,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t* id = ids + p.row * vocab;
   const int32_t n = static_cast<int32_t>(vocab);
   const int32_t k = p.top_k > 0 && p.top_k < n ? p.top_k : n;
-  const float max = key[0] * p.inv_t;
+  const float max = __fmul_rn(key[0], p.inv_t);
 
   // The softmax's denominator over the top-k.
   double part = 0.0;
@@ -90,6 +91,7 @@ __global__ void __launch_bounds__(kThreads)
   // min-p: the candidates at least min_p x the first (probabilities only fall along the order).
   if (p.min_p > 0.0) {
     const double floor = p.min_p * prob(0);
+    __syncthreads();  // every thread has read `found` from the top-p search
     if (threadIdx.x == 0) found = keep;
     __syncthreads();
     for (int32_t i = 1 + threadIdx.x; i < keep; i += kThreads) {
