@@ -198,6 +198,13 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
     // The model's activation buffers live in the device tier next to the weights.
     tiers.device_reserved = Model::buffer_bytes_for(
         c, std::min(options.max_num_batched_tokens, e->max_model_len_), options.max_num_seqs);
+    // And the backend's own scratch and step buffers (GPU sampling buffers, say).
+    const int32_t blocks_per_seq = static_cast<int32_t>(
+        (static_cast<int64_t>(e->max_model_len_) + options.block_size - 1) / options.block_size);
+    e->backend_reserved_ = e->backend_->reserved_bytes(
+        ModelRunner::step_limits(c, std::min(options.max_num_batched_tokens, e->max_model_len_),
+                                 options.max_num_seqs, blocks_per_seq, options.block_size));
+    tiers.device_reserved += e->backend_reserved_;
     e->topology_ = std::make_unique<Topology>();
     tiers.topology = e->topology_.get();
     tiers.on_progress = options.on_load_progress;
@@ -230,7 +237,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
                                    ? static_cast<uint64_t>(options.device_memory_gb * kGiB)
                                    : e->backend_->memory_capacity();
   sizing.memory_utilization = options.gpu_memory_utilization;
-  sizing.used_bytes = e->weights_->device_bytes() + e->model_->buffer_bytes();
+  sizing.used_bytes =
+      e->weights_->device_bytes() + e->model_->buffer_bytes() + e->backend_reserved_;
   sizing.kv_cache_memory_bytes = options.kv_cache_memory_bytes;
   if (e->backend_->device() == DeviceKind::kCpu && options.device_memory_gb <= 0 &&
       options.kv_cache_memory_bytes == 0) {

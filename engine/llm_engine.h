@@ -241,6 +241,7 @@ class LlmEngine {
   std::unique_ptr<Sampler> sampler_;
   std::vector<float> fork_logits_;        // [vocab] raw logits kept for a request's forks
   bool weights_resident_ = true;          // no weight unit is streamed from a lower tier
+  uint64_t backend_reserved_ = 0;         // Backend::reserved_bytes, counted in the device budget
   std::vector<int32_t> argmax_rows_;      // [max_num_seqs] this step's kArgmax logit rows
   std::vector<int32_t> argmax_tokens_;    // [max_num_seqs] their tokens
   std::vector<SampleRow> sample_rows_;    // [max_num_seqs] this step's kSample rows

@@ -43,19 +43,26 @@ std::vector<int32_t> graph_batch_sizes(int32_t limit) {
 
 }  // namespace
 
-Status ModelRunner::init(bool graphs) {
+StepLimits ModelRunner::step_limits(const ModelConfig& config, int32_t max_num_tokens,
+                                    int32_t max_num_seqs, int32_t max_blocks_per_seq,
+                                    int32_t block_size) {
   StepLimits limits;
-  limits.max_tokens = max_num_tokens_;
-  limits.max_seqs = max_num_seqs_;
-  limits.max_blocks_per_seq = max_blocks_per_seq_;
-  limits.vocab_size = model_->config().vocab_size;
+  limits.max_tokens = max_num_tokens;
+  limits.max_seqs = max_num_seqs;
+  limits.max_blocks_per_seq = max_blocks_per_seq;
+  limits.vocab_size = config.vocab_size;
   // A row's distinct tokens: at most its whole sequence and the stop ids it suppresses, and at
   // most the vocabulary.
   const int64_t per_row =
-      std::min<int64_t>(limits.vocab_size, static_cast<int64_t>(max_blocks_per_seq_) *
-                                                   pool_->view().layout.block_size +
-                                               kMaxPenaltyStopIds);
-  limits.max_penalty_tokens = static_cast<int32_t>(max_num_seqs_ * per_row);
+      std::min<int64_t>(limits.vocab_size,
+                        static_cast<int64_t>(max_blocks_per_seq) * block_size + kMaxPenaltyStopIds);
+  limits.max_penalty_tokens = static_cast<int32_t>(max_num_seqs * per_row);
+  return limits;
+}
+
+Status ModelRunner::init(bool graphs) {
+  const StepLimits limits = step_limits(model_->config(), max_num_tokens_, max_num_seqs_,
+                                        max_blocks_per_seq_, pool_->view().layout.block_size);
   TS_RETURN_IF_ERROR(backend_->reserve_steps(limits));
   if (backend_->device() == DeviceKind::kCpu) return Status::ok();
   const size_t floats =

@@ -39,6 +39,10 @@ class ModelRunner {
   // mid-step); a capture that fails is logged and the runner stays eager. Start-up only; call
   // once before execute().
   Status init(bool graphs);
+  // The limits init() reserves the backend's step buffers for (Backend::reserve_steps).
+  static StepLimits step_limits(const ModelConfig& config, int32_t max_num_tokens,
+                                int32_t max_num_seqs, int32_t max_blocks_per_seq,
+                                int32_t block_size);
   // Decode steps with graphs: the batch padded to the next captured size.
   int32_t num_graphs() const { return static_cast<int32_t>(graphs_.size()); }
 

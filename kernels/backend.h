@@ -110,6 +110,13 @@ class Backend {
   virtual void wait_fence(uint64_t fence) { (void)fence; }
 
   // --- Step inputs ----------------------------------------------------------------------------
+  // Device-tier bytes the backend holds beside what allocate() hands out: its own scratch, and
+  // the buffers reserve_steps(limits) will take (GPU sampling buffers, say). The engine counts
+  // them against the device budget before placing weights and sizing the KV cache.
+  virtual uint64_t reserved_bytes(const StepLimits& limits) const {
+    (void)limits;
+    return 0;
+  }
   // Sizes stage_step()'s buffers; start-up only. Steps beyond `limits` are a caller bug.
   virtual Status reserve_steps(const StepLimits& limits) {
     (void)limits;

@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
   Result<int32_t> end_capture() override;
   void replay(int32_t graph) override;
 
+  uint64_t reserved_bytes(const StepLimits& limits) const override;
   Status reserve_steps(const StepLimits& limits) override;
   Status reserve_sampling(const StepLimits& limits);
   StepInputs stage_step(const StepInputs& host) override;
@@ -388,6 +389,30 @@ void CudaBackend::wait_fence(uint64_t fence) {
   }
   // A recycled event marks a later point of the stream: waiting for it is waiting longer.
   TS_CUDA_CHECK(cudaEventSynchronize(e));
+}
+
+uint64_t CudaBackend::reserved_bytes(const StepLimits& limits) const {
+  // Created with the backend: attention scratch, GEMM scratch and cuBLAS workspace.
+  uint64_t bytes = options_.attention_scratch_bytes + (uint64_t{96} << 20) +
+                   (options_.deterministic ? uint64_t{1} << 20 : 0);
+  const uint64_t seqs = static_cast<uint64_t>(std::max(limits.max_seqs, 0));
+  bytes +=
+      static_cast<uint64_t>(std::max(limits.max_tokens, 0)) * 3 * sizeof(int32_t) +
+      seqs * (3 + static_cast<uint64_t>(std::max(limits.max_blocks_per_seq, 0))) * sizeof(int32_t) +
+      2 * seqs * sizeof(int32_t);
+  if (limits.vocab_size > 0) {
+    // Sorted keys, sorted ids, input ids, and CUB's scratch.
+    const uint64_t items = seqs * static_cast<uint64_t>(limits.vocab_size);
+    size_t sort_bytes = 0;
+    if (sampling_workspace(limits.max_seqs, limits.vocab_size, &sort_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      sort_bytes = items * 8;
+    }
+    bytes += items * 12 + sort_bytes + seqs * (sizeof(DeviceSampleRow) + 2 * sizeof(int32_t));
+  }
+  bytes += seqs * sizeof(PenaltyRow) +
+           static_cast<uint64_t>(std::max(limits.max_penalty_tokens, 0)) * sizeof(PenaltyToken);
+  return bytes;
 }
 
 Status CudaBackend::begin_capture() {
