@@ -43,8 +43,6 @@ class ModelRunner {
   static StepLimits step_limits(const ModelConfig& config, int32_t max_num_tokens,
                                 int32_t max_num_seqs, int32_t max_blocks_per_seq,
                                 int32_t block_size);
-  // Decode steps with graphs: the batch padded to the next captured size.
-  int32_t num_graphs() const { return static_cast<int32_t>(graphs_.size()); }
 
   // Runs `plan` (already committed by the scheduler: every scheduled sequence's blocks hold
   // its new tokens). Returns logits [rows, vocab] f32, one row per sequence whose last token ran

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_types.h"
 #include "kernels/op_checks.h"
 
 namespace tierserve::cuda {
@@ -23,17 +24,6 @@ namespace {
 
 constexpr size_t kFences = 256;       // events in the fence ring
 constexpr size_t kAllocAlign = 4096;  // Backend::allocate's alignment for large blocks
-
-ElemType elem_type(DType dtype) {
-  switch (dtype) {
-    case DType::kBF16:
-      return ElemType::kBF16;
-    case DType::kF16:
-      return ElemType::kF16;
-    default:
-      return ElemType::kF32;
-  }
-}
 
 // The device each thread last bound (CUDA's current device is per thread, and the engine and
 // copy threads are not the thread that created the backend).

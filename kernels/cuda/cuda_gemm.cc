@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_types.h"
 #include "kernels/op_checks.h"
 
 namespace tierserve::cuda {
@@ -20,17 +21,6 @@ cudaDataType_t cuda_type(DType dtype) {
       return CUDA_R_16F;
     default:
       return CUDA_R_32F;
-  }
-}
-
-ElemType elem_type(DType dtype) {
-  switch (dtype) {
-    case DType::kBF16:
-      return ElemType::kBF16;
-    case DType::kF16:
-      return ElemType::kF16;
-    default:
-      return ElemType::kF32;
   }
 }
 

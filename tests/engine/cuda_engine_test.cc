@@ -16,6 +16,7 @@
 #include "engine/llm_engine.h"
 #include "kernels/backend_registry.h"
 #include "tests/engine/batching_util.h"
+#include "tests/engine/golden_util.h"
 
 namespace tierserve {
 namespace {
@@ -23,52 +24,22 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Case;
 using testing::deterministic_options;
+using testing::Golden;
+using testing::golden_names;
 using testing::greedy;
+using testing::is_bf16;
+using testing::is_f16;
 using testing::make_cases;
+using testing::max_abs;
 using testing::open;
 using testing::run_together;
-
-struct Golden {
-  std::string model, dtype;
-  std::vector<int32_t> prompt, tokens;
-  std::vector<std::vector<float>> logits;
-  std::vector<float> margins;
-};
-
-Golden read_golden(const std::string& name) {
-  std::ifstream in(fs::path(TIERSERVE_GOLDEN_DIR) / (name + ".json"));
-  const nlohmann::json j = nlohmann::json::parse(in);
-  Golden g;
-  g.model = j.at("model").get<std::string>();
-  g.dtype = j.at("dtype").get<std::string>();
-  g.prompt = j.at("prompt_token_ids").get<std::vector<int32_t>>();
-  g.tokens = j.at("token_ids").get<std::vector<int32_t>>();
-  g.logits = j.at("logits").get<std::vector<std::vector<float>>>();
-  g.margins = j.at("top1_margin").get<std::vector<float>>();
-  return g;
-}
-
-std::vector<std::string> golden_names() {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(TIERSERVE_GOLDEN_DIR)) {
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // The golden test's bounds (tests/engine/golden_test.cc), with f16 loosened for the GPU's one
 // extra rounding: its GEMMs take f16 activations.
 double tolerance(const Golden& g) {
-  if (g.dtype == "bf16" || g.dtype == "bfloat16") return 4e-2;
-  if (g.dtype == "f16" || g.dtype == "float16") return 5e-3;
+  if (is_bf16(g)) return 4e-2;
+  if (is_f16(g)) return 5e-3;
   return 1e-4;
-}
-
-float max_abs(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
 }
 
 bool clear_margin(const Golden& g, size_t step) {
@@ -85,7 +56,7 @@ class CudaEngineTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (!cuda_present()) GTEST_SKIP() << "no CUDA device";
-    golden_ = read_golden(GetParam());
+    golden_ = testing::read_golden(fs::path(TIERSERVE_GOLDEN_DIR) / (GetParam() + ".json"));
   }
 
   std::unique_ptr<LlmEngine> make(const std::string& device, EngineOptions options = {}) {

@@ -10,51 +10,19 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/llm_engine.h"
+#include "tests/engine/golden_util.h"
 
 namespace tierserve {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Golden {
-  std::string model;
-  std::string dtype;
-  std::vector<int32_t> prompt;
-  std::vector<int32_t> tokens;
-  std::vector<std::vector<float>> logits;  // per step
-  std::vector<float> margins;              // top-1 minus top-2 logit per step
-};
-
-Golden read_golden(const fs::path& path) {
-  std::ifstream in(path);
-  nlohmann::json j = nlohmann::json::parse(in);
-  Golden g;
-  g.model = j.at("model").get<std::string>();
-  g.dtype = j.at("dtype").get<std::string>();
-  g.prompt = j.at("prompt_token_ids").get<std::vector<int32_t>>();
-  g.tokens = j.at("token_ids").get<std::vector<int32_t>>();
-  g.logits = j.at("logits").get<std::vector<std::vector<float>>>();
-  g.margins = j.at("top1_margin").get<std::vector<float>>();
-  return g;
-}
-
-std::vector<std::string> golden_names() {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(TIERSERVE_GOLDEN_DIR)) {
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-bool is_bf16(const Golden& g) { return g.dtype == "bf16" || g.dtype == "bfloat16"; }
-bool is_f16(const Golden& g) { return g.dtype == "f16" || g.dtype == "float16"; }
-
-float max_abs(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
+using testing::Golden;
+using testing::golden_names;
+using testing::is_bf16;
+using testing::is_f16;
+using testing::max_abs;
+using testing::read_golden;
 
 int32_t argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
