@@ -69,6 +69,10 @@ Status EngineOptions::validate() const {
   if (block_size <= 0 || block_size > 1024) {
     return invalid_argument("--block-size must be in [1, 1024], got " + std::to_string(block_size));
   }
+  if (tokenizer_vocab_size < 0) {
+    return invalid_argument("tokenizer_vocab_size must be >= 0, got " +
+                            std::to_string(tokenizer_vocab_size));
+  }
   if (max_model_len < 0) {
     return invalid_argument("--max-model-len must be positive, got " +
                             std::to_string(max_model_len));
@@ -157,6 +161,9 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const std::filesystem::path
   std::unique_ptr<LlmEngine> e(new LlmEngine());
   e->options_ = options;
   TS_ASSIGN_OR_RETURN(e->config_, load_model_config(model_dir, &e->generation_defaults_));
+  if (options.tokenizer_vocab_size < e->config_.vocab_size) {
+    e->config_.tokenizer_vocab_size = options.tokenizer_vocab_size;
+  }
   const ModelConfig& c = e->config_;
   if (options.max_model_len > c.max_position_embeddings) {
     return invalid_argument("--max-model-len " + std::to_string(options.max_model_len) +

@@ -54,6 +54,9 @@ struct EngineOptions {
                                        // cache capped at 4 GiB
   uint64_t kv_cache_memory_bytes = 0;  // if > 0, the KV cache size (overrides the above)
   uint64_t seed = 0;  // seeds the per-request seeds of unseeded requests, and dummy weights
+  // Ids the tokenizer defines; a model with more rows (a padded vocabulary, e.g. ChatGLM's
+  // padded_vocab_size) gets the logits of the others masked to -inf. 0 = every row is a token.
+  int32_t tokenizer_vocab_size = 0;
   // Weight tiers (DESIGN.md §2, offload/planner.h): GiB of weights forced to the host and disk
   // tiers; absent = auto (a model that does not fit the device tier spills, with a warning).
   std::optional<double> cpu_offload_gb;   // --cpu-offload-gb

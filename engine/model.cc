@@ -1,9 +1,13 @@
 #include "engine/model.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "common/check.h"
+#include "engine/alibi.h"
 #include "engine/model_weights.h"
 
 namespace tierserve {
@@ -24,8 +28,10 @@ Model::Model(const ModelConfig& config, Backend* backend, WeightProvider* weight
       weights_(weights),
       max_num_tokens_(max_num_tokens),
       max_logit_rows_(max_logit_rows),
-      rope_(config.head_dim, config.rope_theta, config.rope_scaling, max_positions,
-            RopeStyle::kNeox) {}
+      // ALiBi models get a one-position dummy table: rope never runs.
+      rope_(config.alibi ? 2 : config.rotary_dim, config.rope_theta, config.rope_scaling,
+            config.alibi ? 1 : max_positions,
+            config.rope_interleaved ? RopeStyle::kInterleaved : RopeStyle::kNeox) {}
 
 Model::~Model() {
   if (arena_ != nullptr) backend_->deallocate(arena_);
@@ -49,13 +55,27 @@ Result<std::unique_ptr<Model>> Model::create(const ModelConfig& config, Backend*
 
 namespace {
 
-// Floats of each activation buffer, in the order of Model's members residual_ ... logits_.
-std::array<int64_t, 11> buffer_floats(const ModelConfig& c, int64_t t, int64_t r) {
+// Floats of each buffer, in the order of Model's members residual_ ... vocab_mask_: the
+// activations, then the ALiBi slopes and the padded-vocabulary mask (empty when unused).
+std::array<int64_t, 13> buffer_floats(const ModelConfig& c, int64_t t, int64_t r) {
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim;
   const int64_t kvd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-  return {t * d, t * d, t * qd, t * kvd, t * kvd,         t * qd,
-          t * f, t * f, r * d,  r * d,   r * c.vocab_size};
+  const int64_t slopes = c.alibi ? c.num_heads : 0;
+  const bool masked = c.tokenizer_vocab_size > 0 && c.tokenizer_vocab_size < c.vocab_size;
+  return {t * d,
+          t * d,
+          t * qd,
+          t * kvd,
+          t * kvd,
+          t * qd,
+          t * f,
+          t * f,
+          r * d,
+          r * d,
+          r * c.vocab_size,
+          slopes,
+          masked ? c.vocab_size : 0};
 }
 
 size_t aligned_bytes(int64_t floats) {
@@ -74,16 +94,27 @@ uint64_t Model::buffer_bytes_for(const ModelConfig& config, int32_t max_num_toke
 }
 
 Status Model::allocate_buffers() {
-  const std::array<int64_t, 11> sizes = buffer_floats(config_, max_num_tokens_, max_logit_rows_);
-  float** ptrs[] = {&residual_, &x_,  &q_,    &k_,        &v_,     &attn_,
-                    &gate_,     &up_, &last_, &last_out_, &logits_};
+  const std::array<int64_t, 13> sizes = buffer_floats(config_, max_num_tokens_, max_logit_rows_);
+  float** ptrs[] = {&residual_, &x_,    &q_,        &k_,      &v_,     &attn_,      &gate_,
+                    &up_,       &last_, &last_out_, &logits_, &alibi_, &vocab_mask_};
   const size_t total = buffer_bytes_for(config_, max_num_tokens_, max_logit_rows_);
   TS_ASSIGN_OR_RETURN(arena_, backend_->allocate(total));
   buffer_bytes_ = total;
   char* p = static_cast<char*>(arena_);
   for (size_t i = 0; i < std::size(sizes); ++i) {
-    *ptrs[i] = reinterpret_cast<float*>(p);
+    *ptrs[i] = sizes[i] > 0 ? reinterpret_cast<float*>(p) : nullptr;
     p += aligned_bytes(sizes[i]);
+  }
+  // The constant buffers, written once.
+  if (alibi_ != nullptr) {
+    const std::vector<float> slopes = alibi_slopes(config_.num_heads);
+    backend_->copy(alibi_, slopes.data(), slopes.size() * sizeof(float));
+  }
+  if (vocab_mask_ != nullptr) {
+    std::vector<float> mask(static_cast<size_t>(config_.vocab_size), 0.0f);
+    std::fill(mask.begin() + config_.tokenizer_vocab_size, mask.end(),
+              -std::numeric_limits<float>::infinity());
+    backend_->copy(vocab_mask_, mask.data(), mask.size() * sizeof(float));
   }
   return Status::ok();
 }
@@ -117,11 +148,12 @@ Status Model::run_layer(int32_t layer, const WeightUnit& unit, const ForwardBatc
   TensorView q3 = TensorView::contiguous(q_, DType::kF32, {n, c.num_heads, hd}, dev);
   TensorView k3 = TensorView::contiguous(k_, DType::kF32, {n, c.num_kv_heads, hd}, dev);
   TensorView v3 = TensorView::contiguous(v_, DType::kF32, {n, c.num_kv_heads, hd}, dev);
-  backend_->rope(q3, k3, batch.positions, rope_.table());
+  if (!c.alibi) backend_->rope(q3, k3, batch.positions, rope_.table());
   backend_->write_kv(layer, k3, v3, batch.attn, cache);
   AttentionParams params;
   params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   params.sliding_window = c.layer_sliding_window[static_cast<size_t>(layer)];
+  params.alibi_slopes = alibi_;
   TensorView attn3 = TensorView::contiguous(attn_, DType::kF32, {n, c.num_heads, hd}, dev);
   backend_->paged_attention(layer, q3, batch.attn, cache, params, attn3);
   backend_->gemm(f32(attn_, n, qd, dev), w[kOProj], optional(w[kOBias]), x);
@@ -169,7 +201,10 @@ Result<TensorView> Model::forward_staged(const StepInputs& batch, const KvCacheV
   backend_->add_rmsnorm(last, last_out, head->tensors[kFinalNorm],
                         static_cast<float>(config_.rms_norm_eps), last_out);
   TensorView logits = f32(logits_, r, config_.vocab_size, dev);
-  backend_->gemm(last_out, head->tensors[kLmHead], nullptr, logits);
+  // A padded vocabulary's extra logits come out -inf: the mask is the head's bias.
+  TensorView mask = TensorView::contiguous(vocab_mask_, DType::kF32, {config_.vocab_size}, dev);
+  backend_->gemm(last_out, head->tensors[kLmHead], vocab_mask_ != nullptr ? &mask : nullptr,
+                 logits);
   weights_->release(head_unit(config_));
   return logits;
 }

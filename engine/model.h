@@ -1,6 +1,6 @@
-// The decoder forward pass of the Llama family (Llama, Qwen2, Qwen3, Mistral) over a batch of
-// sequences and the paged KV cache (DESIGN.md §3). The model owns only activation buffers,
-// allocated once at creation; weights come from a WeightProvider and KV from the pool.
+// The decoder forward pass of the Llama family (Llama, Qwen2, Qwen3, Mistral, Baichuan, ChatGLM)
+// over a batch of sequences and the paged KV cache (DESIGN.md §3). The model owns only activation
+// buffers, allocated once at creation; weights come from a WeightProvider and KV from the pool.
 #pragma once
 
 #include <cstdint>
@@ -59,20 +59,23 @@ class Model {
   int32_t max_logit_rows_;
   RopeCache rope_;
 
-  // Activation buffers, [max_num_tokens, width] f32 unless noted; one allocation.
+  // Activation buffers, [max_num_tokens, width] f32 unless noted, and constants; one
+  // allocation.
   void* arena_ = nullptr;
   uint64_t buffer_bytes_ = 0;
-  float* residual_ = nullptr;  // [T, d] running hidden state
-  float* x_ = nullptr;         // [T, d] normed input of a block, then its output
-  float* q_ = nullptr;         // [T, num_heads * head_dim]
-  float* k_ = nullptr;         // [T, num_kv_heads * head_dim]
-  float* v_ = nullptr;         // [T, num_kv_heads * head_dim]
-  float* attn_ = nullptr;      // [T, num_heads * head_dim]
-  float* gate_ = nullptr;      // [T, f]
-  float* up_ = nullptr;        // [T, f]
-  float* last_ = nullptr;      // [R, d] residual rows that produce logits
-  float* last_out_ = nullptr;  // [R, d] their last block output, then their final norm
-  float* logits_ = nullptr;    // [R, vocab]
+  float* residual_ = nullptr;    // [T, d] running hidden state
+  float* x_ = nullptr;           // [T, d] normed input of a block, then its output
+  float* q_ = nullptr;           // [T, num_heads * head_dim]
+  float* k_ = nullptr;           // [T, num_kv_heads * head_dim]
+  float* v_ = nullptr;           // [T, num_kv_heads * head_dim]
+  float* attn_ = nullptr;        // [T, num_heads * head_dim]
+  float* gate_ = nullptr;        // [T, f]
+  float* up_ = nullptr;          // [T, f]
+  float* last_ = nullptr;        // [R, d] residual rows that produce logits
+  float* last_out_ = nullptr;    // [R, d] their last block output, then their final norm
+  float* logits_ = nullptr;      // [R, vocab]
+  float* alibi_ = nullptr;       // [num_heads] ALiBi slopes, or null without ALiBi
+  float* vocab_mask_ = nullptr;  // [vocab] 0, then -inf past the tokenizer's ids; or null
 };
 
 }  // namespace tierserve

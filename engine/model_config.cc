@@ -35,9 +35,14 @@ constexpr ArchitectureName kArchitectures[] = {
     {"Qwen2ForCausalLM", "qwen2", Architecture::kQwen2},
     {"Qwen3ForCausalLM", "qwen3", Architecture::kQwen3},
     {"MistralForCausalLM", "mistral", Architecture::kMistral},
+    {"BaichuanForCausalLM", "baichuan", Architecture::kBaichuan},
+    {"BaiChuanForCausalLM", "", Architecture::kBaichuan},  // Baichuan-7B (v1)
+    {"ChatGLMModel", "chatglm", Architecture::kChatGlm},
+    {"ChatGLMForConditionalGeneration", "", Architecture::kChatGlm},
 };
 constexpr const char* kSupportedArchitectures =
-    "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM";
+    "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, "
+    "BaichuanForCausalLM, BaiChuanForCausalLM, ChatGLMModel, ChatGLMForConditionalGeneration";
 
 // Hugging Face's default max_window_layers for Qwen2/Qwen3.
 constexpr int32_t kDefaultMaxWindowLayers = 28;
@@ -190,7 +195,10 @@ Status parse_architecture(const json& root, const std::string& file, ModelConfig
     config->architecture_name = (*archs)[0].get<std::string>();
   } else if (const json* type = fields.get("model_type"); type != nullptr && type->is_string()) {
     for (const ArchitectureName& a : kArchitectures) {
-      if (a.model_type == type->get_ref<const std::string&>()) config->architecture_name = a.name;
+      if (!a.model_type.empty() && a.model_type == type->get_ref<const std::string&>() &&
+          config->architecture_name.empty()) {
+        config->architecture_name = a.name;
+      }
     }
     if (config->architecture_name.empty()) {
       return unimplemented(
@@ -282,7 +290,11 @@ Status parse_rope(const json& root, const std::string& file, ModelConfig* config
 Status parse_sliding_windows(const json& root, const std::string& file, ModelConfig* config) {
   Fields fields(root, file);
   config->layer_sliding_window.assign(config->num_layers, 0);
-  if (config->architecture == Architecture::kLlama) return Status::ok();
+  if (config->architecture == Architecture::kLlama ||
+      config->architecture == Architecture::kBaichuan ||
+      config->architecture == Architecture::kChatGlm) {
+    return Status::ok();
+  }
 
   int32_t window = 0;
   TS_RETURN_IF_ERROR(fields.int32("sliding_window", false, 0, &window));
@@ -343,6 +355,139 @@ Status parse_dtype_field(const json& root, const std::string& file, ModelConfig*
   return Status::ok();
 }
 
+// ChatGLM2/3 and GLM-4 (THUDM's ChatGLMConfig): their own key names, and switches whose
+// unpublished settings are refused.
+Status parse_chatglm(const json& root, const std::string& file, ModelConfig* config) {
+  Fields fields(root, file);
+  TS_RETURN_IF_ERROR(fields.positive("num_layers", true, &config->num_layers, kMaxLayers));
+  config->vocab_size = 0;
+  TS_RETURN_IF_ERROR(fields.positive("vocab_size", false, &config->vocab_size, kMaxVocab));
+  TS_RETURN_IF_ERROR(fields.positive("padded_vocab_size", config->vocab_size == 0,
+                                     &config->vocab_size, kMaxVocab));
+  TS_RETURN_IF_ERROR(fields.positive("hidden_size", true, &config->hidden_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(
+      fields.positive("ffn_hidden_size", true, &config->intermediate_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(fields.positive("num_attention_heads", true, &config->num_heads, kMaxHeads));
+  TS_RETURN_IF_ERROR(fields.positive("kv_channels", true, &config->head_dim, kMaxHeadDim));
+  bool multi_query = false;
+  TS_RETURN_IF_ERROR(fields.boolean("multi_query_attention", &multi_query));
+  config->num_kv_heads = config->num_heads;
+  if (multi_query) {
+    TS_RETURN_IF_ERROR(
+        fields.positive("multi_query_group_num", true, &config->num_kv_heads, kMaxHeads));
+  }
+  if (config->num_heads % config->num_kv_heads != 0) {
+    return fields.error("multi_query_group_num", std::to_string(config->num_kv_heads) +
+                                                     " does not divide num_attention_heads " +
+                                                     std::to_string(config->num_heads));
+  }
+  if (config->head_dim % 4 != 0) {
+    return fields.error("kv_channels", std::to_string(config->head_dim) +
+                                           " is not a multiple of 4 (rope turns pairs of its "
+                                           "first half)");
+  }
+  config->max_position_embeddings = 2048;
+  TS_RETURN_IF_ERROR(fields.positive("seq_length", false, &config->max_position_embeddings));
+  config->rms_norm_eps = 1e-5;
+  TS_RETURN_IF_ERROR(fields.positive_number("layernorm_epsilon", false, &config->rms_norm_eps));
+  double rope_ratio = 1.0;
+  TS_RETURN_IF_ERROR(fields.positive_number("rope_ratio", false, &rope_ratio));
+  config->rope_theta = 10000.0 * rope_ratio;
+  config->rotary_dim = config->head_dim / 2;
+  config->rope_interleaved = true;
+  bool bias_linear = false, qkv_bias = false;  // ChatGLMConfig's defaults
+  TS_RETURN_IF_ERROR(fields.boolean("add_bias_linear", &bias_linear));
+  TS_RETURN_IF_ERROR(fields.boolean("add_qkv_bias", &qkv_bias));
+  config->qkv_bias = qkv_bias || bias_linear;
+  config->o_bias = config->mlp_bias = bias_linear;
+  // Switches every published ChatGLM2/3 and GLM-4 model sets one way.
+  struct Required {
+    const char* key;
+    bool value;
+    const char* meaning;
+  };
+  for (const Required& r : {Required{"rmsnorm", true, "LayerNorm instead of RMSNorm"},
+                            Required{"post_layer_norm", true, "no final norm"},
+                            Required{"apply_residual_connection_post_layernorm", false,
+                                     "the residual taken after the norm"}}) {
+    bool value = r.value;
+    TS_RETURN_IF_ERROR(fields.boolean(r.key, &value));
+    if (value != r.value) {
+      return fields.error(
+          r.key, std::string(value ? "true" : "false") + " (" + r.meaning + ") is not supported",
+          StatusCode::kUnimplemented);
+    }
+  }
+  return Status::ok();
+}
+
+// The Llama-style shape keys (every architecture but ChatGLM).
+Status parse_llama_shape(const json& root, const std::string& file, ModelConfig* config) {
+  Fields fields(root, file);
+  ModelConfig& c = *config;
+  TS_RETURN_IF_ERROR(fields.positive("vocab_size", true, &c.vocab_size, kMaxVocab));
+  TS_RETURN_IF_ERROR(fields.positive("hidden_size", true, &c.hidden_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(fields.positive("intermediate_size", true, &c.intermediate_size, kMaxWidth));
+  TS_RETURN_IF_ERROR(fields.positive("num_hidden_layers", true, &c.num_layers, kMaxLayers));
+  TS_RETURN_IF_ERROR(fields.positive("num_attention_heads", true, &c.num_heads, kMaxHeads));
+  c.num_kv_heads = c.num_heads;
+  TS_RETURN_IF_ERROR(fields.positive("num_key_value_heads", false, &c.num_kv_heads, kMaxHeads));
+  if (c.num_heads % c.num_kv_heads != 0) {
+    return fields.error("num_key_value_heads", std::to_string(c.num_kv_heads) +
+                                                   " does not divide " + "num_attention_heads " +
+                                                   std::to_string(c.num_heads));
+  }
+  if (fields.get("head_dim") != nullptr) {
+    TS_RETURN_IF_ERROR(fields.positive("head_dim", true, &c.head_dim, kMaxHeadDim));
+  } else if (c.hidden_size % c.num_heads != 0) {
+    return fields.error("hidden_size", std::to_string(c.hidden_size) +
+                                           " is not a multiple of num_attention_heads " +
+                                           std::to_string(c.num_heads) +
+                                           " and head_dim is not given");
+  } else {
+    c.head_dim = c.hidden_size / c.num_heads;
+    if (c.head_dim > kMaxHeadDim) {
+      return fields.error("hidden_size", "gives head_dim " + std::to_string(c.head_dim) +
+                                             ", more than " + std::to_string(kMaxHeadDim));
+    }
+  }
+  return Status::ok();
+}
+
+// Baichuan's context length and vLLM's rules for rope/ALiBi and NormHead (load_model_config
+// refines the last two from the checkpoint's own modeling_baichuan.py).
+Status parse_baichuan(const json& root, const std::string& file, ModelConfig* config) {
+  Fields fields(root, file);
+  config->max_position_embeddings = 4096;
+  TS_RETURN_IF_ERROR(
+      fields.positive("max_position_embeddings", false, &config->max_position_embeddings));
+  TS_RETURN_IF_ERROR(fields.positive("model_max_length", false, &config->max_position_embeddings));
+  config->alibi = config->architecture_name != "BaiChuanForCausalLM" && config->hidden_size != 4096;
+  config->norm_head = config->vocab_size == 125696;
+  return Status::ok();
+}
+
+// Refines Baichuan's rope/ALiBi and NormHead from the checkpoint's own modeling_baichuan.py:
+// the 13B shape builds ALiBi masks (_get_interleave), the 7B shape a RotaryEmbedding; Baichuan2
+// defines NormHead. Without the file the config's rules stay.
+Status apply_baichuan_code(const fs::path& model_dir, ModelConfig* config) {
+  const fs::path code_path = model_dir / "modeling_baichuan.py";
+  std::error_code ec;
+  if (!fs::exists(code_path, ec)) return Status::ok();
+  TS_ASSIGN_OR_RETURN(std::string code, read_file(code_path));
+  const bool alibi = code.find("_get_interleave") != std::string::npos;
+  const bool rope = code.find("RotaryEmbedding") != std::string::npos;
+  if (alibi == rope) {
+    return unimplemented(code_path.string() +
+                         ": cannot tell whether the model uses rope (a RotaryEmbedding) or "
+                         "ALiBi (_get_interleave)");
+  }
+  config->alibi = alibi;
+  config->rotary_dim = alibi ? 0 : config->head_dim;
+  config->norm_head = code.find("class NormHead") != std::string::npos;
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& file_name) {
@@ -357,49 +502,29 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
     return unimplemented(file + ": quantized checkpoints are not supported (quantization_config" +
                          (method != nullptr ? " quant_method " + excerpt(*method) : "") + ")");
   }
-  std::string hidden_act = "silu";
-  TS_RETURN_IF_ERROR(fields.string("hidden_act", &hidden_act));
-  if (hidden_act != "silu") {
-    return fields.error("hidden_act", "'" + hidden_act + "' is not supported (expected 'silu')",
-                        StatusCode::kUnimplemented);
+  const bool chatglm = config.architecture == Architecture::kChatGlm;
+  if (!chatglm) {  // ChatGLM's MLP is SwiGLU by construction and has no hidden_act
+    std::string hidden_act = "silu";
+    TS_RETURN_IF_ERROR(fields.string("hidden_act", &hidden_act));
+    if (hidden_act != "silu") {
+      return fields.error("hidden_act", "'" + hidden_act + "' is not supported (expected 'silu')",
+                          StatusCode::kUnimplemented);
+    }
   }
 
   // Upper bounds far above any published model keep every size product (and the arena offsets
   // computed from them) well inside 64 bits, so a hostile config cannot overflow them.
-  TS_RETURN_IF_ERROR(fields.positive("vocab_size", true, &config.vocab_size, kMaxVocab));
-  TS_RETURN_IF_ERROR(fields.positive("hidden_size", true, &config.hidden_size, kMaxWidth));
-  TS_RETURN_IF_ERROR(
-      fields.positive("intermediate_size", true, &config.intermediate_size, kMaxWidth));
-  TS_RETURN_IF_ERROR(fields.positive("num_hidden_layers", true, &config.num_layers, kMaxLayers));
-  TS_RETURN_IF_ERROR(fields.positive("num_attention_heads", true, &config.num_heads, kMaxHeads));
-  config.num_kv_heads = config.num_heads;
-  TS_RETURN_IF_ERROR(
-      fields.positive("num_key_value_heads", false, &config.num_kv_heads, kMaxHeads));
-  if (config.num_heads % config.num_kv_heads != 0) {
-    return fields.error("num_key_value_heads", std::to_string(config.num_kv_heads) +
-                                                   " does not divide " + "num_attention_heads " +
-                                                   std::to_string(config.num_heads));
-  }
-  if (fields.get("head_dim") != nullptr) {
-    TS_RETURN_IF_ERROR(fields.positive("head_dim", true, &config.head_dim, kMaxHeadDim));
-  } else if (config.hidden_size % config.num_heads != 0) {
-    return fields.error("hidden_size", std::to_string(config.hidden_size) +
-                                           " is not a multiple of num_attention_heads " +
-                                           std::to_string(config.num_heads) +
-                                           " and head_dim is not given");
-  } else {
-    config.head_dim = config.hidden_size / config.num_heads;
-    if (config.head_dim > kMaxHeadDim) {
-      return fields.error("hidden_size", "gives head_dim " + std::to_string(config.head_dim) +
-                                             ", more than " + std::to_string(kMaxHeadDim));
-    }
-  }
+  TS_RETURN_IF_ERROR(chatglm ? parse_chatglm(root, file, &config)
+                             : parse_llama_shape(root, file, &config));
   if (config.head_dim % 2 != 0) {
     return fields.error("head_dim", std::to_string(config.head_dim) + " is odd (rope needs pairs)");
   }
 
-  // Hugging Face's defaults for the four architectures.
+  // Hugging Face's defaults for the Llama-family architectures.
   switch (config.architecture) {
+    case Architecture::kBaichuan:
+    case Architecture::kChatGlm:
+      break;
     case Architecture::kLlama:
       config.max_position_embeddings = 2048;
       break;
@@ -411,11 +536,22 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
       config.max_position_embeddings = 32768;
       break;
   }
-  TS_RETURN_IF_ERROR(
-      fields.positive("max_position_embeddings", false, &config.max_position_embeddings));
-  TS_RETURN_IF_ERROR(fields.positive_number("rms_norm_eps", false, &config.rms_norm_eps));
-  TS_RETURN_IF_ERROR(parse_rope(root, file, &config));
+  if (config.architecture == Architecture::kBaichuan) {
+    TS_RETURN_IF_ERROR(parse_baichuan(root, file, &config));
+  } else if (!chatglm) {
+    TS_RETURN_IF_ERROR(
+        fields.positive("max_position_embeddings", false, &config.max_position_embeddings));
+  }
+  if (!chatglm) {
+    TS_RETURN_IF_ERROR(fields.positive_number("rms_norm_eps", false, &config.rms_norm_eps));
+    TS_RETURN_IF_ERROR(parse_rope(root, file, &config));
+    config.rotary_dim = config.alibi ? 0 : config.head_dim;
+  }
   TS_RETURN_IF_ERROR(fields.boolean("tie_word_embeddings", &config.tie_word_embeddings));
+  if (config.norm_head && config.tie_word_embeddings) {
+    return fields.error("tie_word_embeddings", "a NormHead (Baichuan2) cannot be tied",
+                        StatusCode::kUnimplemented);
+  }
 
   bool attention_bias = false;
   bool mlp_bias = false;
@@ -434,6 +570,8 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
       config.qk_norm = true;
       break;
     case Architecture::kMistral:  // no biases
+    case Architecture::kBaichuan:
+    case Architecture::kChatGlm:  // parse_chatglm set them
       break;
   }
   TS_RETURN_IF_ERROR(parse_sliding_windows(root, file, &config));
@@ -500,6 +638,9 @@ Result<ModelConfig> load_model_config(const fs::path& model_dir, GenerationDefau
   if (!fs::exists(config_path, ec)) return not_found(config_path.string() + ": not found");
   TS_ASSIGN_OR_RETURN(std::string text, read_file(config_path));
   TS_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text, config_path.string()));
+  if (config.architecture == Architecture::kBaichuan) {
+    TS_RETURN_IF_ERROR(apply_baichuan_code(model_dir, &config));
+  }
 
   const fs::path gen_path = model_dir / "generation_config.json";
   if (fs::exists(gen_path, ec)) {

@@ -14,10 +14,13 @@
 namespace tierserve {
 
 enum class Architecture : uint8_t {
-  kLlama,    // LlamaForCausalLM
-  kQwen2,    // Qwen2ForCausalLM: q/k/v bias
-  kQwen3,    // Qwen3ForCausalLM: explicit head_dim, per-head q_norm/k_norm
-  kMistral,  // MistralForCausalLM: sliding_window
+  kLlama,     // LlamaForCausalLM
+  kQwen2,     // Qwen2ForCausalLM: q/k/v bias
+  kQwen3,     // Qwen3ForCausalLM: explicit head_dim, per-head q_norm/k_norm
+  kMistral,   // MistralForCausalLM: sliding_window
+  kBaichuan,  // BaichuanForCausalLM / BaiChuanForCausalLM: fused W_pack, rope or ALiBi, NormHead
+  kChatGlm,   // ChatGLMModel / ChatGLMForConditionalGeneration (ChatGLM2/3, GLM-4): fused
+              // query_key_value with bias, rope on half of each head in adjacent pairs
 };
 
 enum class RopeScalingType : uint8_t {
@@ -38,7 +41,8 @@ struct RopeScaling {
 struct ModelConfig {
   std::string architecture_name;  // as in config.json's "architectures"[0]
   Architecture architecture = Architecture::kLlama;
-  int32_t vocab_size = 0;               // rows of embed_tokens and lm_head
+  int32_t vocab_size = 0;               // rows of embed_tokens and lm_head (ChatGLM:
+                                        // padded_vocab_size)
   int32_t hidden_size = 0;              // model width d
   int32_t intermediate_size = 0;        // MLP width f
   int32_t num_layers = 0;               // num_hidden_layers
@@ -49,6 +53,12 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;           // RMSNorm epsilon
   double rope_theta = 10000.0;          // rope base
   RopeScaling rope_scaling;             // rope_scaling / rope_parameters
+  int32_t rotary_dim = 0;               // rotated elements at the start of each head, even,
+                                        // <= head_dim (ChatGLM: head_dim / 2); 0 with alibi
+  bool rope_interleaved = false;        // rope pairs (2i, 2i + 1) (ChatGLM) rather than
+                                        // (i, i + rotary_dim / 2) (Hugging Face's rotate_half)
+  bool alibi = false;                   // ALiBi biases instead of rope (Baichuan 13B shape)
+  bool norm_head = false;               // lm_head rows L2-normalised at load (Baichuan2)
   bool tie_word_embeddings = false;     // lm_head shares embed_tokens' weight
   bool qkv_bias = false;  // q/k/v projections have biases (Qwen2; Llama/Qwen3 attention_bias)
   bool o_bias = false;    // o_proj has a bias (Llama/Qwen3 attention_bias)
@@ -59,6 +69,10 @@ struct ModelConfig {
   DType dtype = DType::kBF16;          // torch_dtype / dtype: the checkpoint's float type
   int32_t bos_token_id = -1;           // -1 when absent
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json
+  // Ids the tokenizer can produce (<= vocab_size). Logits of the ids beyond, the padding of a
+  // padded vocabulary, are masked to -inf. 0 = all of vocab_size. Set by the engine from its
+  // options, never from config.json.
+  int32_t tokenizer_vocab_size = 0;
 };
 
 // Sampling defaults from generation_config.json (absent fields stay empty).
@@ -71,7 +85,7 @@ struct GenerationDefaults {
   std::optional<int32_t> max_new_tokens;
 };
 
-// Defaults for absent keys follow Hugging Face's config classes for the four architectures
+// Defaults for absent keys follow Hugging Face's config classes for the Llama-family architectures
 // (num_key_value_heads = num_attention_heads, head_dim = hidden_size / num_attention_heads,
 // rope_theta 10000, rms_norm_eps 1e-6, tie_word_embeddings false, max_position_embeddings 2048
 // for Llama, 131072 for Mistral, 32768 for Qwen2/Qwen3), with three choices of our own: dtype is

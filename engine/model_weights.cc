@@ -62,6 +62,26 @@ void fill_dummy(void* dst, DType dtype, int64_t n, bool is_norm, uint64_t seed) 
   }
 }
 
+// Divides each row of a [rows, cols] matrix by its L2 norm (at least 1e-12), as torch's
+// F.normalize(w) does for Baichuan2's NormHead: the norm accumulated from the stored values and
+// rounded to the matrix's dtype (torch's norm of a bf16 tensor is bf16), the quotient too.
+void normalize_rows(void* data, DType dtype, int64_t rows, int64_t cols) {
+  std::vector<float> row(static_cast<size_t>(cols));
+  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(dtype);
+  for (int64_t r = 0; r < rows; ++r) {
+    char* p = static_cast<char*>(data) + static_cast<size_t>(r) * row_bytes;
+    convert(p, dtype, row.data(), DType::kF32, row.size());
+    double sum = 0;
+    for (float x : row) sum += static_cast<double>(x) * x;
+    float norm = std::max(static_cast<float>(std::sqrt(sum)), 1e-12f);
+    uint32_t rounded = 0;  // norm in the matrix's dtype and back
+    convert(&norm, DType::kF32, &rounded, dtype, 1);
+    convert(&rounded, dtype, &norm, DType::kF32, 1);
+    for (float& x : row) x /= norm;
+    convert(row.data(), DType::kF32, p, dtype, row.size());
+  }
+}
+
 bool is_float(DType dtype) {
   return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
 }
@@ -97,42 +117,116 @@ bool parse_load_format(const std::string& name, LoadFormat* out) {
   return false;
 }
 
+namespace {
+
+// Checkpoint names of one architecture's tensors. A fused tensor is listed once per slice.
+struct TensorNames {
+  std::string embed, final_norm, lm_head;
+  std::string layer_prefix;  // followed by the layer index and "."
+  std::string input_norm, post_attn_norm;
+  std::string q, k, v, o;                         // weights (".weight" / ".bias" appended)
+  std::string gate, up, down;                     //
+  std::string q_norm, k_norm;                     // Qwen3
+  bool fused_qkv = false, fused_gate_up = false;  // q/k/v (gate/up) are slices of `q` (`gate`)
+};
+
+TensorNames tensor_names(const ModelConfig& c) {
+  TensorNames n;
+  if (c.architecture == Architecture::kChatGlm) {
+    n.embed = "transformer.embedding.word_embeddings.weight";
+    n.final_norm = "transformer.encoder.final_layernorm.weight";
+    n.lm_head = "transformer.output_layer.weight";
+    n.layer_prefix = "transformer.encoder.layers.";
+    n.input_norm = "input_layernorm.weight";
+    n.post_attn_norm = "post_attention_layernorm.weight";
+    n.q = n.k = n.v = "self_attention.query_key_value";
+    n.o = "self_attention.dense";
+    n.gate = n.up = "mlp.dense_h_to_4h";
+    n.down = "mlp.dense_4h_to_h";
+    n.fused_qkv = n.fused_gate_up = true;
+    return n;
+  }
+  n.embed = "model.embed_tokens.weight";
+  n.final_norm = "model.norm.weight";
+  n.lm_head = "lm_head.weight";
+  n.layer_prefix = "model.layers.";
+  n.input_norm = "input_layernorm.weight";
+  n.post_attn_norm = "post_attention_layernorm.weight";
+  n.q = "self_attn.q_proj";
+  n.k = "self_attn.k_proj";
+  n.v = "self_attn.v_proj";
+  if (c.architecture == Architecture::kBaichuan) {
+    n.q = n.k = n.v = "self_attn.W_pack";
+    n.fused_qkv = true;
+  }
+  n.o = "self_attn.o_proj";
+  n.gate = "mlp.gate_proj";
+  n.up = "mlp.up_proj";
+  n.down = "mlp.down_proj";
+  n.q_norm = "self_attn.q_norm.weight";
+  n.k_norm = "self_attn.k_norm.weight";
+  return n;
+}
+
+}  // namespace
+
 std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size, v = c.vocab_size;
   const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
   const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const TensorNames n = tensor_names(c);
   std::vector<WeightSpec> specs;
-  specs.push_back({kEmbeddingUnit, kEmbedTokens, "model.embed_tokens.weight", {v, d}});
+  // A whole tensor, or rows [row, row + shape[0]) of a fused one of `fused_rows` rows.
+  auto add = [&specs](int32_t unit, int32_t slot, std::string name, std::vector<int64_t> shape,
+                      int64_t fused_rows = 0, int64_t row = 0) {
+    WeightSpec spec;
+    spec.unit = unit;
+    spec.slot = slot;
+    spec.name = std::move(name);
+    spec.shape = shape;
+    if (fused_rows > 0) {
+      spec.source_shape = shape;
+      spec.source_shape[0] = fused_rows;
+      spec.source_row = row;
+    }
+    specs.push_back(std::move(spec));
+  };
+  add(kEmbeddingUnit, kEmbedTokens, n.embed, {v, d});
+  const int64_t qkv_rows = n.fused_qkv ? q + 2 * kv : 0;
+  const int64_t gate_up_rows = n.fused_gate_up ? 2 * f : 0;
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const int32_t u = layer_unit(l);
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    specs.push_back({u, kInputNorm, p + "input_layernorm.weight", {d}});
-    specs.push_back({u, kQProj, p + "self_attn.q_proj.weight", {q, d}});
-    specs.push_back({u, kKProj, p + "self_attn.k_proj.weight", {kv, d}});
-    specs.push_back({u, kVProj, p + "self_attn.v_proj.weight", {kv, d}});
-    specs.push_back({u, kOProj, p + "self_attn.o_proj.weight", {d, q}});
+    const std::string p = n.layer_prefix + std::to_string(l) + ".";
+    add(u, kInputNorm, p + n.input_norm, {d});
+    add(u, kQProj, p + n.q + ".weight", {q, d}, qkv_rows, 0);
+    add(u, kKProj, p + n.k + ".weight", {kv, d}, qkv_rows, q);
+    add(u, kVProj, p + n.v + ".weight", {kv, d}, qkv_rows, q + kv);
+    add(u, kOProj, p + n.o + ".weight", {d, q});
     if (c.qkv_bias) {
-      specs.push_back({u, kQBias, p + "self_attn.q_proj.bias", {q}});
-      specs.push_back({u, kKBias, p + "self_attn.k_proj.bias", {kv}});
-      specs.push_back({u, kVBias, p + "self_attn.v_proj.bias", {kv}});
+      add(u, kQBias, p + n.q + ".bias", {q}, qkv_rows, 0);
+      add(u, kKBias, p + n.k + ".bias", {kv}, qkv_rows, q);
+      add(u, kVBias, p + n.v + ".bias", {kv}, qkv_rows, q + kv);
     }
-    if (c.o_bias) specs.push_back({u, kOBias, p + "self_attn.o_proj.bias", {d}});
+    if (c.o_bias) add(u, kOBias, p + n.o + ".bias", {d});
     if (c.qk_norm) {
-      specs.push_back({u, kQNorm, p + "self_attn.q_norm.weight", {c.head_dim}});
-      specs.push_back({u, kKNorm, p + "self_attn.k_norm.weight", {c.head_dim}});
+      add(u, kQNorm, p + n.q_norm, {c.head_dim});
+      add(u, kKNorm, p + n.k_norm, {c.head_dim});
     }
-    specs.push_back({u, kPostAttnNorm, p + "post_attention_layernorm.weight", {d}});
-    specs.push_back({u, kGateProj, p + "mlp.gate_proj.weight", {f, d}});
-    specs.push_back({u, kUpProj, p + "mlp.up_proj.weight", {f, d}});
-    specs.push_back({u, kDownProj, p + "mlp.down_proj.weight", {d, f}});
+    add(u, kPostAttnNorm, p + n.post_attn_norm, {d});
+    add(u, kGateProj, p + n.gate + ".weight", {f, d}, gate_up_rows, 0);
+    add(u, kUpProj, p + n.up + ".weight", {f, d}, gate_up_rows, f);
+    add(u, kDownProj, p + n.down + ".weight", {d, f});
     if (c.mlp_bias) {
-      specs.push_back({u, kGateBias, p + "mlp.gate_proj.bias", {f}});
-      specs.push_back({u, kUpBias, p + "mlp.up_proj.bias", {f}});
-      specs.push_back({u, kDownBias, p + "mlp.down_proj.bias", {d}});
+      add(u, kGateBias, p + n.gate + ".bias", {f}, gate_up_rows, 0);
+      add(u, kUpBias, p + n.up + ".bias", {f}, gate_up_rows, f);
+      add(u, kDownBias, p + n.down + ".bias", {d});
     }
   }
-  specs.push_back({head_unit(c), kFinalNorm, "model.norm.weight", {d}});
-  if (!c.tie_word_embeddings) specs.push_back({head_unit(c), kLmHead, "lm_head.weight", {v, d}});
+  add(head_unit(c), kFinalNorm, n.final_norm, {d});
+  if (!c.tie_word_embeddings) {
+    add(head_unit(c), kLmHead, n.lm_head, {v, d});
+    specs.back().normalize_rows = c.norm_head;
+  }
   return specs;
 }
 
@@ -155,6 +249,7 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
 
   // Resolve every tensor (and its dtype) before allocating anything.
   w.sources.resize(specs.size());
+  w.source_offsets.assign(specs.size(), 0);
   w.dtypes.assign(specs.size(), config.dtype);
   if (format == LoadFormat::kAuto) {
     TS_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::open(model_dir));
@@ -166,12 +261,19 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
         return unimplemented(file + ": tensor '" + e.name + "' has dtype " +
                              std::string(dtype_name(e.dtype)) + ", expected f32, f16 or bf16");
       }
-      if (e.shape != specs[i].shape) {
+      const std::vector<int64_t>& expected =
+          specs[i].source_shape.empty() ? specs[i].shape : specs[i].source_shape;
+      if (e.shape != expected) {
         return invalid_argument(file + ": tensor '" + e.name + "' has shape " +
-                                shape_string(e.shape) + ", expected " +
-                                shape_string(specs[i].shape) + " from config.json");
+                                shape_string(e.shape) + ", expected " + shape_string(expected) +
+                                " from config.json");
       }
       w.dtypes[i] = e.dtype;
+      // A fused slice starts source_row rows in (rows are contiguous: the slice is too).
+      const int64_t row_elems = numel(specs[i].shape) / specs[i].shape[0];
+      w.source_offsets[i] =
+          static_cast<uint64_t>(specs[i].source_row * row_elems) * dtype_size(e.dtype);
+      w.sources[i].data = static_cast<const char*>(w.sources[i].data) + w.source_offsets[i];
     }
   }
 
@@ -246,18 +348,24 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
     const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(w.dtypes[i]);
     // Packed weights are made from host memory: the checkpoint's mapping, or `staging`.
     void* plain = w.packed[i] > 0 ? nullptr : to;
-    if (w.format == LoadFormat::kAuto) {
+    const bool on_host = backend->device() == DeviceKind::kCpu;
+    if (w.format == LoadFormat::kAuto && !s.normalize_rows) {
       if (plain != nullptr) backend->copy(to, w.sources[i].data, bytes);
       plain = const_cast<void*>(w.sources[i].data);
     } else {
-      // Dummy weights are made in host memory: in place where the device tier is the host's.
-      const bool on_host = backend->device() == DeviceKind::kCpu;
+      // Dummy and transformed weights are made in host memory: in place where the device tier
+      // is the host's.
       if (plain == nullptr || !on_host) {
         staging.resize(bytes);
         plain = staging.data();
       }
-      bool is_norm = s.name.find("norm") != std::string::npos;
-      fill_dummy(plain, w.dtypes[i], numel(s.shape), is_norm, w.seed * 1000003ull + i);
+      if (w.format == LoadFormat::kAuto) {
+        std::memcpy(plain, w.sources[i].data, bytes);
+      } else {
+        bool is_norm = s.name.find("norm") != std::string::npos;
+        fill_dummy(plain, w.dtypes[i], numel(s.shape), is_norm, w.seed * 1000003ull + i);
+      }
+      if (s.normalize_rows) normalize_rows(plain, w.dtypes[i], s.shape[0], s.shape[1]);
       if (!on_host && w.packed[i] == 0) backend->copy(to, plain, bytes);
     }
     TensorView view = make_view(to, w.dtypes[i], s.shape, backend->device());
@@ -299,7 +407,11 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   }
   if (w.checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).
-    size_t unused = w.checkpoint->names().size() - w.specs.size();
+    std::vector<std::string_view> used;
+    for (const WeightSpec& s : w.specs) used.push_back(s.name);
+    std::sort(used.begin(), used.end());
+    used.erase(std::unique(used.begin(), used.end()), used.end());
+    size_t unused = w.checkpoint->names().size() - used.size();
     if (unused > 0)
       TS_LOG(Info) << "checkpoint has " << unused << " tensors the model does not use";
   }

@@ -1,5 +1,6 @@
-// The tensors of a Llama-family model (Llama, Qwen2, Qwen3, Mistral), their checkpoint names and
-// expected shapes, and loading them into a WeightProvider from a checkpoint or as dummy weights.
+// The tensors of a model (Llama, Qwen2, Qwen3, Mistral, Baichuan, ChatGLM), their checkpoint
+// names and expected shapes, and loading them into a WeightProvider from a checkpoint or as dummy
+// weights.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,12 @@ struct WeightSpec {
   int32_t slot = 0;            // slot within the unit
   std::string name;            // Hugging Face checkpoint name
   std::vector<int64_t> shape;  // expected shape from config.json
+  // A slice of a fused checkpoint tensor (Baichuan's W_pack, ChatGLM's query_key_value and
+  // dense_h_to_4h): that tensor's shape, of which this spec takes rows [source_row, source_row
+  // + shape[0]). Empty: the spec is the whole tensor.
+  std::vector<int64_t> source_shape;
+  int64_t source_row = 0;
+  bool normalize_rows = false;  // each row divided by its L2 norm at load (Baichuan2's NormHead)
 };
 
 // Every tensor `config` requires, in unit order. A tied lm_head is not listed (it shares
@@ -100,7 +107,9 @@ struct ResolvedWeights {
   uint64_t seed = 0;                       // dummy weights' seed
   std::unique_ptr<Checkpoint> checkpoint;  // kAuto: the open checkpoint
   std::vector<WeightSpec> specs;           // weight_specs(config)
-  std::vector<CheckpointTensor> sources;   // per spec (kAuto)
+  std::vector<CheckpointTensor> sources;   // per spec (kAuto); data points at the spec's rows
+  std::vector<uint64_t> source_offsets;    // per spec: bytes from the checkpoint tensor's start
+                                           // to the spec's rows (non-zero for fused slices)
   std::vector<DType> dtypes;               // per spec: the checkpoint's (kAuto) or config.dtype
   std::vector<uint64_t> packed;            // per spec, then the tied lm_head's packed copy:
                                            // bytes in the backend's packed layout, 0 = plain

@@ -52,11 +52,14 @@ InPlacePlan plan_in_place(const ModelConfig& config, const ResolvedWeights& w, i
   std::vector<Piece> pieces;
   auto add = [&](size_t i, int32_t slot) {
     const CheckpointTensor& t = w.sources[i];
-    pieces.push_back(
-        {t.file, t.file->file_offset(*t.entry), t.entry->end - t.entry->begin, slot, i});
+    uint64_t bytes = dtype_size(w.dtypes[i]);
+    for (int64_t d : w.specs[i].shape) bytes *= static_cast<uint64_t>(d);
+    pieces.push_back({t.file, t.file->file_offset(*t.entry) + w.source_offsets[i], bytes, slot, i});
   };
   for (size_t i = 0; i < w.specs.size(); ++i) {
-    if (w.specs[i].unit == unit) add(i, w.specs[i].slot);
+    if (w.specs[i].unit != unit) continue;
+    if (w.specs[i].normalize_rows) return plan;  // transformed at load: not the file's bytes
+    add(i, w.specs[i].slot);
   }
   if (unit == head_unit(config) && config.tie_word_embeddings) add(0, kLmHead);  // the table
   for (const Piece& p : pieces) {

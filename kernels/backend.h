@@ -48,6 +48,9 @@ struct AttentionParams {
   float scale = 1.0f;          // multiplies q.k before softmax (usually 1/sqrt(head_dim))
   int32_t sliding_window = 0;  // if > 0, a query at position p sees keys at positions
                                // (p - sliding_window, p]; 0 means no window (all of [0, p])
+  // ALiBi: [num_heads] f32 slopes in the backend's memory, or null. Head h's score for the key
+  // at position j adds alibi_slopes[h] * (j - p) after scaling.
+  const float* alibi_slopes = nullptr;
 };
 
 // The integer inputs of one forward step. The caller fills them in host memory; stage_step()

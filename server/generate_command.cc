@@ -132,6 +132,7 @@ int run_generate_command(GenerateCommandOptions& o) {
     prompt = parse_token_ids(o.prompt_ids);
   }
   if (!prompt.is_ok()) return fail(prompt.status());
+  if (tokenizer != nullptr) o.engine.tokenizer_vocab_size = tokenizer->vocab_size();
   auto engine = LlmEngine::create(o.model_dir, o.engine);
   if (!engine.is_ok()) return fail(engine.status());
   SamplingFieldsGiven given;

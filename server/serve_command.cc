@@ -160,6 +160,7 @@ int run_serve_command(ServeCommandOptions& o, const char* env_api_key) {
     return finish(fail(tokenizer.status().with_context("serve needs the model's tokenizer")));
   }
   // A progress bar on a terminal, plain lines in a log; then the engine's memory report.
+  o.engine.tokenizer_vocab_size = tokenizer.value()->vocab_size();
   LoadProgressPrinter progress(stderr, isatty(STDERR_FILENO) != 0);
   o.engine.on_load_progress = [&progress](const LoadProgress& p) { progress.update(p); };
   auto engine = LlmEngine::create(o.model_dir, o.engine);

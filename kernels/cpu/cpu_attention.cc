@@ -74,7 +74,8 @@ struct AttendArgs {
   int64_t num_heads, group, head_dim;
   float scale;
   int32_t window;
-  float* scores;  // [slots, scores_stride]
+  const float* alibi;  // [num_heads] slopes or null
+  float* scores;       // [slots, scores_stride]
   int64_t scores_stride;
   float (*dot)(const float*, const T*, int64_t);
   void (*axpy)(float, const T*, float*, int64_t);
@@ -118,6 +119,10 @@ void attend(const AttendArgs<T>& a, int slot, int64_t item) {
 
   for_each_key(a, s, kv_head, 0, lo, p,
                [&](int64_t j, const T* k) { scores[j] = a.dot(q, k, a.head_dim) * a.scale; });
+  if (a.alibi != nullptr) {
+    const float slope = a.alibi[h];
+    for (int64_t j = 0; j <= p - lo; ++j) scores[j] += slope * static_cast<float>(lo + j - p);
+  }
   a.softmax(scores, p - lo + 1);
   std::memset(o, 0, static_cast<size_t>(a.head_dim) * sizeof(float));
   for_each_key(a, s, kv_head, 1, lo, p,
@@ -212,15 +217,15 @@ void CpuAttention::paged_attention(int32_t layer, const TensorView& q,
     case DType::kF16: {
       const bool bf16 = l.dtype == DType::kBF16;
       run(AttendArgs<uint16_t>{&meta, &cache, layer, &q, &out, num_heads, group, l.head_dim,
-                               params.scale, params.sliding_window, scores, stride,
-                               bf16 ? kernels_->dot_bf16 : kernels_->dot_f16,
+                               params.scale, params.sliding_window, params.alibi_slopes, scores,
+                               stride, bf16 ? kernels_->dot_bf16 : kernels_->dot_f16,
                                bf16 ? kernels_->axpy_bf16 : kernels_->axpy_f16, kernels_->softmax});
       break;
     }
     default:
       run(AttendArgs<float>{&meta, &cache, layer, &q, &out, num_heads, group, l.head_dim,
-                            params.scale, params.sliding_window, scores, stride, kernels_->dot_f32,
-                            kernels_->axpy_f32, kernels_->softmax});
+                            params.scale, params.sliding_window, params.alibi_slopes, scores,
+                            stride, kernels_->dot_f32, kernels_->axpy_f32, kernels_->softmax});
       break;
   }
 }

@@ -125,8 +125,11 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) {
       key_off[j] = off;
 #pragma unroll
-      for (int h = 0; h < kHeads; ++h)
-        scores[h * kSplit + j] = off >= 0 ? dot[h] * a.scale : -INFINITY;
+      for (int h = 0; h < kHeads; ++h) {
+        const float bias =
+            a.alibi != nullptr ? a.alibi[head0 + h] * static_cast<float>(pos - p) : 0.0f;
+        scores[h * kSplit + j] = off >= 0 ? dot[h] * a.scale + bias : -INFINITY;
+      }
     }
   }
   __syncthreads();

@@ -851,6 +851,7 @@ void CudaBackend::paged_attention(int32_t layer, const TensorView& q, const Atte
   a.num_heads = static_cast<int32_t>(num_heads);
   a.scale = params.scale;
   a.window = params.sliding_window;
+  a.alibi = params.alibi_slopes;
   a.layer = layer;
   a.query_start = meta.query_start;
   a.seq_lens = meta.seq_lens;

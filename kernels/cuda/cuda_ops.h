@@ -159,7 +159,8 @@ struct AttentionArgs {
   int64_t o_s0 = 0, o_s1 = 0;
   int32_t num_heads = 0;
   float scale = 1.0f;
-  int32_t window = 0;  // > 0: keys (p - window, p]
+  int32_t window = 0;            // > 0: keys (p - window, p]
+  const float* alibi = nullptr;  // [num_heads] slopes (device memory) or null
   int32_t layer = 0;
   // Metadata (device memory, kernels/paged_kv.h).
   const int32_t* query_start = nullptr;
