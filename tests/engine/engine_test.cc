@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "engine/llm_engine.h"
+#include "tests/engine/golden_util.h"
 
 namespace tierserve {
 namespace {
@@ -64,6 +66,43 @@ TEST(EngineTest, RejectsBadPrompts) {
   auto ok = engine->generate({1, 2, 3}, p);
   ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
   EXPECT_EQ(ok.value().token_ids.size(), 4u);
+}
+
+TEST(EngineTest, MasksAPaddedVocabulary) {
+  // chatglm3_f32's output layer has 320 rows (padded_vocab_size); a tokenizer of 50 ids leaves
+  // 270 rows of padding, among them the reference's own greedy choices, which must never be
+  // produced: the first token is the reference's arg-max over the first 50 logits.
+  constexpr int32_t kIds = 50;
+  const testing::Golden g =
+      testing::read_golden(fs::path(TIERSERVE_GOLDEN_DIR) / "chatglm3_f32.json");
+  ASSERT_GE(g.tokens[0], kIds);
+  const std::vector<float>& first = g.logits[0];
+  const int32_t expected =
+      static_cast<int32_t>(std::max_element(first.begin(), first.begin() + kIds) - first.begin());
+  EngineOptions options;
+  options.max_model_len = 128;
+  options.tokenizer_vocab_size = kIds;
+  auto engine = LlmEngine::create(fs::path(TIERSERVE_FIXTURES_DIR) / "chatglm3_f32", options);
+  ASSERT_TRUE(engine.is_ok()) << engine.status().to_string();
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.ignore_eos = true;
+  p.max_tokens = 12;
+  for (bool logprobs : {false, true}) {  // the backend's arg-max, then the host sampler
+    SCOPED_TRACE(logprobs ? "host sampler" : "backend arg-max");
+    p.logprobs = logprobs ? std::optional<int32_t>(0) : std::nullopt;
+    auto greedy = engine.value()->generate(g.prompt, p);
+    ASSERT_TRUE(greedy.is_ok()) << greedy.status().to_string();
+    EXPECT_EQ(greedy.value().token_ids[0], expected);
+    for (int32_t t : greedy.value().token_ids) EXPECT_LT(t, kIds);
+  }
+  p.temperature = 20.0;  // nearly uniform: padding would be drawn often if it were not masked
+  p.seed = 7;
+  p.max_tokens = 64;
+  p.logprobs = std::nullopt;
+  auto sampled = engine.value()->generate(g.prompt, p);
+  ASSERT_TRUE(sampled.is_ok()) << sampled.status().to_string();
+  for (int32_t t : sampled.value().token_ids) EXPECT_LT(t, kIds);
 }
 
 TEST(EngineTest, StopsAtStopTokensAndEos) {

@@ -100,7 +100,7 @@ TEST_P(ModelBatchTest, BatchedStepEqualsSeparateSteps) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelBatchTest,
                          ::testing::Values("llama_gqa_f32", "qwen3_f32", "mistral_swa_f32",
-                                           "qwen2_bf16"));
+                                           "qwen2_bf16", "baichuan2_alibi_f32", "chatglm3_f32"));
 
 }  // namespace
 }  // namespace tierserve

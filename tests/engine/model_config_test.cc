@@ -71,6 +71,55 @@ json qwen3_config() {
   };
 }
 
+// ChatGLM3-6B's config.json (THUDM's ChatGLMConfig keys).
+json chatglm3_config() {
+  return json{
+      {"architectures", {"ChatGLMModel"}},
+      {"model_type", "chatglm"},
+      {"add_bias_linear", false},
+      {"add_qkv_bias", true},
+      {"apply_residual_connection_post_layernorm", false},
+      {"ffn_hidden_size", 13696},
+      {"hidden_size", 4096},
+      {"kv_channels", 128},
+      {"layernorm_epsilon", 1e-05},
+      {"multi_query_attention", true},
+      {"multi_query_group_num", 2},
+      {"num_attention_heads", 32},
+      {"num_layers", 28},
+      {"original_rope", true},
+      {"padded_vocab_size", 65024},
+      {"post_layer_norm", true},
+      {"rmsnorm", true},
+      {"seq_length", 8192},
+      {"torch_dtype", "float16"},
+      {"eos_token_id", 2},
+      {"pad_token_id", 0},
+  };
+}
+
+// Baichuan2-7B's config.json.
+json baichuan2_7b_config() {
+  return json{
+      {"architectures", {"BaichuanForCausalLM"}},
+      {"model_type", "baichuan"},
+      {"hidden_act", "silu"},
+      {"hidden_size", 4096},
+      {"intermediate_size", 11008},
+      {"max_position_embeddings", 4096},
+      {"model_max_length", 4096},
+      {"num_attention_heads", 32},
+      {"num_hidden_layers", 32},
+      {"rms_norm_eps", 1e-06},
+      {"tie_word_embeddings", false},
+      {"torch_dtype", "bfloat16"},
+      {"vocab_size", 125696},
+      {"z_loss_weight", 0},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+  };
+}
+
 Result<ModelConfig> parse(const json& config) { return parse_model_config(config.dump(), kFile); }
 
 // Expects a one-line error of `code` that starts with the file name and contains `fragments`.
@@ -276,12 +325,112 @@ TEST(ModelConfigTest, RejectsUnsupportedArchitecturesListingTheSupportedOnes) {
   config["architectures"] = {"GemmaForCausalLM"};
   expect_config_error(config, StatusCode::kUnimplemented,
                       {"architecture 'GemmaForCausalLM' is not supported",
-                       "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM"});
+                       "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM",
+                       "BaichuanForCausalLM", "ChatGLMModel"});
   config["architectures"] = json::array();
   expect_config_error(config, StatusCode::kInvalidArgument,
                       {"key 'architectures'", "non-empty list of strings"});
   config["architectures"] = "LlamaForCausalLM";
   expect_config_error(config, StatusCode::kInvalidArgument, {"key 'architectures'"});
+}
+
+TEST(ModelConfigTest, ReadsAChatGlm3Config) {
+  auto result = parse(chatglm3_config());
+  ASSERT_TRUE(result.is_ok()) << result.status().to_string();
+  const ModelConfig& c = result.value();
+  EXPECT_EQ(c.architecture, Architecture::kChatGlm);
+  EXPECT_EQ(c.vocab_size, 65024);
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.intermediate_size, 13696);
+  EXPECT_EQ(c.num_layers, 28);
+  EXPECT_EQ(c.num_heads, 32);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rotary_dim, 64);
+  EXPECT_TRUE(c.rope_interleaved);
+  EXPECT_FALSE(c.alibi);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_FALSE(c.mlp_bias);
+  EXPECT_EQ(c.dtype, DType::kF16);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(2));
+  EXPECT_THAT(c.layer_sliding_window, Each(0));
+}
+
+TEST(ModelConfigTest, ReadsGlm4RopeRatioAndBiasSwitches) {
+  json config = chatglm3_config();
+  config["architectures"] = {"ChatGLMForConditionalGeneration"};
+  config["rope_ratio"] = 500;
+  config["padded_vocab_size"] = 151552;
+  config["add_bias_linear"] = true;
+  config["add_qkv_bias"] = false;
+  config["multi_query_attention"] = false;
+  auto result = parse(config);
+  ASSERT_TRUE(result.is_ok()) << result.status().to_string();
+  EXPECT_DOUBLE_EQ(result.value().rope_theta, 5e6);
+  EXPECT_EQ(result.value().vocab_size, 151552);
+  EXPECT_EQ(result.value().num_kv_heads, 32);  // multi_query_attention off: every head
+  EXPECT_TRUE(result.value().qkv_bias);        // add_bias_linear implies it
+  EXPECT_TRUE(result.value().o_bias);
+  EXPECT_TRUE(result.value().mlp_bias);
+}
+
+TEST(ModelConfigTest, RejectsChatGlmVariantsNoPublishedModelUses) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, bool>>{
+           {"rmsnorm", false},
+           {"post_layer_norm", false},
+           {"apply_residual_connection_post_layernorm", true}}) {
+    json config = chatglm3_config();
+    config[key] = value;
+    expect_config_error(config, StatusCode::kUnimplemented, {"key '" + key + "'"});
+  }
+  json config = chatglm3_config();
+  config.erase("num_layers");
+  expect_config_error(config, StatusCode::kInvalidArgument, {"missing required key 'num_layers'"});
+  config = chatglm3_config();
+  config["multi_query_group_num"] = 3;
+  expect_config_error(config, StatusCode::kInvalidArgument,
+                      {"key 'multi_query_group_num'", "does not divide"});
+  config = chatglm3_config();
+  config["kv_channels"] = 6;
+  expect_config_error(config, StatusCode::kInvalidArgument, {"key 'kv_channels'"});
+}
+
+TEST(ModelConfigTest, ReadsBaichuanShapesByVllmsRules) {
+  auto seven = parse(baichuan2_7b_config());
+  ASSERT_TRUE(seven.is_ok()) << seven.status().to_string();
+  EXPECT_EQ(seven.value().architecture, Architecture::kBaichuan);
+  EXPECT_EQ(seven.value().num_kv_heads, 32);
+  EXPECT_FALSE(seven.value().alibi);
+  EXPECT_EQ(seven.value().rotary_dim, 128);
+  EXPECT_TRUE(seven.value().norm_head);  // vocab_size 125696: Baichuan2
+  EXPECT_EQ(seven.value().max_position_embeddings, 4096);
+
+  json thirteen = baichuan2_7b_config();  // Baichuan2-13B: width 5120, no max_position_embeddings
+  thirteen["hidden_size"] = 5120;
+  thirteen["num_attention_heads"] = 40;
+  thirteen.erase("max_position_embeddings");
+  thirteen["model_max_length"] = 4096;
+  auto alibi = parse(thirteen);
+  ASSERT_TRUE(alibi.is_ok()) << alibi.status().to_string();
+  EXPECT_TRUE(alibi.value().alibi);
+  EXPECT_EQ(alibi.value().rotary_dim, 0);
+  EXPECT_EQ(alibi.value().max_position_embeddings, 4096);
+
+  json v1 = thirteen;  // Baichuan-7B (v1) always has rope; its vocabulary is not Baichuan2's
+  v1["architectures"] = {"BaiChuanForCausalLM"};
+  v1["vocab_size"] = 64000;
+  auto rope = parse(v1);
+  ASSERT_TRUE(rope.is_ok()) << rope.status().to_string();
+  EXPECT_FALSE(rope.value().alibi);
+  EXPECT_FALSE(rope.value().norm_head);
+
+  json tied = baichuan2_7b_config();
+  tied["tie_word_embeddings"] = true;
+  expect_config_error(tied, StatusCode::kUnimplemented, {"NormHead"});
 }
 
 // ---- Rope ------------------------------------------------------------------------------------
@@ -681,6 +830,30 @@ TEST_F(LoadModelConfigTest, ErrorsNameTheFile) {
   ASSERT_FALSE(bad_gen.is_ok());
   expect_error(bad_gen.status(), StatusCode::kInvalidArgument, {"key 'top_k'"},
                (dir_ / "generation_config.json").string());
+}
+
+TEST_F(LoadModelConfigTest, BaichuanShapeComesFromItsModelingFile) {
+  json config = baichuan2_7b_config();
+  config["vocab_size"] = 320;  // not Baichuan2's size: only the code tells NormHead
+  write("config.json", config.dump());
+  write("modeling_baichuan.py", "def _get_interleave(n): ...\nclass NormHead(nn.Module): ...\n");
+  auto alibi = load_model_config(dir_);
+  ASSERT_TRUE(alibi.is_ok()) << alibi.status().to_string();
+  EXPECT_TRUE(alibi.value().alibi);  // despite hidden_size 4096
+  EXPECT_EQ(alibi.value().rotary_dim, 0);
+  EXPECT_TRUE(alibi.value().norm_head);
+
+  write("modeling_baichuan.py", "class RotaryEmbedding(torch.nn.Module): ...\n");
+  auto rope = load_model_config(dir_);
+  ASSERT_TRUE(rope.is_ok()) << rope.status().to_string();
+  EXPECT_FALSE(rope.value().alibi);
+  EXPECT_FALSE(rope.value().norm_head);
+
+  write("modeling_baichuan.py", "# neither\n");
+  auto unknown = load_model_config(dir_);
+  ASSERT_FALSE(unknown.is_ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kUnimplemented);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("modeling_baichuan.py"));
 }
 
 }  // namespace

@@ -425,6 +425,7 @@ struct AttnCase {
   DType kv;
   int32_t heads, kv_heads, head_dim, window;
   std::vector<std::pair<int32_t, int32_t>> seqs;  // (cached, new_tokens)
+  bool alibi = false;                             // ALiBi slopes (Baichuan 13B)
 };
 
 TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
@@ -437,6 +438,8 @@ TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
       {"decode bf16 gqa8", DType::kBF16, 16, 2, 128, 0, {{700, 1}, {5, 1}}},
       {"window over several splits", DType::kBF16, 4, 2, 64, 700, {{1500, 2}, {20, 1}}},
       {"prefill f32 head_dim 80", DType::kF32, 4, 4, 80, 0, {{3, 9}, {0, 4}}},
+      {"alibi decode f32 6 heads", DType::kF32, 6, 6, 64, 0, {{40, 1}, {700, 1}}, true},
+      {"alibi chunked prefill bf16", DType::kBF16, 4, 4, 128, 0, {{600, 20}, {0, 3}}, true},
   };
   const int32_t block_size = 16, num_layers = 2, layer = 1;
   for (const AttnCase& c : cases) {
@@ -510,6 +513,11 @@ TEST_P(BackendParityTest, WriteKvAndPagedAttention) {
       AttentionParams params;
       params.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       params.sliding_window = c.window;
+      std::vector<float> slopes;  // large enough to matter against the scores
+      for (int32_t h = 0; h < c.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+      if (c.alibi) {
+        params.alibi_slopes = s.upload(slopes, DType::kF32, {c.heads}).ptr<const float>();
+      }
       s.backend()->paged_attention(layer, q, staged.attn, cache, params, out);
       TensorView whole = TensorView::contiguous(
           cache.base, c.kv, {static_cast<int64_t>(cache_values.size())}, s.backend()->device());
