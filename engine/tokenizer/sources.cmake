@@ -14,6 +14,7 @@ list(APPEND TIERSERVE_ENGINE_SOURCES
   tokenizer/pre_tokenizer.cc
   tokenizer/sp_tokenizer.cc
   tokenizer/split_scanner.cc
+  tokenizer/tiktoken_file.cc
   tokenizer/tokenizer.cc
   tokenizer/unicode_class.cc
   tokenizer/utf8.cc

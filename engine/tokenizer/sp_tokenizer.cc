@@ -23,6 +23,7 @@ Result<std::unique_ptr<SpTokenizer>> SpTokenizer::load(const std::filesystem::pa
       specials.push_back(std::move(token));
     }
   }
+  t->split_out_ = specials;
   t->specials_ = AddedTokenMatcher(std::move(specials));
   if (t->sp_->bos_id() >= 0) t->prefix_.push_back(t->sp_->bos_id());
   return t;
@@ -60,8 +61,12 @@ std::string SpTokenizer::decode(std::span<const int32_t> ids, bool skip_special_
     run.clear();
   };
   for (int32_t id : ids) {
-    if (id < 0 || id >= sp_->GetPieceSize()) continue;
-    if (is_special(id)) {
+    if (id < 0 || id >= vocab_size()) continue;
+    if (id >= piece_count()) {
+      flush();
+      const AddedToken& t = appended_[static_cast<size_t>(id - piece_count())];
+      if (!skip_special_tokens || !t.special) out += t.content;
+    } else if (is_special(id)) {
       flush();
       if (!skip_special_tokens) out += sp_->IdToPiece(id);
     } else {
@@ -73,20 +78,45 @@ std::string SpTokenizer::decode(std::span<const int32_t> ids, bool skip_special_
 }
 
 std::optional<std::string> SpTokenizer::id_to_piece(int32_t id) const {
-  if (id < 0 || id >= sp_->GetPieceSize()) return std::nullopt;
+  if (id < 0 || id >= vocab_size()) return std::nullopt;
+  if (id >= piece_count()) return appended_[static_cast<size_t>(id - piece_count())].content;
   return sp_->IdToPiece(id);
 }
 
 std::optional<int32_t> SpTokenizer::piece_to_id(std::string_view piece) const {
+  for (const AddedToken& t : appended_) {
+    if (t.content == piece) return t.id;
+  }
   const int id = sp_->PieceToId(piece);
   if (id == sp_->unk_id() && piece != sp_->IdToPiece(id)) return std::nullopt;
   return id;
 }
 
-int32_t SpTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int32_t SpTokenizer::piece_count() const { return sp_->GetPieceSize(); }
+
+int32_t SpTokenizer::vocab_size() const {
+  return piece_count() + static_cast<int32_t>(appended_.size());
+}
 
 bool SpTokenizer::is_special(int32_t id) const {
+  if (id >= piece_count() && id < vocab_size()) {
+    return appended_[static_cast<size_t>(id - piece_count())].special;
+  }
   return id >= 0 && id < sp_->GetPieceSize() && (sp_->IsControl(id) || sp_->IsUnknown(id));
+}
+
+Status SpTokenizer::append_tokens(const std::vector<std::string>& texts, bool special) {
+  for (const std::string& text : texts) {
+    if (text.empty()) return invalid_argument("an appended token is empty");
+    AddedToken token;
+    token.id = vocab_size();
+    token.content = text;
+    token.special = special;
+    appended_.push_back(token);
+    split_out_.push_back(std::move(token));
+  }
+  specials_ = AddedTokenMatcher(split_out_);
+  return Status::ok();
 }
 
 void SpTokenizer::set_special_wrapping(std::vector<int32_t> prefix, std::vector<int32_t> suffix) {

@@ -2,6 +2,8 @@
 // directory has no tokenizer.json. Control symbols (<s>, </s>, ...) and <unk> written in the text
 // are split out first and become their own ids, as transformers' slow tokenizers do; every text
 // chunk between them is encoded by SentencePiece itself (which matches user-defined symbols).
+// Tokens appended after the model's pieces (ChatGLM's [gMASK], sop, <|user|>, ...) are split out
+// the same way.
 #pragma once
 
 #include <filesystem>
@@ -32,10 +34,18 @@ class SpTokenizer final : public TokenizerBackend {
   bool is_special(int32_t id) const override;
   void set_special_wrapping(std::vector<int32_t> prefix, std::vector<int32_t> suffix) override;
 
+  // Appends tokens with ids from the model's piece count on, in order (ChatGLMTokenizer's
+  // special tokens), which win over a piece of the same text. Load time only.
+  Status append_tokens(const std::vector<std::string>& texts, bool special);
+  // The model's own piece count (appended tokens excluded).
+  int32_t piece_count() const;
+
  private:
   SpTokenizer();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
-  AddedTokenMatcher specials_;
+  AddedTokenMatcher specials_;         // control symbols, <unk> and appended tokens
+  std::vector<AddedToken> split_out_;  // what specials_ matches
+  std::vector<AddedToken> appended_;   // ids piece_count() + i
   std::vector<int32_t> prefix_, suffix_;
 };
 

@@ -1,11 +1,13 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "common/file.h"
 #include "engine/tokenizer/hf_tokenizer.h"
 #include "engine/tokenizer/sp_tokenizer.h"
+#include "engine/tokenizer/tiktoken_file.h"
 
 namespace tierserve {
 namespace {
@@ -57,6 +59,62 @@ Status append_ids(const nlohmann::json& config, const char* key, const fs::path&
   return Status::ok();
 }
 
+// ChatGLM2/3's special tokens, appended after the SentencePiece pieces in this order
+// (tokenization_chatglm.py's SPTokenizer).
+const std::vector<std::string> kChatGlmSpecials = {"[MASK]",   "[gMASK]",       "[sMASK]",
+                                                   "sop",      "eop",           "<|system|>",
+                                                   "<|user|>", "<|assistant|>", "<|observation|>"};
+
+// tokenizer_config.json's added_tokens_decoder ({"151329": {"content": ..., "special": ...}})
+// as tokenizer.json's added_tokens array.
+Result<nlohmann::json> added_tokens_of(const nlohmann::json& tok_config, const fs::path& file) {
+  nlohmann::json out = nlohmann::json::array();
+  if (!tok_config.is_object() || !tok_config.contains("added_tokens_decoder")) return out;
+  const nlohmann::json& decoder = tok_config["added_tokens_decoder"];
+  if (!decoder.is_object())
+    return data_loss(file.string() + ": added_tokens_decoder is not an object");
+  for (const auto& [key, token] : decoder.items()) {
+    int32_t id = -1;
+    const auto [ptr, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (ec != std::errc() || ptr != key.data() + key.size() || id < 0 || !token.is_object() ||
+        !token.contains("content") || !token["content"].is_string()) {
+      return data_loss(file.string() + ": added_tokens_decoder entry '" + key +
+                       "' needs an id and a content string");
+    }
+    out.push_back({{"id", id},
+                   {"content", token["content"]},
+                   {"single_word", token.value("single_word", false)},
+                   {"lstrip", token.value("lstrip", false)},
+                   {"rstrip", token.value("rstrip", false)},
+                   {"normalized", token.value("normalized", false)},
+                   {"special", token.value("special", true)}});
+  }
+  return out;
+}
+
+// The tokenizer of tokenizer.model: GLM-4's tiktoken file, or SentencePiece (with ChatGLM2/3's
+// appended specials for ChatGLMTokenizer).
+Result<std::unique_ptr<tokenizer::TokenizerBackend>> load_tokenizer_model(
+    const fs::path& model_dir, const nlohmann::json& tok_config,
+    const std::string& tokenizer_class) {
+  const fs::path path = model_dir / "tokenizer.model";
+  TS_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  if (tokenizer::looks_like_tiktoken(std::string_view(text).substr(0, 4096))) {
+    TS_ASSIGN_OR_RETURN(nlohmann::json added,
+                        added_tokens_of(tok_config, model_dir / "tokenizer_config.json"));
+    TS_ASSIGN_OR_RETURN(std::string json,
+                        tokenizer::tiktoken_to_tokenizer_json(text, path.string(),
+                                                              tokenizer::kGlm4SplitPattern, added));
+    TS_ASSIGN_OR_RETURN(auto hf, tokenizer::HfTokenizer::parse(json, path.string()));
+    return std::unique_ptr<tokenizer::TokenizerBackend>(std::move(hf));
+  }
+  TS_ASSIGN_OR_RETURN(auto sp, tokenizer::SpTokenizer::load(path));
+  if (tokenizer_class == "ChatGLMTokenizer") {
+    TS_RETURN_IF_ERROR(sp->append_tokens(kChatGlmSpecials, /*special=*/true));
+  }
+  return std::unique_ptr<tokenizer::TokenizerBackend>(std::move(sp));
+}
+
 }  // namespace
 
 Tokenizer::Tokenizer(std::unique_ptr<tokenizer::TokenizerBackend> backend, SpecialTokens special)
@@ -64,18 +122,20 @@ Tokenizer::Tokenizer(std::unique_ptr<tokenizer::TokenizerBackend> backend, Speci
 Tokenizer::~Tokenizer() = default;
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
+  TS_ASSIGN_OR_RETURN(nlohmann::json tok_config,
+                      read_json_if_exists(model_dir, "tokenizer_config.json"));
+  const std::string tokenizer_class =
+      tok_config.is_object() ? tok_config.value("tokenizer_class", "") : "";
   std::unique_ptr<tokenizer::TokenizerBackend> backend;
   const bool from_json = fs::exists(model_dir / "tokenizer.json");
   if (from_json) {
     TS_ASSIGN_OR_RETURN(backend, tokenizer::HfTokenizer::load(model_dir / "tokenizer.json"));
   } else if (fs::exists(model_dir / "tokenizer.model")) {
-    TS_ASSIGN_OR_RETURN(backend, tokenizer::SpTokenizer::load(model_dir / "tokenizer.model"));
+    TS_ASSIGN_OR_RETURN(backend, load_tokenizer_model(model_dir, tok_config, tokenizer_class));
   } else {
     return not_found(model_dir.string() +
                      ": no tokenizer.json or tokenizer.model in the model directory");
   }
-  TS_ASSIGN_OR_RETURN(nlohmann::json tok_config,
-                      read_json_if_exists(model_dir, "tokenizer_config.json"));
   TS_ASSIGN_OR_RETURN(nlohmann::json config, read_json_if_exists(model_dir, "config.json"));
   TS_ASSIGN_OR_RETURN(nlohmann::json gen_config,
                       read_json_if_exists(model_dir, "generation_config.json"));
@@ -111,10 +171,19 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
     special.bos_token = backend->id_to_piece(*special.bos_id).value_or("");
   }
 
+  // ChatGLM's tokenizers put [gMASK] and sop (GLM-4: <sop>) before every sequence.
+  if (tokenizer_class == "ChatGLMTokenizer" || tokenizer_class == "ChatGLM4Tokenizer") {
+    const auto gmask = backend->piece_to_id("[gMASK]");
+    const auto sop = backend->piece_to_id(tokenizer_class == "ChatGLMTokenizer" ? "sop" : "<sop>");
+    if (!gmask || !sop) {
+      return data_loss((model_dir / "tokenizer_config.json").string() + ": " + tokenizer_class +
+                       " without the [gMASK] and sop tokens");
+    }
+    backend->set_special_wrapping({*gmask, *sop}, {});
+    return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(backend), std::move(special)));
+  }
   // transformers' Llama/Gemma tokenizers rebuild the post-processor from add_bos_token /
   // add_eos_token (defaults true / false); the slow SentencePiece tokenizer does the same.
-  const std::string tokenizer_class =
-      tok_config.is_object() ? tok_config.value("tokenizer_class", "") : "";
   const bool llama_style = tokenizer_class.find("Llama") != std::string::npos ||
                            tokenizer_class.find("Gemma") != std::string::npos;
   const bool has_flags = tok_config.is_object() && (tok_config.contains("add_bos_token") ||

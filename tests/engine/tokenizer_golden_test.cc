@@ -81,7 +81,7 @@ TEST_P(TokenizerGolden, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, TokenizerGolden,
                          ::testing::Values("llama3", "qwen2", "gpt2", "sp_legacy", "sp_metaspace",
-                                           "sentencepiece"));
+                                           "sentencepiece", "chatglm3", "glm4"));
 
 }  // namespace
 }  // namespace tierserve

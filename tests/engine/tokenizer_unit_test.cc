@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "common/file.h"
 #include "engine/tokenizer/hf_tokenizer.h"
 #include "engine/tokenizer/split_scanner.h"
+#include "engine/tokenizer/tiktoken_file.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -207,6 +209,57 @@ TEST(Tokenizer, ConcurrentEncodesAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(ok, std::vector<int>(4, 1));
+}
+
+// A tiktoken file of the 256 single bytes (rank = byte) plus `extra` lines.
+std::string tiktoken_bytes(const std::string& extra = "") {
+  static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  for (int b = 0; b < 256; ++b) {
+    text +=
+        std::string{kB64[b >> 2], kB64[(b & 3) << 4], '=', '='} + " " + std::to_string(b) + "\n";
+  }
+  return text + extra;
+}
+
+TEST(TiktokenFileTest, ConvertsRanksToMergesAndEncodesLikeTiktoken) {
+  EXPECT_TRUE(tokenizer::looks_like_tiktoken("IQ== 0\nIg== 1\n"));
+  EXPECT_FALSE(tokenizer::looks_like_tiktoken("\n\x0a\x05<unk>"));
+  // "ab" (256), "bc" (257), "abc" (258): "abcd" pre-tokenizes whole; tiktoken merges ab first
+  // (rank 256 < 257), then ab+c (258), leaving d.
+  auto json = tokenizer::tiktoken_to_tokenizer_json(
+      tiktoken_bytes("YWI= 256\nYmM= 257\nYWJj 258\n"), "tokenizer.model",
+      tokenizer::kGlm4SplitPattern, nlohmann::json::array());
+  ASSERT_TRUE(json.is_ok()) << json.status().to_string();
+  auto tok = tokenizer::HfTokenizer::parse(json.value(), "converted");
+  ASSERT_TRUE(tok.is_ok()) << tok.status().to_string();
+  auto ids = tok.value()->encode("abcd", false);
+  ASSERT_TRUE(ids.is_ok());
+  EXPECT_EQ(ids.value(), (std::vector<int32_t>{258, 'd'}));
+  EXPECT_EQ(tok.value()->decode(ids.value(), false), "abcd");
+}
+
+TEST(TiktokenFileTest, RejectsMalformedFilesNamingTheLine) {
+  struct Case {
+    std::string text, fragment;
+  };
+  const Case cases[] = {
+      {tiktoken_bytes("Y*I= 256\n"), "tokenizer.model:257: malformed base64"},
+      {tiktoken_bytes("YWI= x\n"), "tokenizer.model:257: bad rank 'x'"},
+      {tiktoken_bytes("YWI= 5\n"), "tokenizer.model:257: rank 5 given twice"},
+      {tiktoken_bytes("YWI= 300\n"), "no token has rank 256"},
+      {tiktoken_bytes("YWI= 256\nYWI= 257\n"), "tokenizer.model:258: token given twice"},
+      {tiktoken_bytes("YWI=256\n"), "expected '<base64> <rank>'"},
+      {"YWI= 0\n", "byte 0 has no token"},
+  };
+  for (const Case& c : cases) {
+    auto json = tokenizer::tiktoken_to_tokenizer_json(
+        c.text, "tokenizer.model", tokenizer::kGlm4SplitPattern, nlohmann::json::array());
+    ASSERT_FALSE(json.is_ok()) << c.fragment;
+    EXPECT_EQ(json.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(json.status().message().find(c.fragment), std::string::npos)
+        << json.status().message();
+  }
 }
 
 }  // namespace

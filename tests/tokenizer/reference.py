@@ -11,6 +11,10 @@ tokenizer.model golden ids come from Debian's python3-sentencepiece.
                                   Debian system ships and writes them, in the exact Hugging Face
                                   formats, with golden ids, to OUT_DIR (tests/tokenizer/data)
   reference.py encode DIR TEXT    prints the reference ids of TEXT for DIR/tokenizer.json
+  reference.py generate-glm DIR   writes the ChatGLM3 (SentencePiece + appended specials) and
+                                  GLM-4 (tiktoken tokenizer.model) tokenizers and their golden
+                                  ids to DIR, made from the committed sentencepiece and llama3
+                                  data there (no training)
 
 Only /usr/bin/python3 with python3-regex and python3-sentencepiece is needed.
 """
@@ -743,9 +747,149 @@ def make_sentencepiece(corpus, out_dir):
         write_json(os.path.join(out_dir, name + "_golden.json"), g)
 
 
+# ----------------------------------------------------------------------------------------------
+# ChatGLM3 and GLM-4: tokenization_chatglm.py's ChatGLMTokenizer and ChatGLM4Tokenizer.
+
+CHATGLM3_SPECIALS = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>",
+                     "<|assistant|>", "<|observation|>"]
+GLM4_SPECIALS = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                 "<|user|>", "<|assistant|>", "<|observation|>", "<|begin_of_image|>",
+                 "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"]
+GLM_CASES = ["[gMASK]sop<|user|>\n hello<|assistant|>", "sophisticated sop eop",
+             "[gMASK]<sop><|user|>\nhi<|assistant|>", "<|endoftext|> end", "[MASK][sMASK]x"]
+
+
+def make_chatglm3(out_dir):
+    import sentencepiece as spm
+    with open(os.path.join(out_dir, "sentencepiece", "tokenizer.model"), "rb") as f:
+        model = f.read()
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    n = sp.get_piece_size()
+    d = os.path.join(out_dir, "chatglm3")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+        f.write(model)
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "tokenizer_class": "ChatGLMTokenizer", "eos_token": "</s>", "pad_token": "<unk>",
+        "padding_side": "left", "remove_space": False, "do_lower_case": False})
+    # Control symbols and <unk> split out as the slow tokenizer does, then the appended specials
+    # (ids n, n + 1, ...), which transformers also splits out as added tokens.
+    specials = {sp.id_to_piece(i): i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)}
+    specials.update({t: n + i for i, t in enumerate(CHATGLM3_SPECIALS)})
+    toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
+    plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
+
+    def encode(text, add):
+        ids = [specials["[gMASK]"], specials["sop"]] if add else []
+        for tid, seg, _ in plain.split_added(text, toks):
+            if tid is not None:
+                ids.append(tid)
+            elif seg:
+                ids += sp.encode(seg)
+        return ids
+
+    def decode(ids, skip):
+        out, run = "", []
+        names = {i: c for c, i in specials.items()}
+        for i in ids + [None]:
+            if i is not None and i not in names:
+                run.append(i)
+                continue
+            if run:
+                out += sp.decode(run)
+                run = []
+            if i is not None and not skip:
+                out += names[i]
+        return out
+
+    def decode_inputs(cases):
+        return [encode(c, True) for c in cases[:12]] + [[n + 6, n + 7] + sp.encode("after")]
+
+    write_json(os.path.join(out_dir, "chatglm3_golden.json"),
+               golden(encode, decode, decode_inputs, GLM_CASES))
+
+
+def make_glm4(out_dir):
+    import base64
+    with open(os.path.join(out_dir, "llama3", "tokenizer.json"), encoding="utf-8") as f:
+        vocab = json.load(f)["model"]["vocab"]
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = {bytes(byte_of[c] for c in token): rank for token, rank in vocab.items()}
+    n = len(ranks)
+    d = os.path.join(out_dir, "glm4")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.model"), "w", encoding="ascii") as f:
+        for token, rank in sorted(ranks.items(), key=lambda x: x[1]):
+            f.write("%s %d\n" % (base64.b64encode(token).decode("ascii"), rank))
+    specials = {t: n + i for i, t in enumerate(GLM4_SPECIALS)}
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "tokenizer_class": "ChatGLM4Tokenizer", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False,
+                                          "rstrip": False, "single_word": False, "special": True}
+                                 for t, i in specials.items()}})
+    toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
+    plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
+    pattern = regex.compile(LLAMA3_PATTERN)
+
+    def bpe(piece):
+        """tiktoken's byte-pair encoding of one pre-token."""
+        if piece in ranks:
+            return [ranks[piece]]
+        parts = [piece[i:i + 1] for i in range(len(piece))]
+        while len(parts) > 1:
+            best = None
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and (best is None or r < best[0]):
+                    best = (r, i)
+            if best is None:
+                break
+            i = best[1]
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        return [ranks[p] for p in parts]
+
+    def encode(text, add):
+        ids = [specials["[gMASK]"], specials["<sop>"]] if add else []
+        for tid, seg, _ in plain.split_added(text, toks):
+            if tid is not None:
+                ids.append(tid)
+            elif seg:
+                for piece in pattern.findall(seg):
+                    ids += bpe(piece.encode("utf-8"))
+        return ids
+
+    decoder = {r: t for t, r in ranks.items()}
+    names = {i: c for c, i in specials.items()}
+
+    def decode(ids, skip):
+        text, temp = "", b""
+        for i in ids:
+            if i in names:
+                text += temp.decode("utf-8", errors="replace")
+                temp = b""
+                if not skip:
+                    text += names[i]
+            elif i in decoder:
+                temp += decoder[i]
+        return text + temp.decode("utf-8", errors="replace")
+
+    def decode_inputs(cases):
+        lists = [encode(c, True) for c in cases[:12]]
+        lists.append(encode("日本語 😀", False)[:3])  # cut inside characters
+        lists.append([n + 6, n + 7] + encode(" text after specials", False))
+        return lists
+
+    write_json(os.path.join(out_dir, "glm4_golden.json"),
+               golden(encode, decode, decode_inputs, GLM_CASES))
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "generate":
         generate(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "generate-glm":
+        make_chatglm3(sys.argv[2])
+        make_glm4(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "encode":
         with open(os.path.join(sys.argv[2], "tokenizer.json"), encoding="utf-8") as f:
             print(Reference(json.load(f)).encode(sys.argv[3]))
