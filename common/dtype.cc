@@ -16,7 +16,10 @@ size_t dtype_size(DType dtype) {
       return 8;
     case DType::kU8:
       return 1;
+    case DType::kQ4:
+      break;
   }
+  TS_CHECK(false) << "dtype_size of " << dtype_name(dtype);
   return 0;
 }
 
@@ -34,6 +37,8 @@ std::string_view dtype_name(DType dtype) {
       return "i64";
     case DType::kU8:
       return "u8";
+    case DType::kQ4:
+      return "q4";
   }
   return "?";
 }

@@ -43,8 +43,10 @@
 
 #include <algorithm>
 
+#include "common/dtype.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/op_checks.h"
+#include "kernels/q4_weight.h"
 
 namespace tierserve {
 namespace {
@@ -109,7 +111,8 @@ TensorView CpuGemm::pack(const TensorView& w, void* dst) {
 void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
                   const TensorView& y) {
   check_rows(x, DType::kF32, 2, "gemm x");
-  TS_CHECK(is_float_dtype(w.dtype)) << "gemm weight dtype: " << describe(w);
+  TS_CHECK(is_float_dtype(w.dtype) || w.dtype == DType::kQ4)
+      << "gemm weight dtype: " << describe(w);
   check_rows(w, w.dtype, 2, "gemm w");
   check_rows(y, DType::kF32, 2, "gemm y");
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
@@ -143,7 +146,9 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
     return;
   }
 
-  if (w.packed) {
+  if (w.dtype == DType::kQ4) {
+    run_q4(x_data, ldx, w, bias_f32, y_data, m, n, k);
+  } else if (w.packed) {
     TS_CHECK(packed_bytes(w.dtype, n, k) > 0)
         << "packed weight " << describe(w) << " given to a gemm that does not pack";
     run_packed(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
@@ -283,6 +288,123 @@ void CpuGemm::run_f32_panels(const float* x, int64_t ldx, const void* w, DType d
     });
     split_matmul(x, ldx, work.panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr,
                  y + r0, n, m, rows, k);
+  }
+}
+
+void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const float* bias, float* y,
+                     int64_t m, int64_t n, int64_t k) {
+  const Q4Layout l = Q4Layout::of(w);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const int64_t groups = l.groups();
+  // x in the weight's column order (a gather for act order) and its group sums, once per call.
+  struct Prep {
+    const float* x;
+    int64_t ldx, k, groups, group_size;
+    const int32_t* perm;
+    float* gathered;
+    float* xsum;
+  } prep{x,
+         ldx,
+         k,
+         groups,
+         l.group_size,
+         l.act_order ? reinterpret_cast<const int32_t*>(base + l.perm_offset) : nullptr,
+         l.act_order ? q4_x_.get<float>(static_cast<size_t>(m * k)) : nullptr,
+         q4_xsum_.get<float>(static_cast<size_t>(m * groups))};
+  pool_->parallel_for(m, std::max<int64_t>(1, 16384 / k), [&prep](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* src = prep.x + i * prep.ldx;
+      const float* row = src;
+      if (prep.perm != nullptr) {
+        float* dst = prep.gathered + i * prep.k;
+        for (int64_t c = 0; c < prep.k; ++c) dst[c] = src[prep.perm[c]];
+        row = dst;
+      }
+      for (int64_t g = 0; g < prep.groups; ++g) {
+        float sum = 0.0f;
+        for (int64_t c = g * prep.group_size; c < (g + 1) * prep.group_size; ++c) sum += row[c];
+        prep.xsum[i * prep.groups + g] = sum;
+      }
+    }
+  });
+  const float* xq = l.act_order ? prep.gathered : x;
+  const int64_t ldxq = l.act_order ? k : ldx;
+  Q4GemvArgs args;
+  args.x = xq;
+  args.ldx = ldxq;
+  args.xsum = prep.xsum;
+  args.k = k;
+  args.group_size = l.group_size;
+  args.nibbles = base;
+  args.scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
+  args.zeros = base + l.zeros_offset;
+  args.bias = bias;
+  args.y = y;
+  args.ldy = n;
+
+  if (options_.batch_invariant || m <= options_.gemv_max_m) {
+    const int64_t row_bytes = k / 2;
+    int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
+    if (m > kGemvMaxM) {
+      const int64_t threads = pool_->num_threads();
+      block_rows =
+          std::max<int64_t>(1, std::min(kGemvBlockBytes / row_bytes, (n + threads - 1) / threads));
+    }
+    struct Work {
+      Q4GemvArgs args;
+      Q4GemvFn fn;
+      int64_t m, groups, block_rows, n;
+    } work{args, kernels_->gemv_q4, m, groups, block_rows, n};
+    const int64_t blocks = (n + block_rows - 1) / block_rows;
+    pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        const int64_t r_begin = block * work.block_rows;
+        const int64_t r_end = std::min(work.n, r_begin + work.block_rows);
+        for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
+          Q4GemvArgs a = work.args;
+          a.x += i * a.ldx;
+          a.xsum += i * work.groups;
+          a.y += i * a.ldy;
+          a.m = static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i));
+          work.fn(a, r_begin, r_end);
+        }
+      }
+    });
+    return;
+  }
+
+  // Prefill: panels of rows dequantized to f32 (stored column order), multiplied by oneDNN.
+  const int64_t rows_per_panel =
+      std::min(n, std::max<int64_t>(16, kPanelBytes / (4 * k) / 16 * 16));
+  float* panel = panel_.get<float>(static_cast<size_t>(rows_per_panel * k));
+  for (int64_t r0 = 0; r0 < n; r0 += rows_per_panel) {
+    const int64_t rows = std::min(rows_per_panel, n - r0);
+    struct Deq {
+      const Q4GemvArgs* a;
+      float* panel;
+      int64_t r0, groups;
+    } deq{&args, panel, r0, groups};
+    pool_->parallel_for(rows, 1, [&deq](int64_t b, int64_t e) {
+      const Q4GemvArgs& a = *deq.a;
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t r = deq.r0 + i;
+        const uint8_t* row = a.nibbles + r * (a.k / 2);
+        float* out = deq.panel + i * a.k;
+        for (int64_t g = 0; g < deq.groups; ++g) {
+          const float s = f16_to_f32(a.scales[r * deq.groups + g]);
+          const float z = static_cast<float>(a.zeros[r * deq.groups + g]);
+          for (int64_t c = g * a.group_size; c < (g + 1) * a.group_size; c += 32) {
+            const uint8_t* block = row + c / 2;
+            for (int j = 0; j < 16; ++j) {
+              out[c + j] = (static_cast<float>(block[j] & 0xf) - z) * s;
+              out[c + 16 + j] = (static_cast<float>(block[j] >> 4) - z) * s;
+            }
+          }
+        }
+      }
+    });
+    split_matmul(xq, ldxq, panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0,
+                 n, m, rows, k);
   }
 }
 

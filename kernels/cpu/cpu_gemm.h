@@ -67,6 +67,10 @@ class CpuGemm {
                       float* y, int64_t m, int64_t n, int64_t k);
   void run_packed(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                   float* y, int64_t m, int64_t n, int64_t k);
+  // A Q4 weight (kernels/q4_weight.h): the Q4 GEMV kernels for small m and in batch-invariant
+  // mode; otherwise panels of rows dequantized to f32 for oneDNN.
+  void run_q4(const float* x, int64_t ldx, const TensorView& w, const float* bias, float* y,
+              int64_t m, int64_t n, int64_t k);
   // x as `dtype` (a copy in low_x_, row stride k) for oneDNN, which multiplies only like types.
   const void* convert_x(const float* x, int64_t ldx, DType dtype, int64_t m, int64_t k);
   // Columns per slice when a product with n columns is split across the pool: n itself when n
@@ -85,6 +89,8 @@ class CpuGemm {
   ScratchBuffer low_x_;                 // x converted to the weight dtype for oneDNN
   ScratchBuffer bias_;                  // bias converted to f32
   ScratchBuffer panel_;                 // f32 copy of a panel of weight rows (fallback path)
+  ScratchBuffer q4_x_;                  // x gathered into a Q4 weight's column order
+  ScratchBuffer q4_xsum_;               // its sums per group
   std::vector<ScratchBuffer> slice_y_;  // per pool slot: a dense column slice of y
 };
 

@@ -37,6 +37,27 @@ struct GemvArgs {
 };
 
 using GemvFn = void (*)(const GemvArgs& args, int64_t r_begin, int64_t r_end);
+
+// The W4A16 GEMV over output rows [r_begin, r_end) of a Q4 weight (kernels/q4_weight.h):
+//   y[i, r] = sum_g scale[r, g] * (sum_{c in g} q[r, c] * x[i, c] - zero[r, g] * xsum[i, g])
+//             (+ bias[r])
+// with x in the weight's stored column order (gathered through perm for act order) and
+// xsum[i, g] the sum of x[i, :] over group g. Batch-invariant as GemvFn.
+struct Q4GemvArgs {
+  const float* x = nullptr;  // [m, ldx]
+  int64_t ldx = 0;
+  const float* xsum = nullptr;       // [m, k / group_size]
+  int32_t m = 0;                     // 1..kGemvMaxM
+  int64_t k = 0;                     // a multiple of group_size
+  int32_t group_size = 0;            // a multiple of 32
+  const uint8_t* nibbles = nullptr;  // the blob's sections
+  const uint16_t* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+  const float* bias = nullptr;  // [n] or null
+  float* y = nullptr;           // [m, ldy]
+  int64_t ldy = 0;
+};
+using Q4GemvFn = void (*)(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
 // Packs x[m, k] (row stride ldx) into out[m, gemv_x_stride(k)], zero padded.
 using PackGemvXFn = void (*)(const float* x, int64_t ldx, int32_t m, int64_t k, float* out);
 
@@ -74,6 +95,7 @@ struct CpuKernels {
   GemvFn gemv_f32 = nullptr;
   GemvFn gemv_bf16 = nullptr;
   GemvFn gemv_f16 = nullptr;
+  Q4GemvFn gemv_q4 = nullptr;
 };
 
 // The table of `isa`, which must be resolved (not kAuto) and supported by the running CPU.
@@ -83,6 +105,11 @@ const CpuKernels& cpu_kernels(CpuIsa isa);
 const CpuKernels& scalar_kernels();
 const CpuKernels& avx2_kernels();
 const CpuKernels& avx512_kernels();
+
+// The Q4 GEMV of each path (q4_gemv_<isa>.cc).
+void q4_gemv_scalar(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
+void q4_gemv_avx2(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
+void q4_gemv_avx512(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
 
 // The plain (unpermuted) x packing, shared by every path.
 void pack_gemv_x_plain(const float* x, int64_t ldx, int32_t m, int64_t k, float* out);

@@ -449,6 +449,7 @@ constexpr CpuKernels kAvx2Kernels = {
     .gemv_f32 = gemv<GemvF32>,
     .gemv_bf16 = gemv<GemvBf16>,
     .gemv_f16 = gemv<GemvF16>,
+    .gemv_q4 = q4_gemv_avx2,
 };
 
 }  // namespace

@@ -133,6 +133,7 @@ constexpr CpuKernels kScalarKernels = {
     .gemv_f32 = gemv<float, f32_identity>,
     .gemv_bf16 = gemv<uint16_t, bf16_to_f32>,
     .gemv_f16 = gemv<uint16_t, f16_to_f32>,
+    .gemv_q4 = q4_gemv_scalar,
 };
 
 }  // namespace

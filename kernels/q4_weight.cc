@@ -1,0 +1,200 @@
+#include "kernels/q4_weight.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+#include "common/check.h"
+#include "common/dtype.h"
+
+namespace tierserve {
+namespace {
+
+constexpr uint64_t align64(uint64_t x) { return (x + 63) / 64 * 64; }
+
+// AutoAWQ packs output 8j + kAwqOrder[i] into nibble i.
+constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+uint8_t nibble(int32_t word, int i) {
+  return static_cast<uint8_t>((static_cast<uint32_t>(word) >> (4 * i)) & 0xfu);
+}
+
+Status check_shape(int64_t n, int64_t k, int32_t group_size, const std::string& name) {
+  if (n <= 0 || k <= 0 || group_size <= 0 || n % 8 != 0 || k % group_size != 0 ||
+      group_size % 32 != 0) {
+    return invalid_argument(name + ": a 4-bit weight of " + std::to_string(n) + " outputs and " +
+                            std::to_string(k) + " inputs with group size " +
+                            std::to_string(group_size) +
+                            " is not supported (outputs a multiple of 8, group size a multiple "
+                            "of 32 dividing the inputs)");
+  }
+  return Status::ok();
+}
+
+Q4Source empty_source(int64_t n, int64_t k, int32_t group_size) {
+  Q4Source s;
+  s.n = n;
+  s.k = k;
+  s.group_size = group_size;
+  s.q.resize(static_cast<size_t>(n * k));
+  s.scale.resize(static_cast<size_t>(n * (k / group_size)));
+  s.zero.resize(s.scale.size());
+  return s;
+}
+
+}  // namespace
+
+Result<Q4Layout> Q4Layout::make(int64_t n, int64_t k, int32_t group_size, bool act_order) {
+  if (n <= 0 || k <= 0 || group_size <= 0 || group_size % 32 != 0 || k % group_size != 0) {
+    return invalid_argument("a 4-bit weight [" + std::to_string(n) + ", " + std::to_string(k) +
+                            "] with group size " + std::to_string(group_size) +
+                            " (groups must be a multiple of 32 columns and divide the row)");
+  }
+  Q4Layout l;
+  l.n = n;
+  l.k = k;
+  l.group_size = group_size;
+  l.act_order = act_order;
+  const uint64_t un = static_cast<uint64_t>(n), groups = static_cast<uint64_t>(k / group_size);
+  l.scales_offset = align64(un * static_cast<uint64_t>(k) / 2);
+  l.zeros_offset = align64(l.scales_offset + un * groups * 2);
+  l.perm_offset = align64(l.zeros_offset + un * groups);
+  l.bytes = act_order ? align64(l.perm_offset + static_cast<uint64_t>(k) * 4) : l.perm_offset;
+  return l;
+}
+
+Q4Layout Q4Layout::of(const TensorView& w) {
+  TS_CHECK(w.dtype == DType::kQ4 && w.ndim == 2) << "not a q4 weight: " << w.debug_string();
+  auto l = make(w.shape[0], w.shape[1], w.group_size, w.act_order);
+  TS_CHECK(l.is_ok()) << l.status().to_string();
+  return l.value();
+}
+
+TensorView q4_view(void* data, const Q4Layout& layout, DeviceKind device) {
+  TensorView v;
+  v.data = data;
+  v.dtype = DType::kQ4;
+  v.ndim = 2;
+  v.shape = {layout.n, layout.k, 0, 0};
+  v.strides = {layout.k, 1, 0, 0};
+  v.device = device;
+  v.group_size = layout.group_size;
+  v.act_order = layout.act_order;
+  return v;
+}
+
+Result<Q4Source> unpack_awq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
+                            int64_t n, int64_t k, int32_t group_size, const std::string& name) {
+  TS_RETURN_IF_ERROR(check_shape(n, k, group_size, name));
+  Q4Source s = empty_source(n, k, group_size);
+  const int64_t words = n / 8, groups = k / group_size;
+  for (int64_t c = 0; c < k; ++c) {
+    for (int64_t j = 0; j < words; ++j) {
+      const int32_t word = qweight[c * words + j];
+      for (int i = 0; i < 8; ++i)
+        s.q[static_cast<size_t>((8 * j + kAwqOrder[i]) * k + c)] = nibble(word, i);
+    }
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t j = 0; j < words; ++j) {
+      const int32_t word = qzeros[g * words + j];
+      for (int i = 0; i < 8; ++i) {
+        s.zero[static_cast<size_t>((8 * j + kAwqOrder[i]) * groups + g)] = nibble(word, i);
+      }
+    }
+    for (int64_t r = 0; r < n; ++r)
+      s.scale[static_cast<size_t>(r * groups + g)] = scales[g * n + r];
+  }
+  return s;
+}
+
+Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
+                             const int32_t* g_idx, int64_t n, int64_t k, int32_t group_size,
+                             const std::string& name) {
+  TS_RETURN_IF_ERROR(check_shape(n, k, group_size, name));
+  if (k % 8 != 0) return invalid_argument(name + ": inputs not a multiple of 8");
+  const int64_t groups = k / group_size, words = n / 8;
+  // Stored column order: inputs sorted by group (stable), identity without act order.
+  std::vector<int32_t> perm(static_cast<size_t>(k));
+  std::iota(perm.begin(), perm.end(), 0);
+  bool act_order = false;
+  if (g_idx != nullptr) {
+    for (int64_t c = 0; c < k; ++c) {
+      if (g_idx[c] < 0 || g_idx[c] >= groups) {
+        return invalid_argument(name + ": g_idx[" + std::to_string(c) + "] is " +
+                                std::to_string(g_idx[c]) + ", outside [0, " +
+                                std::to_string(groups) + ")");
+      }
+      act_order = act_order || g_idx[c] != c / group_size;
+    }
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int32_t a, int32_t b) { return g_idx[a] < g_idx[b]; });
+    for (int64_t c = 0; c < k; ++c) {
+      if (g_idx[perm[static_cast<size_t>(c)]] != c / group_size) {
+        return invalid_argument(name + ": g_idx does not give every group " +
+                                std::to_string(group_size) + " inputs");
+      }
+    }
+  }
+  Q4Source s = empty_source(n, k, group_size);
+  for (int64_t c = 0; c < k; ++c) {
+    const int64_t input = perm[static_cast<size_t>(c)];
+    for (int64_t r = 0; r < n; ++r) {
+      s.q[static_cast<size_t>(r * k + c)] = nibble(qweight[(input / 8) * n + r], input % 8);
+    }
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t r = 0; r < n; ++r) {
+      const size_t at = static_cast<size_t>(r * groups + g);
+      s.zero[at] = static_cast<uint8_t>(nibble(qzeros[g * words + r / 8], r % 8) + 1);
+      s.scale[at] = scales[g * n + r];
+    }
+  }
+  if (act_order) s.perm = std::move(perm);
+  return s;
+}
+
+void pack_q4(const Q4Source& src, const Q4Layout& l, void* dst) {
+  TS_CHECK(src.n == l.n && src.k == l.k && src.group_size == l.group_size &&
+           (!src.perm.empty()) == l.act_order)
+      << "q4 source does not match its layout";
+  uint8_t* base = static_cast<uint8_t*>(dst);
+  std::memset(base, 0, l.bytes);
+  for (int64_t r = 0; r < l.n; ++r) {
+    const uint8_t* q = src.q.data() + r * l.k;
+    uint8_t* row = base + r * (l.k / 2);
+    for (int64_t b = 0; b < l.k / 32; ++b) {
+      for (int j = 0; j < 16; ++j) {
+        row[b * 16 + j] = static_cast<uint8_t>(q[32 * b + j] | (q[32 * b + 16 + j] << 4));
+      }
+    }
+  }
+  std::memcpy(base + l.scales_offset, src.scale.data(), src.scale.size() * 2);
+  std::memcpy(base + l.zeros_offset, src.zero.data(), src.zero.size());
+  if (l.act_order) std::memcpy(base + l.perm_offset, src.perm.data(), src.perm.size() * 4);
+}
+
+std::vector<float> dequantize_q4(const void* blob, const Q4Layout& l) {
+  const uint8_t* base = static_cast<const uint8_t*>(blob);
+  const uint16_t* scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
+  const uint8_t* zeros = base + l.zeros_offset;
+  const int32_t* perm = reinterpret_cast<const int32_t*>(base + l.perm_offset);
+  const int64_t groups = l.groups();
+  std::vector<float> w(static_cast<size_t>(l.n * l.k));
+  for (int64_t r = 0; r < l.n; ++r) {
+    const uint8_t* row = base + r * (l.k / 2);
+    for (int64_t c = 0; c < l.k; ++c) {
+      const int64_t b = c / 32, j = c % 32;
+      const uint8_t byte = row[b * 16 + (j % 16)];
+      const int q = j < 16 ? (byte & 0xf) : (byte >> 4);
+      const int64_t g = c / l.group_size;
+      const float s = f16_to_f32(scales[r * groups + g]);
+      const int64_t input = l.act_order ? perm[c] : c;
+      w[static_cast<size_t>(r * l.k + input)] = static_cast<float>(q - zeros[r * groups + g]) * s;
+    }
+  }
+  return w;
+}
+
+}  // namespace tierserve

@@ -1,0 +1,224 @@
+// Q4 (W4A16) weights: the AWQ and GPTQ unpackers against packings written here from the formats'
+// definitions, and the fused gemm of every kernel path and route (Q4 GEMV, batch-invariant
+// groups, dequantized panels for oneDNN) against dequantize-then-matmul in double precision.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+#include "kernels/cpu/cpu_gemm.h"
+#include "kernels/q4_weight.h"
+#include "tests/kernels/test_util.h"
+
+namespace tierserve {
+namespace {
+
+using testing::Random;
+
+// A random 4-bit weight in natural order: q, scales (f16, ~0.01-0.1) and zeros (0..16).
+Q4Source random_source(int64_t n, int64_t k, int32_t group_size, bool act_order, Random& rng) {
+  Q4Source s;
+  s.n = n;
+  s.k = k;
+  s.group_size = group_size;
+  const int64_t groups = k / group_size;
+  for (int64_t i = 0; i < n * k; ++i) s.q.push_back(static_cast<uint8_t>(rng.index(16)));
+  for (int64_t i = 0; i < n * groups; ++i) {
+    s.scale.push_back(f32_to_f16(std::fabs(rng.value(0.1f))));
+    s.zero.push_back(static_cast<uint8_t>(rng.index(17)));
+  }
+  if (act_order) {
+    s.perm.resize(static_cast<size_t>(k));
+    std::iota(s.perm.begin(), s.perm.end(), 0);
+    std::shuffle(s.perm.begin(), s.perm.end(), rng.engine());
+  }
+  return s;
+}
+
+TEST(Q4WeightTest, UnpacksAwqGemmLayout) {
+  Random rng(1);
+  const int64_t n = 16, k = 64;
+  const int32_t g = 32;
+  const Q4Source want = random_source(n, k, g, false, rng);
+  // AutoAWQ: output 8j + order[i] in nibble i; qweight [k, n/8], qzeros [k/g, n/8], scales
+  // [k/g, n].
+  const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  std::vector<int32_t> qweight(static_cast<size_t>(k * n / 8)),
+      qzeros(static_cast<size_t>(k / g * n / 8));
+  std::vector<uint16_t> scales(static_cast<size_t>(k / g * n));
+  std::vector<uint8_t> zero_lt16 = want.zero;
+  for (uint8_t& z : zero_lt16) z = static_cast<uint8_t>(z % 16);  // AWQ zeros are 4-bit
+  for (int64_t c = 0; c < k; ++c) {
+    for (int64_t j = 0; j < n / 8; ++j) {
+      uint32_t word = 0;
+      for (int i = 0; i < 8; ++i) word |= uint32_t{want.q[(8 * j + order[i]) * k + c]} << (4 * i);
+      qweight[c * (n / 8) + j] = static_cast<int32_t>(word);
+    }
+  }
+  for (int64_t gi = 0; gi < k / g; ++gi) {
+    for (int64_t j = 0; j < n / 8; ++j) {
+      uint32_t word = 0;
+      for (int i = 0; i < 8; ++i) {
+        word |= uint32_t{zero_lt16[(8 * j + order[i]) * (k / g) + gi]} << (4 * i);
+      }
+      qzeros[gi * (n / 8) + j] = static_cast<int32_t>(word);
+    }
+    for (int64_t r = 0; r < n; ++r) scales[gi * n + r] = want.scale[r * (k / g) + gi];
+  }
+  auto got = unpack_awq(qweight.data(), qzeros.data(), scales.data(), n, k, g, "w");
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(got.value().q, want.q);
+  EXPECT_EQ(got.value().zero, zero_lt16);
+  EXPECT_EQ(got.value().scale, want.scale);
+  EXPECT_TRUE(got.value().perm.empty());
+
+  auto bad = unpack_awq(qweight.data(), qzeros.data(), scales.data(), 12, k, g, "layer.q_proj");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("layer.q_proj"), std::string::npos);
+}
+
+TEST(Q4WeightTest, UnpacksGptqWithActOrder) {
+  Random rng(2);
+  const int64_t n = 8, k = 64;
+  const int32_t g = 32;
+  // Natural (input) order q; g_idx assigns inputs to groups in a shuffled way, group_size each.
+  std::vector<uint8_t> q(static_cast<size_t>(n * k));
+  for (uint8_t& v : q) v = static_cast<uint8_t>(rng.index(16));
+  std::vector<int32_t> g_idx(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) g_idx[c] = static_cast<int32_t>(c % 2);  // even: 0, odd: 1
+  std::vector<uint8_t> zero(static_cast<size_t>(n * 2));
+  std::vector<uint16_t> scale(zero.size());
+  for (size_t i = 0; i < zero.size(); ++i) {
+    zero[i] = static_cast<uint8_t>(1 + rng.index(16));  // stored as zero - 1
+    scale[i] = f32_to_f16(0.05f * static_cast<float>(i + 1));
+  }
+  std::vector<int32_t> qweight(static_cast<size_t>(k / 8 * n)),
+      qzeros(static_cast<size_t>(2 * n / 8));
+  std::vector<uint16_t> scales(static_cast<size_t>(2 * n));
+  for (int64_t c = 0; c < k; ++c) {
+    for (int64_t r = 0; r < n; ++r) {
+      qweight[(c / 8) * n + r] |= static_cast<int32_t>(uint32_t{q[r * k + c]} << (4 * (c % 8)));
+    }
+  }
+  for (int64_t gi = 0; gi < 2; ++gi) {
+    for (int64_t r = 0; r < n; ++r) {
+      qzeros[gi * (n / 8) + r / 8] |=
+          static_cast<int32_t>(uint32_t(zero[r * 2 + gi] - 1) << (4 * (r % 8)));
+      scales[gi * n + r] = scale[r * 2 + gi];
+    }
+  }
+  auto got = unpack_gptq(qweight.data(), qzeros.data(), scales.data(), g_idx.data(), n, k, g, "w");
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  const Q4Source& s = got.value();
+  ASSERT_EQ(s.perm.size(), static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) {
+    const int32_t input = s.perm[c];
+    EXPECT_EQ(g_idx[input], c / g) << "stored column " << c;
+    for (int64_t r = 0; r < n; ++r) ASSERT_EQ(s.q[r * k + c], q[r * k + input]);
+  }
+  EXPECT_EQ(s.zero, zero);
+  // The dequantized blob puts every value back at its input column.
+  auto layout = Q4Layout::make(n, k, g, true);
+  ASSERT_TRUE(layout.is_ok());
+  std::vector<uint8_t> blob(layout.value().bytes);
+  pack_q4(s, layout.value(), blob.data());
+  const std::vector<float> w = dequantize_q4(blob.data(), layout.value());
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const float want = static_cast<float>(q[r * k + c] - zero[r * 2 + g_idx[c]]) *
+                         f16_to_f32(scale[r * 2 + g_idx[c]]);
+      ASSERT_EQ(w[r * k + c], want) << r << ", " << c;
+    }
+  }
+  std::vector<int32_t> uneven = g_idx;
+  uneven[1] = 0;  // group 0 now has 33 inputs
+  EXPECT_FALSE(
+      unpack_gptq(qweight.data(), qzeros.data(), scales.data(), uneven.data(), n, k, g, "w")
+          .is_ok());
+}
+
+struct Q4Case {
+  int64_t m, n, k;
+  int32_t group_size;
+  bool act_order, bias;
+};
+
+const Q4Case kQ4Cases[] = {
+    {1, 64, 128, 32, false, false}, {1, 256, 512, 128, false, true},
+    {3, 40, 256, 64, true, true},   {4, 96, 128, 128, true, false},
+    {6, 72, 256, 32, false, true},  {37, 130, 384, 128, true, true},
+};
+
+class Q4GemmTest : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    if (!cpu_supports_isa(GetParam())) GTEST_SKIP() << "CPU lacks " << cpu_isa_name(GetParam());
+  }
+};
+
+// Every route (default, batch-invariant, panels for every m > 0) against dequantize-then-matmul
+// in double; m = 1 rows of the batch-invariant route bitwise equal to the same row alone.
+TEST_P(Q4GemmTest, FusedGemmMatchesDequantizeThenMatmul) {
+  ThreadPool pool(3, nullptr);
+  const CpuKernels& kernels = cpu_kernels(GetParam());
+  Random rng(7);
+  for (const Q4Case& c : kQ4Cases) {
+    SCOPED_TRACE(::testing::Message() << c.m << "x" << c.n << "x" << c.k << " g" << c.group_size
+                                      << (c.act_order ? " act-order" : ""));
+    const Q4Source src = random_source(c.n, c.k, c.group_size, c.act_order, rng);
+    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order);
+    ASSERT_TRUE(layout.is_ok());
+    std::vector<uint8_t> blob(layout.value().bytes);
+    pack_q4(src, layout.value(), blob.data());
+    const std::vector<float> w = dequantize_q4(blob.data(), layout.value());
+    const std::vector<float> x = rng.values(static_cast<size_t>(c.m * c.k));
+    const std::vector<float> bias = rng.values(static_cast<size_t>(c.n));
+    std::vector<double> want(static_cast<size_t>(c.m * c.n)), mag(want.size());
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t r = 0; r < c.n; ++r) {
+        double s = c.bias ? bias[r] : 0.0, a = c.bias ? std::fabs(bias[r]) : 0.0;
+        for (int64_t j = 0; j < c.k; ++j) {
+          s += static_cast<double>(x[i * c.k + j]) * w[r * c.k + j];
+          a += std::fabs(static_cast<double>(x[i * c.k + j]) * w[r * c.k + j]);
+        }
+        want[i * c.n + r] = s;
+        mag[i * c.n + r] = a;
+      }
+    }
+    const TensorView wv = q4_view(blob.data(), layout.value());
+    const TensorView xv =
+        TensorView::contiguous(const_cast<float*>(x.data()), DType::kF32, {c.m, c.k});
+    const TensorView bv =
+        TensorView::contiguous(const_cast<float*>(bias.data()), DType::kF32, {c.n});
+    for (int route = 0; route < 3; ++route) {
+      CpuGemmOptions options;
+      options.batch_invariant = route == 1;
+      if (route == 2) options.gemv_max_m = 0;  // panels for every m
+      CpuGemm gemm(&pool, &kernels, options);
+      std::vector<float> y = testing::poisoned(static_cast<size_t>(c.m * c.n));
+      gemm.run(xv, wv, c.bias ? &bv : nullptr,
+               TensorView::contiguous(y.data(), DType::kF32, {c.m, c.n}));
+      for (size_t e = 0; e < y.size(); ++e) {
+        // f32 sums of exact products; the zero term is folded per group: 2e-5 of the magnitude.
+        ASSERT_NEAR(y[e], want[e], 2e-5 * mag[e] + 1e-6) << "route " << route << " element " << e;
+      }
+      if (route == 1) {
+        for (int64_t i = 0; i < c.m; ++i) {
+          std::vector<float> alone(static_cast<size_t>(c.n));
+          gemm.run(xv.rows(i, i + 1), wv, c.bias ? &bv : nullptr,
+                   TensorView::contiguous(alone.data(), DType::kF32, {1, c.n}));
+          for (int64_t r = 0; r < c.n; ++r) ASSERT_EQ(alone[r], y[i * c.n + r]) << "row " << i;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, Q4GemmTest, ::testing::ValuesIn(testing::all_isas()),
+                         testing::isa_param_name);
+
+}  // namespace
+}  // namespace tierserve
