@@ -1,0 +1,80 @@
+// ggml's tensor types as GGUF files store them: the block layout of each type, and conversion to
+// f32 of the types this engine loads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K), following ggml's
+// reference dequantize_row_* definitions (ggml-quants.c) exactly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace tierserve {
+
+// ggml's tensor types, with ggml's numeric ids (ids 4, 5, 31-33 and 36-38 were removed from ggml
+// and are unknown here). Only some have a dequantizer (ggml_type_info(...)->dequantize).
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kIQ2_XXS = 16,
+  kIQ2_XS = 17,
+  kIQ3_XXS = 18,
+  kIQ1_S = 19,
+  kIQ4_NL = 20,
+  kIQ3_S = 21,
+  kIQ2_S = 22,
+  kIQ4_XS = 23,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kIQ1_M = 29,
+  kBF16 = 30,
+  kTQ1_0 = 34,
+  kTQ2_0 = 35,
+  kMXFP4 = 39,
+};
+
+// Layout of one ggml type: data is a sequence of blocks, each holding `block_size` consecutive
+// elements of a row in `block_bytes` bytes.
+struct GgmlTypeInfo {
+  GgmlType type;          // the type
+  std::string_view name;  // ggml's name, e.g. "Q4_K"
+  int64_t block_size;     // elements per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0, 256 for K
+  int64_t block_bytes;    // bytes per block, e.g. 34 for Q8_0, 144 for Q4_K, 210 for Q6_K
+  bool dequantize;        // dequantize_gguf_row() supports it: F32, F16, BF16, Q8_0, Q4_0,
+                          // Q4_K, Q6_K
+};
+
+// The layout of ggml type id `id`, or null for an id ggml does not define (or removed).
+const GgmlTypeInfo* ggml_type_info(uint32_t id);
+inline const GgmlTypeInfo* ggml_type_info(GgmlType type) {
+  return ggml_type_info(static_cast<uint32_t>(type));
+}
+// ggml's name of `type` ("Q4_K"), or "unknown type <id>".
+std::string ggml_type_name(GgmlType type);
+
+// Converts `n` consecutive elements of `type` starting at `src` (the start of a block) to f32 in
+// `dst`, exactly as ggml's dequantize_row_* reference functions do. Reads n / block_size *
+// block_bytes bytes from `src` (unaligned reads are fine) and writes n floats.
+// Errors: kUnimplemented for a type without a dequantizer (naming it), kInvalidArgument when `n`
+// is negative or not a multiple of the type's block size.
+Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* dst);
+
+// The types dequantize_gguf_row() supports, for error messages.
+inline constexpr const char* kGgmlDequantizableTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K";
+
+}  // namespace tierserve
