@@ -1,5 +1,6 @@
 #include "engine/model_config.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -488,6 +489,71 @@ Status apply_baichuan_code(const fs::path& model_dir, ModelConfig* config) {
   return Status::ok();
 }
 
+// quantization_config: AWQ (GEMM) or GPTQ, 4 bits.
+Status parse_quantization(const json& quant, const std::string& file, QuantConfig* out) {
+  if (!quant.is_object()) {
+    return Fields(json::object(), file)
+        .error("quantization_config", "expected an object, got " + excerpt(quant));
+  }
+  Fields fields(quant, file, "quantization_config.");
+  std::string method;
+  TS_RETURN_IF_ERROR(fields.string("quant_method", &method));
+  QuantConfig q;
+  if (method == "awq") {
+    q.method = QuantMethod::kAwq;
+  } else if (method == "gptq") {
+    q.method = QuantMethod::kGptq;
+  } else {
+    return fields.error("quant_method", "'" + method + "' is not supported (supported: awq, gptq)",
+                        StatusCode::kUnimplemented);
+  }
+  int32_t bits = 0;
+  TS_RETURN_IF_ERROR(fields.int32(
+      q.method == QuantMethod::kAwq && fields.get("bits") == nullptr ? "w_bit" : "bits", true, 1,
+      &bits));
+  if (bits != 4) {
+    return fields.error("bits", std::to_string(bits) + "-bit weights are not supported (only 4)",
+                        StatusCode::kUnimplemented);
+  }
+  int32_t group_size = 128;
+  const char* group_key = q.method == QuantMethod::kAwq && fields.get("group_size") == nullptr
+                              ? "q_group_size"
+                              : "group_size";
+  TS_RETURN_IF_ERROR(fields.int32(group_key, false, -1, &group_size));
+  if (group_size == 0 || (group_size > 0 && group_size % 32 != 0) ||
+      (group_size == -1 && q.method == QuantMethod::kAwq)) {
+    return fields.error(group_key,
+                        std::to_string(group_size) +
+                            " is not supported (a multiple of 32, or -1 for GPTQ's whole rows)",
+                        StatusCode::kUnimplemented);
+  }
+  q.group_size = group_size < 0 ? 0 : group_size;
+  if (q.method == QuantMethod::kAwq) {
+    bool zero_point = true;
+    TS_RETURN_IF_ERROR(fields.boolean("zero_point", &zero_point));
+    std::string version = "gemm";
+    TS_RETURN_IF_ERROR(fields.string("version", &version));
+    for (char& c : version) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!zero_point || version != "gemm") {
+      return fields.error(zero_point ? "version" : "zero_point",
+                          "only AWQ's GEMM layout with zero points is supported",
+                          StatusCode::kUnimplemented);
+    }
+  } else {
+    TS_RETURN_IF_ERROR(fields.boolean("desc_act", &q.desc_act));
+    std::string format = "gptq";
+    TS_RETURN_IF_ERROR(fields.string("checkpoint_format", &format));
+    if (format != "gptq" && format != "gptq_v2") {
+      return fields.error("checkpoint_format",
+                          "'" + format + "' is not supported (supported: gptq, gptq_v2)",
+                          StatusCode::kUnimplemented);
+    }
+    q.zero_offset = format == "gptq" ? 1 : 0;
+  }
+  *out = q;
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& file_name) {
@@ -498,9 +564,7 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
   Fields fields(root, file);
 
   if (const json* quant = fields.get("quantization_config")) {
-    const json* method = quant->is_object() ? Fields(*quant, file).get("quant_method") : nullptr;
-    return unimplemented(file + ": quantized checkpoints are not supported (quantization_config" +
-                         (method != nullptr ? " quant_method " + excerpt(*method) : "") + ")");
+    TS_RETURN_IF_ERROR(parse_quantization(*quant, file, &config.quant));
   }
   const bool chatglm = config.architecture == Architecture::kChatGlm;
   if (!chatglm) {  // ChatGLM's MLP is SwiGLU by construction and has no hidden_act

@@ -29,6 +29,20 @@ enum class RopeScalingType : uint8_t {
   kLlama3,  // Llama 3.1 frequency-dependent scaling
 };
 
+// quantization_config of a 4-bit checkpoint (W4A16): its gemm weights load as Q4 blobs
+// (kernels/q4_weight.h); embeddings, norms and lm_head stay in the config's float dtype.
+enum class QuantMethod : uint8_t {
+  kNone,
+  kAwq,   // AutoAWQ GEMM layout: qweight [in, out / 8], qzeros, scales
+  kGptq,  // GPTQ: qweight [in / 8, out], qzeros (zero - 1 in checkpoint_format gptq), g_idx
+};
+struct QuantConfig {
+  QuantMethod method = QuantMethod::kNone;
+  int32_t group_size = 0;   // inputs per scale group; 0 = the whole row (GPTQ's -1)
+  bool desc_act = false;    // GPTQ act order: g_idx permutes the inputs
+  int32_t zero_offset = 0;  // added to stored zeros (1 for GPTQ v1's zero - 1)
+};
+
 // rope_scaling (or transformers v5's rope_parameters). Fields unused by a type keep defaults.
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::kNone;
@@ -67,6 +81,7 @@ struct ModelConfig {
   // Sliding window of each layer in tokens, 0 = full attention; size num_layers.
   std::vector<int32_t> layer_sliding_window;
   DType dtype = DType::kBF16;          // torch_dtype / dtype: the checkpoint's float type
+  QuantConfig quant;                   // quantization_config; method kNone when absent
   int32_t bos_token_id = -1;           // -1 when absent
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json
   // Ids the tokenizer can produce (<= vocab_size). Logits of the ids beyond, the padding of a
@@ -92,8 +107,9 @@ struct GenerationDefaults {
 // bf16 when neither "dtype" nor "torch_dtype" is given; Mistral's sliding_window is off when
 // absent (Hugging Face would use 4096); Qwen3's head_dim is hidden_size / num_attention_heads when
 // absent (Hugging Face would use 128). rope_parameters.rope_theta wins over a top-level
-// rope_theta, and a non-null rope_scaling over rope_parameters. Configs with a
-// quantization_config are refused (kUnimplemented).
+// rope_theta, and a non-null rope_scaling over rope_parameters. A quantization_config must be
+// AWQ (bits 4, zero_point, version gemm) or GPTQ (bits 4, checkpoint_format gptq or gptq_v2);
+// other methods and settings are refused (kUnimplemented) naming the key.
 //
 // Reads `model_dir`/config.json and, when present, generation_config.json. Errors name the file
 // and the offending key: missing file, malformed JSON, missing or mistyped required key,

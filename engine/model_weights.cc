@@ -222,6 +222,15 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
       add(u, kDownBias, p + n.down + ".bias", {d});
     }
   }
+  if (c.quant.method != QuantMethod::kNone) {
+    for (WeightSpec& spec : specs) {
+      if (spec.unit == kEmbeddingUnit || spec.unit == head_unit(c) || spec.shape.size() != 2) {
+        continue;
+      }
+      spec.quantized = true;
+      spec.name = spec.name.substr(0, spec.name.size() - std::string("weight").size()) + "qweight";
+    }
+  }
   add(head_unit(c), kFinalNorm, n.final_norm, {d});
   if (!c.tie_word_embeddings) {
     add(head_unit(c), kLmHead, n.lm_head, {v, d});
@@ -233,10 +242,115 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
 uint64_t checkpoint_weight_bytes(const ModelConfig& config) {
   uint64_t total = 0;
   for (const WeightSpec& s : weight_specs(config)) {
+    if (s.quantized) {
+      // 4-bit values, a 4-bit zero and an f16 scale per group, GPTQ's g_idx.
+      const uint64_t n = static_cast<uint64_t>(s.shape[0]), k = static_cast<uint64_t>(s.shape[1]);
+      const uint64_t groups = config.quant.group_size > 0 ? k / config.quant.group_size : 1;
+      total += n * k / 2 + groups * n / 2 + groups * n * 2;
+      if (config.quant.method == QuantMethod::kGptq) total += k * 4;
+      continue;
+    }
     total += static_cast<uint64_t>(numel(s.shape)) * dtype_size(config.dtype);
   }
   return total;
 }
+
+namespace {
+
+// Finds and checks the tensors of quantized spec `spec` (kAuto): qweight, qzeros, scales and
+// g_idx with the shapes and dtypes of config.quant's method; returns the blob layout.
+Result<Q4Layout> resolve_quantized(const ModelConfig& config, const WeightSpec& spec,
+                                   const Checkpoint* checkpoint,
+                                   std::array<CheckpointTensor, 4>* sources) {
+  const int64_t n = spec.shape[0], k = spec.shape[1];
+  const int64_t group = config.quant.group_size > 0 ? config.quant.group_size : k;
+  const std::string base = spec.name.substr(0, spec.name.size() - std::string("qweight").size());
+  if (!spec.source_shape.empty()) {
+    return unimplemented(base + "qweight: quantized fused projections are not supported");
+  }
+  if (n % 8 != 0 || k % group != 0 || (config.quant.method == QuantMethod::kGptq && k % 8 != 0)) {
+    return invalid_argument(base + "qweight: a [" + std::to_string(n) + ", " + std::to_string(k) +
+                            "] weight cannot have groups of " + std::to_string(group) +
+                            " packed 8 to an int32");
+  }
+  const bool awq = config.quant.method == QuantMethod::kAwq;
+  struct Expected {
+    const char* suffix;
+    DType dtype;
+    std::vector<int64_t> shape;
+    bool required;
+  };
+  const Expected expected[4] = {
+      {"qweight", DType::kI32,
+       awq ? std::vector<int64_t>{k, n / 8} : std::vector<int64_t>{k / 8, n}, true},
+      {"qzeros", DType::kI32, {k / group, n / 8}, true},
+      {"scales", DType::kF16, {k / group, n}, true},
+      {"g_idx", DType::kI32, {k}, false},
+  };
+  for (int i = 0; i < 4; ++i) {
+    const Expected& e = expected[i];
+    const std::string name = base + e.suffix;
+    if (i == 3 && (awq || !checkpoint->contains(name))) continue;
+    TS_ASSIGN_OR_RETURN((*sources)[static_cast<size_t>(i)], checkpoint->find(name));
+    const SafetensorsEntry& entry = *(*sources)[static_cast<size_t>(i)].entry;
+    const std::string file = (*sources)[static_cast<size_t>(i)].file->path().filename().string();
+    if (entry.dtype != e.dtype || entry.shape != e.shape) {
+      return invalid_argument(file + ": tensor '" + name + "' is " +
+                              std::string(dtype_name(entry.dtype)) + shape_string(entry.shape) +
+                              ", expected " + std::string(dtype_name(e.dtype)) +
+                              shape_string(e.shape) + " for " + (awq ? "AWQ" : "GPTQ") +
+                              " with group size " + std::to_string(group));
+    }
+  }
+  const bool act_order = !awq && config.quant.desc_act && (*sources)[3].data != nullptr;
+  return Q4Layout::make(n, k, static_cast<int32_t>(group), act_order);
+}
+
+// A checkpoint tensor's elements copied out (its data need not be aligned).
+template <typename T>
+std::vector<T> copy_out(const CheckpointTensor& t) {
+  std::vector<T> out((t.entry->end - t.entry->begin) / sizeof(T));
+  std::memcpy(out.data(), t.data, out.size() * sizeof(T));
+  return out;
+}
+
+// Writes quantized spec `i` as a Q4 blob at host memory `dst`: from the checkpoint, or dummy
+// values (uniform nibbles, zero 8, scales giving a standard deviation near 0.02).
+void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t i, void* dst) {
+  const Q4Layout& l = w.q4[i];
+  Q4Source src;
+  if (w.format == LoadFormat::kAuto) {
+    const auto& t = w.q4_sources[i];
+    const std::vector<int32_t> qweight = copy_out<int32_t>(t[0]), qzeros = copy_out<int32_t>(t[1]);
+    const std::vector<uint16_t> scales = copy_out<uint16_t>(t[2]);
+    const std::vector<int32_t> g_idx =
+        t[3].data != nullptr ? copy_out<int32_t>(t[3]) : std::vector<int32_t>();
+    auto unpacked = config.quant.method == QuantMethod::kAwq
+                        ? unpack_awq(qweight.data(), qzeros.data(), scales.data(), l.n, l.k,
+                                     l.group_size, w.specs[i].name)
+                        : unpack_gptq(qweight.data(), qzeros.data(), scales.data(),
+                                      g_idx.empty() ? nullptr : g_idx.data(), l.n, l.k,
+                                      l.group_size, config.quant.zero_offset, w.specs[i].name);
+    TS_CHECK(unpacked.is_ok()) << unpacked.status().to_string();  // shapes checked at resolve
+    src = std::move(unpacked).value();
+  } else {
+    src.n = l.n;
+    src.k = l.k;
+    src.group_size = l.group_size;
+    uint64_t state = w.seed * 1000003ull + i;
+    src.q.resize(static_cast<size_t>(l.n * l.k));
+    for (uint8_t& q : src.q) q = static_cast<uint8_t>(next_random(state) >> 60);
+    src.scale.assign(static_cast<size_t>(l.n * l.groups()), f32_to_f16(0.02f / 4.6f));
+    src.zero.assign(src.scale.size(), 8);
+  }
+  if (l.act_order && src.perm.empty()) {  // desc_act with a g_idx in natural order
+    src.perm.resize(static_cast<size_t>(l.k));
+    for (int64_t c = 0; c < l.k; ++c) src.perm[static_cast<size_t>(c)] = static_cast<int32_t>(c);
+  }
+  pack_q4(src, l, dst);
+}
+
+}  // namespace
 
 Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
                                         const std::filesystem::path& model_dir, LoadFormat format,
@@ -251,9 +365,29 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
   w.sources.resize(specs.size());
   w.source_offsets.assign(specs.size(), 0);
   w.dtypes.assign(specs.size(), config.dtype);
+  w.q4.resize(specs.size());
+  w.q4_sources.resize(specs.size());
+  if (format == LoadFormat::kDummy) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!specs[i].quantized) continue;
+      const int64_t k = specs[i].shape[1];
+      TS_ASSIGN_OR_RETURN(w.q4[i],
+                          Q4Layout::make(specs[i].shape[0], k,
+                                         config.quant.group_size > 0 ? config.quant.group_size
+                                                                     : static_cast<int32_t>(k),
+                                         false));
+      w.dtypes[i] = DType::kQ4;
+    }
+  }
   if (format == LoadFormat::kAuto) {
     TS_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::open(model_dir));
     for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].quantized) {
+        TS_ASSIGN_OR_RETURN(
+            w.q4[i], resolve_quantized(config, specs[i], w.checkpoint.get(), &w.q4_sources[i]));
+        w.dtypes[i] = DType::kQ4;
+        continue;
+      }
       TS_ASSIGN_OR_RETURN(w.sources[i], w.checkpoint->find(specs[i].name));
       const SafetensorsEntry& e = *w.sources[i].entry;
       const std::string file = w.sources[i].file->path().filename().string();
@@ -298,9 +432,13 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
     if (i < specs.size()) {
       name = specs[i].name;
       shape = specs[i].shape;
-      bytes = dtype_size(w.dtypes[i]);
-      for (int64_t d : shape) bytes *= static_cast<uint64_t>(d);
-      if (is_gemm_weight(config, specs[i]) && bytes <= kMaxWeightBytes) {
+      if (specs[i].quantized) {
+        bytes = w.q4[i].bytes;
+      } else {
+        bytes = dtype_size(w.dtypes[i]);
+        for (int64_t d : shape) bytes *= static_cast<uint64_t>(d);
+      }
+      if (!specs[i].quantized && is_gemm_weight(config, specs[i]) && bytes <= kMaxWeightBytes) {
         w.packed[i] = backend->packed_weight_bytes(w.dtypes[i], shape[0], shape[1]);
         if (w.packed[i] > 0) bytes = w.packed[i];
       }
@@ -345,6 +483,17 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
     const WeightSpec& s = w.specs[i];
     if (s.unit != unit) continue;
     void* to = dst + (w.offsets[i] - begin);
+    if (s.quantized) {
+      if (backend->device() == DeviceKind::kCpu) {
+        write_quantized(config, w, i, to);
+      } else {
+        staging.resize(w.q4[i].bytes);
+        write_quantized(config, w, i, staging.data());
+        backend->copy(to, staging.data(), staging.size());
+      }
+      out.tensors[static_cast<size_t>(s.slot)] = q4_view(to, w.q4[i], backend->device());
+      continue;
+    }
     const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(w.dtypes[i]);
     // Packed weights are made from host memory: the checkpoint's mapping, or `staging`.
     void* plain = w.packed[i] > 0 ? nullptr : to;
@@ -408,7 +557,12 @@ Result<std::unique_ptr<WeightProvider>> load_weights(const ModelConfig& config,
   if (w.checkpoint != nullptr) {
     // Warn about tensors nobody reads (e.g. a checkpoint of another architecture).
     std::vector<std::string_view> used;
-    for (const WeightSpec& s : w.specs) used.push_back(s.name);
+    for (size_t i = 0; i < w.specs.size(); ++i) {
+      if (!w.specs[i].quantized) used.push_back(w.specs[i].name);
+      for (const CheckpointTensor& t : w.q4_sources[i]) {
+        if (t.entry != nullptr) used.push_back(t.entry->name);
+      }
+    }
     std::sort(used.begin(), used.end());
     used.erase(std::unique(used.begin(), used.end()), used.end());
     size_t unused = w.checkpoint->names().size() - used.size();

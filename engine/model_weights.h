@@ -3,6 +3,7 @@
 // weights.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -14,6 +15,7 @@
 #include "engine/model_config.h"
 #include "engine/safetensors.h"
 #include "kernels/backend.h"
+#include "kernels/q4_weight.h"
 #include "offload/weight_provider.h"
 
 namespace tierserve {
@@ -63,6 +65,9 @@ struct WeightSpec {
   std::vector<int64_t> source_shape;
   int64_t source_row = 0;
   bool normalize_rows = false;  // each row divided by its L2 norm at load (Baichuan2's NormHead)
+  // A 4-bit gemm weight of a quantized checkpoint (ModelConfig::quant): `name` is its .qweight,
+  // beside which .qzeros, .scales (and GPTQ's .g_idx) lie; it loads as a Q4 blob.
+  bool quantized = false;
 };
 
 // Every tensor `config` requires, in unit order. A tied lm_head is not listed (it shares
@@ -110,13 +115,17 @@ struct ResolvedWeights {
   std::vector<CheckpointTensor> sources;   // per spec (kAuto); data points at the spec's rows
   std::vector<uint64_t> source_offsets;    // per spec: bytes from the checkpoint tensor's start
                                            // to the spec's rows (non-zero for fused slices)
-  std::vector<DType> dtypes;               // per spec: the checkpoint's (kAuto) or config.dtype
-  std::vector<uint64_t> packed;            // per spec, then the tied lm_head's packed copy:
-                                           // bytes in the backend's packed layout, 0 = plain
-  std::vector<uint64_t> offsets;           // per spec, then the tied copy: device-layout offset
-  std::vector<uint64_t> unit_begin;        // per unit, then the total: unit u is the range
-                                           // [unit_begin[u], unit_begin[u + 1])
-  bool tied_head_packed = false;           // the head holds a packed copy of the embedding
+  std::vector<DType> dtypes;               // per spec: the checkpoint's (kAuto) or config.dtype;
+                                           // kQ4 for quantized specs
+  std::vector<Q4Layout> q4;                // per spec: a quantized spec's blob layout
+  // per spec (kAuto, quantized): qweight, qzeros, scales, g_idx (g_idx's data null if absent)
+  std::vector<std::array<CheckpointTensor, 4>> q4_sources;
+  std::vector<uint64_t> packed;      // per spec, then the tied lm_head's packed copy:
+                                     // bytes in the backend's packed layout, 0 = plain
+  std::vector<uint64_t> offsets;     // per spec, then the tied copy: device-layout offset
+  std::vector<uint64_t> unit_begin;  // per unit, then the total: unit u is the range
+                                     // [unit_begin[u], unit_begin[u + 1])
+  bool tied_head_packed = false;     // the head holds a packed copy of the embedding
 
   int32_t num_units() const { return static_cast<int32_t>(unit_begin.size()) - 1; }
   uint64_t total_bytes() const { return unit_begin.back(); }

@@ -93,6 +93,7 @@ class Checkpoint {
 
   // The tensor `name`, or kNotFound naming the tensor and the directory.
   Result<CheckpointTensor> find(std::string_view name) const;
+  bool contains(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
   // Every tensor name across all files, sorted.
   std::vector<std::string> names() const;
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }

@@ -58,7 +58,8 @@ InPlacePlan plan_in_place(const ModelConfig& config, const ResolvedWeights& w, i
   };
   for (size_t i = 0; i < w.specs.size(); ++i) {
     if (w.specs[i].unit != unit) continue;
-    if (w.specs[i].normalize_rows) return plan;  // transformed at load: not the file's bytes
+    // Transformed at load (NormHead, Q4 repacking): not the file's bytes.
+    if (w.specs[i].normalize_rows || w.specs[i].quantized) return plan;
     add(i, w.specs[i].slot);
   }
   if (unit == head_unit(config) && config.tie_word_embeddings) add(0, kLmHead);  // the table

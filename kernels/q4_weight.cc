@@ -111,7 +111,7 @@ Result<Q4Source> unpack_awq(const int32_t* qweight, const int32_t* qzeros, const
 
 Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                              const int32_t* g_idx, int64_t n, int64_t k, int32_t group_size,
-                             const std::string& name) {
+                             int32_t zero_offset, const std::string& name) {
   TS_RETURN_IF_ERROR(check_shape(n, k, group_size, name));
   if (k % 8 != 0) return invalid_argument(name + ": inputs not a multiple of 8");
   const int64_t groups = k / group_size, words = n / 8;
@@ -147,7 +147,7 @@ Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, cons
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t r = 0; r < n; ++r) {
       const size_t at = static_cast<size_t>(r * groups + g);
-      s.zero[at] = static_cast<uint8_t>(nibble(qzeros[g * words + r / 8], r % 8) + 1);
+      s.zero[at] = static_cast<uint8_t>(nibble(qzeros[g * words + r / 8], r % 8) + zero_offset);
       s.scale[at] = scales[g * n + r];
     }
   }

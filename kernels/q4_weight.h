@@ -60,14 +60,15 @@ struct Q4Source {
 Result<Q4Source> unpack_awq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                             int64_t n, int64_t k, int32_t group_size, const std::string& name);
 
-// Unpacks GPTQ (v1 checkpoint format): qweight int32 [k / 8, n] with input 8j + i in bits
-// 4i..4i+3, qzeros int32 [groups, n / 8] holding zero - 1 in the same order along n, scales f16
+// Unpacks GPTQ: qweight int32 [k / 8, n] with input 8j + i in bits 4i..4i+3, qzeros int32
+// [groups, n / 8] holding zero - zero_offset in the same order along n (checkpoint format gptq,
+// v1, stores zero - 1: zero_offset 1; gptq_v2: 0), scales f16
 // [groups, n], g_idx int32 [k] (the group of each input; null = c / group_size). An act-order
 // g_idx becomes a permutation sorting inputs by group; each group must then hold group_size
 // inputs.
 Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                              const int32_t* g_idx, int64_t n, int64_t k, int32_t group_size,
-                             const std::string& name);
+                             int32_t zero_offset, const std::string& name);
 
 // Writes `src` in the blob layout at `dst` (layout.bytes bytes, host memory).
 void pack_q4(const Q4Source& src, const Q4Layout& layout, void* dst);

@@ -172,7 +172,9 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
   }
 
   // ChatGLM's tokenizers put [gMASK] and sop (GLM-4: <sop>) before every sequence.
-  if (tokenizer_class == "ChatGLMTokenizer" || tokenizer_class == "ChatGLM4Tokenizer") {
+  // (A tokenizer.json converted from them carries its own post-processor instead.)
+  if (!from_json &&
+      (tokenizer_class == "ChatGLMTokenizer" || tokenizer_class == "ChatGLM4Tokenizer")) {
     const auto gmask = backend->piece_to_id("[gMASK]");
     const auto sop = backend->piece_to_id(tokenizer_class == "ChatGLMTokenizer" ? "sop" : "<sop>");
     if (!gmask || !sop) {

@@ -383,7 +383,7 @@ void CudaBackend::wait_fence(uint64_t fence) {
 
 uint64_t CudaBackend::reserved_bytes(const StepLimits& limits) const {
   // Created with the backend: attention scratch, GEMM scratch and cuBLAS workspace.
-  uint64_t bytes = options_.attention_scratch_bytes + (uint64_t{96} << 20) +
+  uint64_t bytes = options_.attention_scratch_bytes + kGemmScratchBytes +
                    (options_.deterministic ? uint64_t{1} << 20 : 0);
   const uint64_t seqs = static_cast<uint64_t>(std::max(limits.max_seqs, 0));
   bytes +=

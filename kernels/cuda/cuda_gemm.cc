@@ -6,12 +6,16 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_types.h"
 #include "kernels/op_checks.h"
+#include "kernels/q4_weight.h"
 
 namespace tierserve::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what cuBLAS advises for Hopper
 constexpr size_t kXScratchBytes = size_t{64} << 20;   // converted activations per call
+constexpr size_t kGatherBytes = size_t{64} << 20;     // act-order x, f32
+constexpr size_t kTileBytes = size_t{32} << 20;       // dequantized Q4 rows, f16
+static_assert(kWorkspaceBytes + kXScratchBytes + kGatherBytes + kTileBytes == kGemmScratchBytes);
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
@@ -40,6 +44,9 @@ Result<std::unique_ptr<CudaGemm>> CudaGemm::create(cudaStream_t stream, bool bat
   g->x_scratch_bytes_ = kXScratchBytes;
   TS_RETURN_IF_ERROR(
       cuda_status(cudaMalloc(&g->x_scratch_, g->x_scratch_bytes_), "GEMM activation scratch"));
+  TS_RETURN_IF_ERROR(cuda_status(
+      cudaMalloc(reinterpret_cast<void**>(&g->gather_scratch_), kGatherBytes), "Q4 gather scratch"));
+  TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(&g->tile_scratch_, kTileBytes), "Q4 tile scratch"));
   if (batch_invariant) {
     TS_RETURN_IF_ERROR(cuda_status(
         cudaMalloc(reinterpret_cast<void**>(&g->y_scratch_),
@@ -54,6 +61,8 @@ CudaGemm::~CudaGemm() {
   cudaFree(workspace_);
   cudaFree(x_scratch_);
   cudaFree(y_scratch_);
+  cudaFree(gather_scratch_);
+  cudaFree(tile_scratch_);
 }
 
 void CudaGemm::call(const void* x, int64_t ldx, const TensorView& w, int64_t n_begin, int64_t n,
@@ -74,7 +83,8 @@ void CudaGemm::call(const void* x, int64_t ldx, const TensorView& w, int64_t n_b
 void CudaGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
                    const TensorView& y) {
   check_rows(x, DType::kF32, 2, "gemm x", DeviceKind::kCuda);
-  TS_CHECK(is_float_dtype(w.dtype) && !w.packed) << "gemm weight " << describe(w);
+  TS_CHECK((is_float_dtype(w.dtype) || w.dtype == DType::kQ4) && !w.packed)
+      << "gemm weight " << describe(w);
   check_rows(w, w.dtype, 2, "gemm w", DeviceKind::kCuda);
   check_rows(y, DType::kF32, 2, "gemm y", DeviceKind::kCuda);
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
@@ -85,6 +95,8 @@ void CudaGemm::run(const TensorView& x, const TensorView& w, const TensorView* b
   if (m == 0 || n == 0) return;
   if (k == 0) {
     TS_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), stream_));
+  } else if (w.dtype == DType::kQ4) {
+    run_q4(x, w, y);
   } else if (batch_invariant_) {
     run_invariant(x, w, y);
   } else if (w.dtype == DType::kF32) {
@@ -103,6 +115,60 @@ void CudaGemm::run(const TensorView& x, const TensorView& w, const TensorView* b
   if (bias != nullptr) {
     TS_CUDA_CHECK(
         launch_add_bias(y.ptr<float>(), n, bias->data, elem_type(bias->dtype), m, n, stream_));
+  }
+}
+
+void CudaGemm::run_q4(const TensorView& x, const TensorView& w, const TensorView& y) {
+  const Q4Layout l = Q4Layout::of(w);
+  const int64_t m = x.dim(0), k = l.k, n = l.n;
+  Q4Args a;
+  a.blob = static_cast<const uint8_t*>(w.data);
+  a.n = n;
+  a.k = k;
+  a.group_size = l.group_size;
+  a.scales_offset = l.scales_offset;
+  a.zeros_offset = l.zeros_offset;
+  const int64_t gather_rows = static_cast<int64_t>(kGatherBytes / (static_cast<size_t>(k) * 4));
+  TS_CHECK(!l.act_order || gather_rows >= 1) << "act-order Q4 weight with k = " << k;
+  const bool fused = batch_invariant_ || m <= kQ4GemvMaxRows;
+  // Rows of x per pass: what the gather scratch holds (act order), else all.
+  const int64_t pass = l.act_order ? std::min<int64_t>(m, gather_rows) : m;
+  for (int64_t r = 0; r < m; r += pass) {
+    const int64_t mr = std::min(pass, m - r);
+    const float* xr = x.ptr<const float>() + r * x.stride(0);
+    int64_t ldx = x.stride(0);
+    if (l.act_order) {
+      TS_CUDA_CHECK(launch_gather_columns(
+          xr, ldx, reinterpret_cast<const int32_t*>(a.blob + l.perm_offset), mr, k,
+          gather_scratch_, stream_));
+      xr = gather_scratch_;
+      ldx = k;
+    }
+    float* yr = y.ptr<float>() + r * n;
+    if (fused) {
+      for (int64_t i = 0; i < mr; i += kQ4GemvMaxRows) {
+        TS_CUDA_CHECK(launch_q4_gemv(a, xr + i * ldx, ldx,
+                                     static_cast<int32_t>(std::min<int64_t>(kQ4GemvMaxRows, mr - i)),
+                                     yr + i * n, n, stream_));
+      }
+      continue;
+    }
+    // Tiles of rows dequantized to f16, x rounded to f16, through cuBLAS.
+    const int64_t xrows =
+        std::max<int64_t>(1, static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)));
+    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
+    TensorView tile_view = TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k},
+                                                  DeviceKind::kCuda);
+    for (int64_t i = 0; i < mr; i += xrows) {
+      const int64_t mi = std::min(xrows, mr - i);
+      TS_CUDA_CHECK(launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k,
+                                        stream_));
+      for (int64_t c = 0; c < n; c += tile) {
+        const int64_t nc = std::min(tile, n - c);
+        TS_CUDA_CHECK(launch_q4_dequantize(a, c, nc, tile_scratch_, stream_));
+        call(x_scratch_, k, tile_view, 0, nc, yr + i * n + c, n, mi);
+      }
+    }
   }
 }
 

@@ -7,6 +7,11 @@
 // shape; a row's result would then depend on how many rows share the call. In batch-invariant
 // mode every call has the same shape: kInvariantRows rows (the last chunk padded) and at most
 // kInvariantCols columns, staged through scratch buffers of fixed alignment.
+//
+// Q4 weights (kernels/q4_weight.h): up to kQ4GemvMaxRows rows of x at a time go through the fused
+// GEMV kernel (always, in batch-invariant mode, whose kernel is itself batch-invariant); larger
+// batches multiply tiles of rows dequantized to f16 through cuBLAS, x rounded to f16. Act-order
+// weights first gather x's columns through the permutation.
 #pragma once
 
 #include <cublas_v2.h>
@@ -22,6 +27,8 @@ namespace tierserve::cuda {
 
 inline constexpr int64_t kInvariantRows = 16;
 inline constexpr int64_t kInvariantCols = 8192;
+// Device bytes CudaGemm allocates at creation, beyond the batch-invariant staging.
+inline constexpr uint64_t kGemmScratchBytes = uint64_t{32 + 64 + 64 + 32} << 20;
 
 class CudaGemm {
  public:
@@ -42,6 +49,7 @@ class CudaGemm {
   void call(const void* x, int64_t ldx, const TensorView& w, int64_t n_begin, int64_t n, float* y,
             int64_t ldy, int64_t m);
   void run_invariant(const TensorView& x, const TensorView& w, const TensorView& y);
+  void run_q4(const TensorView& x, const TensorView& w, const TensorView& y);
 
   cudaStream_t stream_;
   bool batch_invariant_;
@@ -50,6 +58,8 @@ class CudaGemm {
   void* x_scratch_ = nullptr;   // activations converted to the weight's type
   float* y_scratch_ = nullptr;  // batch-invariant output staging [kInvariantRows, kInvariantCols]
   size_t x_scratch_bytes_ = 0;
+  float* gather_scratch_ = nullptr;  // x in a Q4 weight's column order
+  void* tile_scratch_ = nullptr;     // Q4 rows dequantized to f16
 };
 
 }  // namespace tierserve::cuda

@@ -170,6 +170,27 @@ struct AttentionArgs {
   int32_t num_seqs = 0;
 };
 
+// A Q4 weight blob in device memory (kernels/q4_weight.h's layout).
+struct Q4Args {
+  const uint8_t* blob = nullptr;  // nibbles at the start
+  int64_t n = 0, k = 0;
+  int32_t group_size = 0;
+  uint64_t scales_offset = 0, zeros_offset = 0;
+};
+// Rows of x one fused Q4 GEMV call takes.
+inline constexpr int32_t kQ4GemvMaxRows = 8;
+
+// y[i, r] = sum_c w[r, c] x[i, c] for i < m (1..kQ4GemvMaxRows), x in the weight's stored column
+// order; one warp per output row, batch-invariant (a row's sum does not depend on m).
+cudaError_t launch_q4_gemv(const Q4Args& w, const float* x, int64_t ldx, int32_t m, float* y,
+                           int64_t ldy, cudaStream_t stream);
+// out[i, :] (f16, row stride k) = w[row_begin + i, :] dequantized, for i < rows.
+cudaError_t launch_q4_dequantize(const Q4Args& w, int64_t row_begin, int64_t rows, void* out,
+                                 cudaStream_t stream);
+// out[i, c] = x[i, perm[c]] (out contiguous [m, k]).
+cudaError_t launch_gather_columns(const float* x, int64_t ldx, const int32_t* perm, int64_t m,
+                                  int64_t k, float* out, cudaStream_t stream);
+
 // Floats of split scratch one token needs with `max_splits` splits.
 int64_t attention_scratch_floats(int32_t num_heads, int32_t head_dim, int32_t max_splits);
 

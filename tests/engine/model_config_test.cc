@@ -594,8 +594,41 @@ TEST(ModelConfigTest, RejectsUnsupportedFeatures) {
                       {"key 'hidden_act'", "'gelu' is not supported (expected 'silu')"});
 
   config = llama_config();
-  config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
-  expect_config_error(config, StatusCode::kUnimplemented, {"quantized", "\"awq\""});
+  config["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}};
+  expect_config_error(config, StatusCode::kUnimplemented,
+                      {"key 'quantization_config.quant_method'", "'bitsandbytes'", "awq, gptq"});
+  config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 8}};
+  expect_config_error(config, StatusCode::kUnimplemented, {"8-bit"});
+  config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"version", "gemv"}};
+  expect_config_error(config, StatusCode::kUnimplemented, {"GEMM layout"});
+  config["quantization_config"] = {
+      {"quant_method", "gptq"}, {"bits", 4}, {"checkpoint_format", "marlin"}};
+  expect_config_error(config, StatusCode::kUnimplemented, {"'marlin'"});
+  config["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 48}};
+  expect_config_error(config, StatusCode::kUnimplemented, {"group_size", "48"});
+}
+
+TEST(ModelConfigTest, ReadsAwqAndGptqQuantization) {
+  json config = llama_config();
+  config["quantization_config"] = {{"quant_method", "awq"},
+                                   {"bits", 4},
+                                   {"group_size", 128},
+                                   {"zero_point", true},
+                                   {"version", "GEMM"}};
+  auto awq = parse(config);
+  ASSERT_TRUE(awq.is_ok()) << awq.status().to_string();
+  EXPECT_EQ(awq.value().quant.method, QuantMethod::kAwq);
+  EXPECT_EQ(awq.value().quant.group_size, 128);
+  EXPECT_EQ(awq.value().quant.zero_offset, 0);
+
+  config["quantization_config"] = {
+      {"quant_method", "gptq"}, {"bits", 4}, {"group_size", -1}, {"desc_act", true}, {"sym", true}};
+  auto gptq = parse(config);
+  ASSERT_TRUE(gptq.is_ok()) << gptq.status().to_string();
+  EXPECT_EQ(gptq.value().quant.method, QuantMethod::kGptq);
+  EXPECT_EQ(gptq.value().quant.group_size, 0);  // whole rows
+  EXPECT_TRUE(gptq.value().quant.desc_act);
+  EXPECT_EQ(gptq.value().quant.zero_offset, 1);  // checkpoint_format gptq (v1): zero - 1
 }
 
 // ---- Errors ------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ TEST(Q4WeightTest, UnpacksGptqWithActOrder) {
       scales[gi * n + r] = scale[r * 2 + gi];
     }
   }
-  auto got = unpack_gptq(qweight.data(), qzeros.data(), scales.data(), g_idx.data(), n, k, g, "w");
+  auto got =
+      unpack_gptq(qweight.data(), qzeros.data(), scales.data(), g_idx.data(), n, k, g, 1, "w");
   ASSERT_TRUE(got.is_ok()) << got.status().to_string();
   const Q4Source& s = got.value();
   ASSERT_EQ(s.perm.size(), static_cast<size_t>(k));
@@ -136,7 +137,7 @@ TEST(Q4WeightTest, UnpacksGptqWithActOrder) {
   std::vector<int32_t> uneven = g_idx;
   uneven[1] = 0;  // group 0 now has 33 inputs
   EXPECT_FALSE(
-      unpack_gptq(qweight.data(), qzeros.data(), scales.data(), uneven.data(), n, k, g, "w")
+      unpack_gptq(qweight.data(), qzeros.data(), scales.data(), uneven.data(), n, k, g, 1, "w")
           .is_ok());
 }
 

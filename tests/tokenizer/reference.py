@@ -11,10 +11,9 @@ tokenizer.model golden ids come from Debian's python3-sentencepiece.
                                   Debian system ships and writes them, in the exact Hugging Face
                                   formats, with golden ids, to OUT_DIR (tests/tokenizer/data)
   reference.py encode DIR TEXT    prints the reference ids of TEXT for DIR/tokenizer.json
-  reference.py generate-glm DIR   writes the ChatGLM3 (SentencePiece + appended specials) and
-                                  GLM-4 (tiktoken tokenizer.model) tokenizers and their golden
-                                  ids to DIR, made from the committed sentencepiece and llama3
-                                  data there (no training)
+                                  (also ChatGLM3's SentencePiece model with appended specials
+                                  and GLM-4's tiktoken tokenizer.model, made from the
+                                  sentencepiece and llama3 tokenizers it has just written)
 
 Only /usr/bin/python3 with python3-regex and python3-sentencepiece is needed.
 """
@@ -640,6 +639,8 @@ def generate(out_dir):
         g = golden(ref.encode, ref.decode, decode_inputs(ref, specials), special_cases[name])
         write_json(os.path.join(out_dir, name + "_golden.json"), g)
     make_sentencepiece(corpus, out_dir)
+    make_chatglm3(out_dir)
+    make_glm4(out_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -887,9 +888,6 @@ def make_glm4(out_dir):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "generate":
         generate(sys.argv[2])
-    elif len(sys.argv) == 3 and sys.argv[1] == "generate-glm":
-        make_chatglm3(sys.argv[2])
-        make_glm4(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "encode":
         with open(os.path.join(sys.argv[2], "tokenizer.json"), encoding="utf-8") as f:
             print(Reference(json.load(f)).encode(sys.argv[3]))
