@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/file.h"
+#include "engine/gguf_model.h"
 
 namespace tierserve {
 namespace {
@@ -697,6 +698,10 @@ Status parse_generation_config(const std::string& json_text, const std::string& 
 }
 
 Result<ModelConfig> load_model_config(const fs::path& model_dir, GenerationDefaults* defaults) {
+  if (const auto gguf = gguf_file_of(model_dir)) {
+    TS_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::open(*gguf));
+    return gguf_model_config(*file);
+  }
   const fs::path config_path = model_dir / "config.json";
   std::error_code ec;
   if (!fs::exists(config_path, ec)) return not_found(config_path.string() + ": not found");

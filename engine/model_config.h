@@ -24,9 +24,10 @@ enum class Architecture : uint8_t {
 };
 
 enum class RopeScalingType : uint8_t {
-  kNone,    // default rope
-  kLinear,  // positions divided by factor
-  kLlama3,  // Llama 3.1 frequency-dependent scaling
+  kNone,     // default rope
+  kLinear,   // positions divided by factor
+  kLlama3,   // Llama 3.1 frequency-dependent scaling
+  kFactors,  // inv_freq[i] divided by freq_factors[i] (a GGUF file's rope_freqs tensor)
 };
 
 // quantization_config of a 4-bit checkpoint (W4A16): its gemm weights load as Q4 blobs
@@ -50,6 +51,7 @@ struct RopeScaling {
   double low_freq_factor = 1.0;                     // llama3
   double high_freq_factor = 4.0;                    // llama3
   int32_t original_max_position_embeddings = 8192;  // llama3
+  std::vector<float> freq_factors;                  // kFactors: [rotary_dim / 2]
 };
 
 struct ModelConfig {
@@ -82,6 +84,8 @@ struct ModelConfig {
   std::vector<int32_t> layer_sliding_window;
   DType dtype = DType::kBF16;          // torch_dtype / dtype: the checkpoint's float type
   QuantConfig quant;                   // quantization_config; method kNone when absent
+  bool gguf = false;                   // a GGUF file (engine/gguf_model.h): llama.cpp's tensor
+                                       // names, its Q/K row order for architecture llama
   int32_t bos_token_id = -1;           // -1 when absent
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json
   // Ids the tokenizer can produce (<= vocab_size). Logits of the ids beyond, the padding of a
@@ -111,7 +115,8 @@ struct GenerationDefaults {
 // AWQ (bits 4, zero_point, version gemm) or GPTQ (bits 4, checkpoint_format gptq or gptq_v2);
 // other methods and settings are refused (kUnimplemented) naming the key.
 //
-// Reads `model_dir`/config.json and, when present, generation_config.json. Errors name the file
+// Reads `model_dir`/config.json and, when present, generation_config.json; or, when `model_dir`
+// is a .gguf file, the file's metadata (engine/gguf_model.h). Errors name the file
 // and the offending key: missing file, malformed JSON, missing or mistyped required key,
 // inconsistent shape (e.g. num_heads not a multiple of num_kv_heads), unsupported architecture
 // (the message lists the supported ones), unsupported hidden_act or rope type.

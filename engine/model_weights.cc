@@ -7,6 +7,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "common/units.h"
+#include "engine/gguf_model.h"
 #include "engine/safetensors.h"
 #include "offload/resident_weight_provider.h"
 
@@ -132,6 +133,24 @@ struct TensorNames {
 
 TensorNames tensor_names(const ModelConfig& c) {
   TensorNames n;
+  if (c.gguf) {  // llama.cpp's names
+    n.embed = "token_embd.weight";
+    n.final_norm = "output_norm.weight";
+    n.lm_head = "output.weight";
+    n.layer_prefix = "blk.";
+    n.input_norm = "attn_norm.weight";
+    n.post_attn_norm = "ffn_norm.weight";
+    n.q = "attn_q";
+    n.k = "attn_k";
+    n.v = "attn_v";
+    n.o = "attn_output";
+    n.gate = "ffn_gate";
+    n.up = "ffn_up";
+    n.down = "ffn_down";
+    n.q_norm = "attn_q_norm.weight";
+    n.k_norm = "attn_k_norm.weight";
+    return n;
+  }
   if (c.architecture == Architecture::kChatGlm) {
     n.embed = "transformer.embedding.word_embeddings.weight";
     n.final_norm = "transformer.encoder.final_layernorm.weight";
@@ -220,6 +239,13 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
       add(u, kGateBias, p + n.gate + ".bias", {f}, gate_up_rows, 0);
       add(u, kUpBias, p + n.up + ".bias", {f}, gate_up_rows, f);
       add(u, kDownBias, p + n.down + ".bias", {d});
+    }
+  }
+  if (c.gguf && c.architecture == Architecture::kLlama) {
+    for (WeightSpec& spec : specs) {
+      if (spec.unit == kEmbeddingUnit || spec.unit == head_unit(c)) continue;
+      if (spec.slot == kQProj || spec.slot == kQBias) spec.gguf_heads = c.num_heads;
+      if (spec.slot == kKProj || spec.slot == kKBias) spec.gguf_heads = c.num_kv_heads;
     }
   }
   if (c.quant.method != QuantMethod::kNone) {
@@ -350,6 +376,98 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
   pack_q4(src, l, dst);
 }
 
+// A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
+// build reads. Q4_0 gemm weights become Q4 blobs; F32/F16/BF16 stay; the rest are dequantized
+// to config.dtype.
+Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path, Backend* backend,
+                    ResolvedWeights* w) {
+  (void)backend;
+  const std::optional<std::filesystem::path> gguf = gguf_file_of(path);
+  if (!gguf) return not_found(path.string() + ": no GGUF file");
+  TS_ASSIGN_OR_RETURN(w->gguf, GgufFile::open(*gguf));
+  const std::string file = gguf->filename().string();
+  w->gguf_tensors.assign(w->specs.size(), nullptr);
+  for (size_t i = 0; i < w->specs.size(); ++i) {
+    const WeightSpec& s = w->specs[i];
+    const GgufTensorInfo* t = w->gguf->find(s.name);
+    if (t == nullptr) return not_found(file + ": tensor '" + s.name + "' not found");
+    if (t->shape() != s.shape) {
+      return invalid_argument(file + ": tensor '" + s.name + "' has shape " +
+                              shape_string(t->shape()) + ", expected " + shape_string(s.shape) +
+                              " from its metadata");
+    }
+    TS_RETURN_IF_ERROR(check_gguf_dequantizable(*t, file));
+    w->gguf_tensors[i] = t;
+    switch (t->type) {
+      case GgmlType::kF32:
+        w->dtypes[i] = DType::kF32;
+        break;
+      case GgmlType::kF16:
+        w->dtypes[i] = DType::kF16;
+        break;
+      case GgmlType::kBF16:
+        w->dtypes[i] = DType::kBF16;
+        break;
+      default:
+        if (t->type == GgmlType::kQ4_0 && is_gemm_weight(config, s)) {
+          TS_ASSIGN_OR_RETURN(w->q4[i], Q4Layout::make(s.shape[0], s.shape[1], 32, false));
+          w->dtypes[i] = DType::kQ4;
+          w->specs[i].quantized = true;
+        } else {
+          w->dtypes[i] = config.dtype;
+        }
+        break;
+    }
+  }
+  return Status::ok();
+}
+
+// GGUF spec `i` in host memory at `dst`: a Q4 blob, or rows of dtypes[i] (dequantized, with
+// llama's Q/K rows put back in Hugging Face order).
+void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
+  const WeightSpec& s = w.specs[i];
+  const GgufTensorInfo& t = *w.gguf_tensors[i];
+  const uint8_t* data = w.gguf->data(t);
+  const int64_t rows = s.shape[0], cols = s.shape.size() > 1 ? s.shape[1] : 1;
+  std::vector<uint8_t> plain;  // before the Q/K row order is undone
+  void* out = s.gguf_heads > 0 ? nullptr : dst;
+  if (s.quantized) {
+    // Rows permute as wholes: undo the order on the unpacked integers.
+    Q4Source src = q4_0_to_q4(data, rows, cols);
+    if (s.gguf_heads > 0) {
+      Q4Source back = src;
+      unpermute_gguf_rows(src.q.data(), back.q.data(), rows, cols, 1, s.gguf_heads);
+      unpermute_gguf_rows(src.scale.data(), back.scale.data(), rows, cols / 32, 2, s.gguf_heads);
+      src = std::move(back);
+    }
+    pack_q4(src, w.q4[i], dst);
+    return;
+  }
+  const size_t esize = dtype_size(w.dtypes[i]);
+  const size_t bytes = static_cast<size_t>(rows * cols) * esize;
+  if (out == nullptr) {
+    plain.resize(bytes);
+    out = plain.data();
+  }
+  const bool stored = (t.type == GgmlType::kF32 && w.dtypes[i] == DType::kF32) ||
+                      (t.type == GgmlType::kF16 && w.dtypes[i] == DType::kF16) ||
+                      (t.type == GgmlType::kBF16 && w.dtypes[i] == DType::kBF16);
+  if (stored) {
+    std::memcpy(out, data, bytes);
+  } else {
+    std::vector<float> row(static_cast<size_t>(cols));
+    const int64_t row_bytes = static_cast<int64_t>(t.nbytes) / rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      Status st = dequantize_gguf_row(t.type, data + r * row_bytes, cols, row.data());
+      TS_CHECK(st.is_ok()) << st.to_string();  // checked at resolve
+      convert(row.data(), DType::kF32,
+              static_cast<char*>(out) + static_cast<size_t>(r * cols) * esize, w.dtypes[i],
+              row.size());
+    }
+  }
+  if (s.gguf_heads > 0) unpermute_gguf_rows(out, dst, rows, cols, esize, s.gguf_heads);
+}
+
 }  // namespace
 
 Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
@@ -379,7 +497,9 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
       w.dtypes[i] = DType::kQ4;
     }
   }
-  if (format == LoadFormat::kAuto) {
+  if (format == LoadFormat::kAuto && config.gguf) {
+    TS_RETURN_IF_ERROR(resolve_gguf(config, model_dir, backend, &w));
+  } else if (format == LoadFormat::kAuto) {
     TS_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::open(model_dir));
     for (size_t i = 0; i < specs.size(); ++i) {
       if (specs[i].quantized) {
@@ -484,11 +604,18 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
     if (s.unit != unit) continue;
     void* to = dst + (w.offsets[i] - begin);
     if (s.quantized) {
+      auto write = [&](void* at) {
+        if (w.gguf != nullptr) {
+          write_gguf(w, i, at);
+        } else {
+          write_quantized(config, w, i, at);
+        }
+      };
       if (backend->device() == DeviceKind::kCpu) {
-        write_quantized(config, w, i, to);
+        write(to);
       } else {
         staging.resize(w.q4[i].bytes);
-        write_quantized(config, w, i, staging.data());
+        write(staging.data());
         backend->copy(to, staging.data(), staging.size());
       }
       out.tensors[static_cast<size_t>(s.slot)] = q4_view(to, w.q4[i], backend->device());
@@ -498,7 +625,15 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
     // Packed weights are made from host memory: the checkpoint's mapping, or `staging`.
     void* plain = w.packed[i] > 0 ? nullptr : to;
     const bool on_host = backend->device() == DeviceKind::kCpu;
-    if (w.format == LoadFormat::kAuto && !s.normalize_rows) {
+    if (w.gguf != nullptr) {
+      // Converted in host memory: in place where the device tier is the host's.
+      if (plain == nullptr || !on_host) {
+        staging.resize(bytes);
+        plain = staging.data();
+      }
+      write_gguf(w, i, plain);
+      if (!on_host && w.packed[i] == 0) backend->copy(to, plain, bytes);
+    } else if (w.format == LoadFormat::kAuto && !s.normalize_rows) {
       if (plain != nullptr) backend->copy(to, w.sources[i].data, bytes);
       plain = const_cast<void*>(w.sources[i].data);
     } else {

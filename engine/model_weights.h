@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/gguf.h"
 #include "engine/model_config.h"
 #include "engine/safetensors.h"
 #include "kernels/backend.h"
@@ -68,6 +69,9 @@ struct WeightSpec {
   // A 4-bit gemm weight of a quantized checkpoint (ModelConfig::quant): `name` is its .qweight,
   // beside which .qzeros, .scales (and GPTQ's .g_idx) lie; it loads as a Q4 blob.
   bool quantized = false;
+  // A GGUF llama-architecture attn_q/attn_k weight or bias whose rows llama.cpp permuted per
+  // head (engine/gguf_model.h): heads of rows to undo it for; 0 = none.
+  int32_t gguf_heads = 0;
 };
 
 // Every tensor `config` requires, in unit order. A tied lm_head is not listed (it shares
@@ -120,6 +124,8 @@ struct ResolvedWeights {
   std::vector<Q4Layout> q4;                // per spec: a quantized spec's blob layout
   // per spec (kAuto, quantized): qweight, qzeros, scales, g_idx (g_idx's data null if absent)
   std::vector<std::array<CheckpointTensor, 4>> q4_sources;
+  std::unique_ptr<GgufFile> gguf;                   // a GGUF model's file (ModelConfig::gguf)
+  std::vector<const GgufTensorInfo*> gguf_tensors;  // per spec (gguf)
   std::vector<uint64_t> packed;      // per spec, then the tied lm_head's packed copy:
                                      // bytes in the backend's packed layout, 0 = plain
   std::vector<uint64_t> offsets;     // per spec, then the tied copy: device-layout offset

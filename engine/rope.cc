@@ -23,6 +23,12 @@ std::vector<double> rope_inv_freq(int32_t rotary_dim, double theta, const RopeSc
     case RopeScalingType::kLinear:
       for (double& f : inv_freq) f /= scaling.factor;
       break;
+    case RopeScalingType::kFactors:
+      TS_CHECK(scaling.freq_factors.size() == inv_freq.size())
+          << scaling.freq_factors.size() << " rope frequency factors for " << inv_freq.size()
+          << " frequencies";
+      for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] /= scaling.freq_factors[i];
+      break;
     case RopeScalingType::kLlama3: {
       const double old_len = scaling.original_max_position_embeddings;
       const double low_wavelen = old_len / scaling.low_freq_factor;

@@ -42,7 +42,7 @@ TensorView shaped_view(DType dtype, const std::vector<int64_t>& shape, DeviceKin
 InPlacePlan plan_in_place(const ModelConfig& config, const ResolvedWeights& w, int32_t unit,
                           DeviceKind device) {
   InPlacePlan plan;
-  if (w.format != LoadFormat::kAuto) return plan;
+  if (w.format != LoadFormat::kAuto || w.gguf != nullptr) return plan;  // GGUF: converted
   struct Piece {
     const SafetensorsFile* file;
     uint64_t offset, bytes;

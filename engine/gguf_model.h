@@ -1,0 +1,53 @@
+// Serving a GGUF file (llama.cpp's format) as tierserve serves a Hugging Face directory: the
+// model config from the file's metadata, and how its tensors become the engine's weights.
+//
+// Tensor names are llama.cpp's (token_embd, blk.N.attn_q, ..., output_norm, output). For
+// architecture "llama", llama.cpp's converter permuted the rows of attn_q and attn_k within each
+// head into interleaved rope order; the loader undoes that, back to Hugging Face's rotate_half
+// order ("qwen2" and "qwen3" files keep Hugging Face's order). Q4_0 gemm weights load as Q4
+// blobs (exactly: scale d, zero 8, groups of 32); F32/F16/BF16 tensors as they are; every other
+// supported type (Q8_0, Q4_K, Q6_K, and Q4_0 embeddings) is dequantized to the model's float
+// dtype, as transformers does when it loads a GGUF file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/gguf.h"
+#include "engine/model_config.h"
+#include "kernels/q4_weight.h"
+
+namespace tierserve {
+
+// Whether `path` names a GGUF file (a path ending in ".gguf", any case) rather than a model
+// directory.
+bool is_gguf_path(const std::filesystem::path& path);
+
+// The GGUF file a model path stands for: the path itself when it is one, or the only .gguf
+// file of a directory without config.json; nullopt otherwise (a Hugging Face directory).
+std::optional<std::filesystem::path> gguf_file_of(const std::filesystem::path& model_path);
+
+// The config of a GGUF file's model. Architectures: llama, qwen2, qwen3. Keys (A = the
+// architecture): A.block_count, A.embedding_length, A.feed_forward_length,
+// A.attention.head_count, A.attention.head_count_kv, A.attention.key_length, A.context_length,
+// A.attention.layer_norm_rms_epsilon, A.rope.freq_base, A.rope.dimension_count,
+// A.rope.scaling.type/factor (linear), the rope_freqs tensor (per-frequency factors of
+// llama3-scaled models), tokenizer.ggml.bos/eos/eot_token_id. The vocabulary is token_embd's row
+// count; lm_head is tied when there is no output tensor. dtype: bf16 if any matrix is BF16, else
+// f16 if any is F16 or none is F32 (every matrix quantized), else f32. Errors name the file and the
+// key or tensor.
+Result<ModelConfig> gguf_model_config(const GgufFile& file);
+
+// Rows of a [rows, cols] llama-architecture attn_q/attn_k weight (or bias, cols = 1) put back
+// in Hugging Face order: out row (h, s, j) = in row h * head_dim + 2 * j + s, for heads of
+// head_dim = rows / heads rows, s in {0, 1}, j < head_dim / 2. `elem_bytes` bytes per element.
+void unpermute_gguf_rows(const void* in, void* out, int64_t rows, int64_t cols, size_t elem_bytes,
+                         int32_t heads);
+
+// A Q4_0 tensor [rows, cols] as a Q4 weight: q - 8 times the block's f16 scale, groups of 32.
+Q4Source q4_0_to_q4(const uint8_t* data, int64_t rows, int64_t cols);
+
+}  // namespace tierserve
