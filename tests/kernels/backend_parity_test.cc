@@ -25,6 +25,7 @@
 #include "common/dtype.h"
 #include "kernels/backend_registry.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/q4_weight.h"
 #include "tests/kernels/test_util.h"
 
 #if defined(TIERSERVE_CUDA)
@@ -184,6 +185,57 @@ TEST_P(BackendParityTest, Gemm) {
           s.backend()->gemm(x, w, c.bias ? &b : nullptr, y);
           return std::vector<TensorView>{y};
         });
+  }
+}
+
+// Q4 (W4A16) weights: the fused GEMV sizes, prefill (f16 tiles through cuBLAS on CUDA) and an
+// act-order weight. Same random blob on both sides (the generator's draws depend only on the
+// case), bound 2e-3 of max |y| for the f16-rounded prefill route.
+TEST_P(BackendParityTest, Q4Gemm) {
+  struct Case {
+    int64_t m, n, k;
+    int32_t group_size;
+    bool act_order, bias;
+  };
+  const Case cases[] = {
+      {1, 256, 512, 128, false, false},
+      {8, 96, 256, 32, true, true},
+      {3, 64, 4096, 128, false, true},
+      {70, 128, 384, 64, true, false},
+  };
+  for (const Case& c : cases) {
+    expect_parity("q4 gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
+                      std::to_string(c.n) + (c.act_order ? " act-order" : ""),
+                  2e-3, [&](Side& s, Random& r) {
+                    Q4Source src;
+                    src.n = c.n;
+                    src.k = c.k;
+                    src.group_size = c.group_size;
+                    for (int64_t i = 0; i < c.n * c.k; ++i)
+                      src.q.push_back(static_cast<uint8_t>(r.index(16)));
+                    for (int64_t i = 0; i < c.n * (c.k / c.group_size); ++i) {
+                      src.scale.push_back(f32_to_f16(std::fabs(r.value(0.05f))));
+                      src.zero.push_back(static_cast<uint8_t>(r.index(17)));
+                    }
+                    if (c.act_order) {
+                      src.perm.resize(static_cast<size_t>(c.k));
+                      std::iota(src.perm.begin(), src.perm.end(), 0);
+                      std::shuffle(src.perm.begin(), src.perm.end(), r.engine());
+                    }
+                    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order);
+                    TS_CHECK(layout.is_ok());
+                    std::vector<uint8_t> blob(layout.value().bytes);
+                    pack_q4(src, layout.value(), blob.data());
+                    TensorView x =
+                        s.upload(r.values(static_cast<size_t>(c.m * c.k)), DType::kF32, {c.m, c.k});
+                    void* dev = s.raw(blob.size());
+                    s.backend()->copy(dev, blob.data(), blob.size());
+                    const TensorView w = q4_view(dev, layout.value(), s.backend()->device());
+                    TensorView b = s.upload(r.values(static_cast<size_t>(c.n)), DType::kF32, {c.n});
+                    TensorView y = s.poisoned(DType::kF32, {c.m, c.n});
+                    s.backend()->gemm(x, w, c.bias ? &b : nullptr, y);
+                    return std::vector<TensorView>{y};
+                  });
   }
 }
 
