@@ -41,6 +41,23 @@ expect generate_sampled 0 'finish_reason: (length|stop)' -- \
 expect dummy 0 '"finish_reason"' -- \
   "$bin" generate "$m" --prompt-ids 1,2 --max-tokens 3 --load-format dummy --json
 expect missing_model nonzero 'config.json' -- "$bin" generate "$tmp/nope" --prompt-ids 1
+# 4-bit checkpoints, GGUF files (by file and by a directory holding one), the new families.
+expect generate_awq 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$models/llama_awq_f16" --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos --json
+expect generate_gguf_file 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$models/llama_gguf_f32/model.gguf" --prompt-ids 1,2,3 --max-tokens 4 \
+  --ignore-eos --json
+expect generate_gguf_dir 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$models/qwen2_gguf_f16" --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos --json
+expect generate_chatglm 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$models/glm4_bf16" --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos --json
+expect generate_baichuan_alibi 0 '"finish_reason":"length"' -- \
+  "$bin" generate "$models/baichuan2_alibi_f32" --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos \
+  --json
+head -c 5000 "$models/llama_gguf_f32/model.gguf" > "$tmp/cut.gguf"
+expect truncated_gguf nonzero 'cut.gguf' -- "$bin" generate "$tmp/cut.gguf" --prompt-ids 1
+printf 'GGUF\x01\x00\x00\x00' > "$tmp/v1.gguf"
+expect gguf_version_1 nonzero 'v1.gguf' -- "$bin" generate "$tmp/v1.gguf" --prompt-ids 1
 expect bad_ids nonzero "item 2 \('x'\)" -- "$bin" generate "$m" --prompt-ids 1,x
 expect unknown_flag nonzero 'frobnicate' -- "$bin" generate "$m" --prompt-ids 1 --frobnicate
 expect bad_temperature nonzero 'temperature' -- "$bin" generate "$m" --prompt-ids 1 --temperature -1
