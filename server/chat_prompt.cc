@@ -5,6 +5,7 @@
 
 #include "common/file.h"
 #include "engine/chat/chat_template.h"
+#include "engine/gguf_model.h"
 
 namespace tierserve {
 namespace {
@@ -20,6 +21,25 @@ std::string architecture_of(const std::string& model_dir) {
     return "";
   }
   return config["architectures"][0].get<std::string>();
+}
+
+// The chat template of a model: a GGUF file's tokenizer.chat_template (else the built-in one of
+// its architecture), or a Hugging Face directory's (chat::load_chat_template).
+Result<chat::TemplateSource> find_chat_template(const std::string& model_dir) {
+  const std::optional<std::filesystem::path> gguf = gguf_file_of(model_dir);
+  if (!gguf) return chat::load_chat_template(model_dir, architecture_of(model_dir));
+  TS_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::open(*gguf));
+  const GgufContents& c = file->contents();
+  if (c.find("tokenizer.chat_template") != nullptr) {
+    TS_ASSIGN_OR_RETURN(std::string text, c.get_string("tokenizer.chat_template"));
+    return chat::TemplateSource{text, gguf->filename().string() + ":tokenizer.chat_template"};
+  }
+  TS_ASSIGN_OR_RETURN(ModelConfig config, gguf_model_config(*file));
+  const char* builtin = chat::builtin_template_for_architecture(config.architecture_name);
+  if (builtin == nullptr) {
+    return not_found(gguf->string() + ": no tokenizer.chat_template and no built-in template");
+  }
+  return chat::TemplateSource{builtin, "builtin:" + config.architecture_name};
 }
 
 // The text of a message's content: a string, or the last text part of a list of parts (as
@@ -73,8 +93,7 @@ Result<std::string> render_chat_prompt(const std::string& model_dir, const Token
   if (options.continue_final_message && messages.empty()) {
     return invalid_argument("continue_final_message needs at least one message");
   }
-  TS_ASSIGN_OR_RETURN(chat::TemplateSource source,
-                      chat::load_chat_template(model_dir, architecture_of(model_dir)));
+  TS_ASSIGN_OR_RETURN(chat::TemplateSource source, find_chat_template(model_dir));
   TS_ASSIGN_OR_RETURN(chat::ChatTemplate tmpl,
                       chat::ChatTemplate::parse(source.text, source.origin));
   const SpecialTokens& special = tokenizer.special_tokens();
