@@ -7,6 +7,7 @@ list(APPEND TIERSERVE_ENGINE_SOURCES
   tokenizer/bpe_model.cc
   tokenizer/byte_level.cc
   tokenizer/decoder.cc
+  tokenizer/gguf_tokenizer.cc
   tokenizer/hf_tokenizer.cc
   tokenizer/merge_map.cc
   tokenizer/normalizer.cc

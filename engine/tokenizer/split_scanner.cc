@@ -8,13 +8,6 @@
 namespace tierserve::tokenizer {
 namespace {
 
-constexpr std::string_view kGpt2Regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kLlama3Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kQwen2Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
 constexpr uint8_t kOtherMask = kClassLetter | kClassNumber | kClassSpace;
 
 // Reads classes of the code points of one text; positions are byte offsets.
@@ -131,9 +124,9 @@ size_t next_cl100k(const Cursor& t, size_t pos, int max_digits) {
 SplitPattern gpt2_split_pattern() { return SplitPattern{SplitPatternKind::kGpt2, 0}; }
 
 std::optional<SplitPattern> find_split_pattern(std::string_view regex) {
-  if (regex == kGpt2Regex) return gpt2_split_pattern();
-  if (regex == kLlama3Regex) return SplitPattern{SplitPatternKind::kCl100k, 3};
-  if (regex == kQwen2Regex) return SplitPattern{SplitPatternKind::kCl100k, 1};
+  if (regex == kGpt2SplitRegex) return gpt2_split_pattern();
+  if (regex == kLlama3SplitRegex) return SplitPattern{SplitPatternKind::kCl100k, 3};
+  if (regex == kQwen2SplitRegex) return SplitPattern{SplitPatternKind::kCl100k, 1};
   return std::nullopt;
 }
 

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file.h"
+#include "engine/gguf.h"
+#include "engine/tokenizer/gguf_tokenizer.h"
 #include "engine/tokenizer/hf_tokenizer.h"
 #include "engine/tokenizer/sp_tokenizer.h"
 #include "engine/tokenizer/tiktoken_file.h"
@@ -122,6 +124,9 @@ Tokenizer::Tokenizer(std::unique_ptr<tokenizer::TokenizerBackend> backend, Speci
 Tokenizer::~Tokenizer() = default;
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
+  if (model_dir.extension() == ".gguf" && fs::is_regular_file(model_dir)) {
+    return load_gguf(model_dir);
+  }
   TS_ASSIGN_OR_RETURN(nlohmann::json tok_config,
                       read_json_if_exists(model_dir, "tokenizer_config.json"));
   const std::string tokenizer_class =
@@ -200,6 +205,36 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
     }
     backend->set_special_wrapping(std::move(prefix), std::move(suffix));
   }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(backend), std::move(special)));
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::load_gguf(const fs::path& gguf_path) {
+  TS_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::open(gguf_path));
+  return from_gguf(file->contents());
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufContents& contents) {
+  TS_ASSIGN_OR_RETURN(tokenizer::GgufTokenizerMetadata meta,
+                      tokenizer::read_gguf_tokenizer(contents));
+  TS_ASSIGN_OR_RETURN(std::string json, tokenizer::gguf_tokenizer_json(meta));
+  TS_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::HfTokenizer> backend,
+                      tokenizer::HfTokenizer::parse(json, contents.file_name));
+  const auto text_of = [&](std::optional<int32_t> id) {
+    return id ? meta.tokens[static_cast<size_t>(*id)] : std::string();
+  };
+  SpecialTokens special;
+  special.bos_token = text_of(meta.bos_id);
+  special.eos_token = text_of(meta.eos_id);
+  special.pad_token = text_of(meta.pad_id);
+  special.unk_token = text_of(meta.unk_id);
+  special.bos_id = meta.bos_id;
+  special.eos_ids = tokenizer::gguf_end_of_generation_ids(meta);
+  special.pad_id = meta.pad_id;
+  // read_gguf_tokenizer guarantees the ids behind add_bos / add_eos.
+  std::vector<int32_t> prefix, suffix;
+  if (meta.add_bos) prefix.push_back(*meta.bos_id);
+  if (meta.add_eos) suffix.push_back(*meta.eos_id);
+  backend->set_special_wrapping(std::move(prefix), std::move(suffix));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(backend), std::move(special)));
 }
 

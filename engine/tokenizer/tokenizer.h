@@ -3,7 +3,8 @@
 //
 // Sources, in order: tokenizer.json (BPE: byte-level or SentencePiece-style), else
 // tokenizer.model (SentencePiece). Special tokens and BOS/EOS come from tokenizer_config.json,
-// config.json and generation_config.json. Immutable after load; safe to share between threads.
+// config.json and generation_config.json. A GGUF file's tokenizer metadata is converted to a
+// tokenizer.json (gguf_tokenizer.h). Immutable after load; safe to share between threads.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "common/status.h"
 
 namespace tierserve {
+struct GgufContents;
 namespace tokenizer {
 class TokenizerBackend;
 }
@@ -39,9 +41,19 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // Loads the tokenizer of `model_dir`. Errors name the file and what is missing, malformed or
+  // Loads the tokenizer of `model_dir`, or of a GGUF file when `model_dir` is a regular file whose
+  // name ends in ".gguf" (load_gguf). Errors name the file and what is missing, malformed or
   // unsupported.
   static Result<std::unique_ptr<Tokenizer>> load(const std::filesystem::path& model_dir);
+
+  // The tokenizer stored in the GGUF file `gguf_path` (its tokenizer.ggml.* metadata). BOS/EOS,
+  // padding and unknown tokens come from the tokenizer.ggml.*_token_id keys; encode adds BOS/EOS
+  // per tokenizer.ggml.add_bos_token / add_eos_token, or llama.cpp's defaults when absent (BOS for
+  // a "llama" vocabulary and for the Llama-3 pre-tokenizers). Errors: those of GgufFile::open and
+  // tokenizer::read_gguf_tokenizer, naming the file and the key.
+  static Result<std::unique_ptr<Tokenizer>> load_gguf(const std::filesystem::path& gguf_path);
+  // The same for a GGUF file already opened (its contents().file_name names it in errors).
+  static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufContents& contents);
 
   // The ids of `text`; `add_special_tokens` adds BOS etc. as Hugging Face's encode does by
   // default. Invalid UTF-8 is kInvalidArgument naming the byte offset.

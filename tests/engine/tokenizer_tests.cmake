@@ -11,6 +11,16 @@ foreach(t tokenizer_golden_test tokenizer_unit_test)
     TIERSERVE_TOKENIZER_DATA="${PROJECT_SOURCE_DIR}/tests/tokenizer/data")
 endforeach()
 
+# The tokenizer of a GGUF file: GGUF files that fixtures_make_gguf_tokenizers writes from the
+# committed tokenizers (tests/fixtures/make_gguf_tokenizers.py), checked against their golden files,
+# and malformed metadata built in memory.
+tierserve_test(gguf_tokenizer_test ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer_test.cc
+  LIBS tierserve_engine nlohmann_json::nlohmann_json LABELS golden)
+target_compile_definitions(gguf_tokenizer_test PRIVATE
+  TIERSERVE_TOKENIZER_DATA="${PROJECT_SOURCE_DIR}/tests/tokenizer/data"
+  TIERSERVE_GGUF_TOKENIZER_DIR="${TIERSERVE_GGUF_TOKENIZER_DIR}")
+set_tests_properties(gguf_tokenizer_test PROPERTIES FIXTURES_REQUIRED tierserve_gguf_tokenizers)
+
 # The committed tokenizers and golden ids must be what the reference produces today: regenerate
 # them into the build tree and compare.
 add_test(NAME tokenizer_reference_check
