@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cfloat>
 #include <charconv>
@@ -743,6 +744,28 @@ const uint8_t* GgufFile::data(const GgufTensorInfo& tensor) const {
 Status GgufFile::dequantize(const GgufTensorInfo& tensor, float* dst) const {
   TS_RETURN_IF_ERROR(check_gguf_dequantizable(tensor, path_.string()));
   return dequantize_gguf_row(tensor.type, data(tensor), tensor.numel(), dst);
+}
+
+bool is_gguf_path(const std::filesystem::path& path) {
+  std::string ext = path.extension().string();
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return ext == ".gguf";
+}
+
+std::optional<std::filesystem::path> gguf_file_of(const std::filesystem::path& model_path) {
+  if (is_gguf_path(model_path)) return model_path;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model_path, ec) ||
+      std::filesystem::exists(model_path / "config.json", ec)) {
+    return std::nullopt;
+  }
+  std::optional<std::filesystem::path> found;
+  for (const auto& e : std::filesystem::directory_iterator(model_path, ec)) {
+    if (!is_gguf_path(e.path())) continue;
+    if (found) return std::nullopt;  // several: the user has to name one
+    found = e.path();
+  }
+  return found;
 }
 
 }  // namespace tierserve

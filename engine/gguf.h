@@ -207,4 +207,12 @@ class GgufFile {
   GgufContents contents_;
 };
 
+// Whether `path` names a GGUF file (a path ending in ".gguf", any case) rather than a model
+// directory.
+bool is_gguf_path(const std::filesystem::path& path);
+
+// The GGUF file a model path stands for: the path itself when it is one, or the only .gguf
+// file of a directory without config.json; nullopt otherwise (a Hugging Face directory).
+std::optional<std::filesystem::path> gguf_file_of(const std::filesystem::path& model_path);
+
 }  // namespace tierserve

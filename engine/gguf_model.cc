@@ -47,28 +47,6 @@ Result<int32_t> positive(const GgufContents& c, const std::string& key, int64_t 
 
 }  // namespace
 
-bool is_gguf_path(const std::filesystem::path& path) {
-  std::string ext = path.extension().string();
-  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return ext == ".gguf";
-}
-
-std::optional<std::filesystem::path> gguf_file_of(const std::filesystem::path& model_path) {
-  if (is_gguf_path(model_path)) return model_path;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(model_path, ec) ||
-      std::filesystem::exists(model_path / "config.json", ec)) {
-    return std::nullopt;
-  }
-  std::optional<std::filesystem::path> found;
-  for (const auto& e : std::filesystem::directory_iterator(model_path, ec)) {
-    if (!is_gguf_path(e.path())) continue;
-    if (found) return std::nullopt;  // several: the user has to name one
-    found = e.path();
-  }
-  return found;
-}
-
 Result<ModelConfig> gguf_model_config(const GgufFile& file) {
   const GgufContents& c = file.contents();
   const std::string& f = c.file_name;

@@ -22,14 +22,6 @@
 
 namespace tierserve {
 
-// Whether `path` names a GGUF file (a path ending in ".gguf", any case) rather than a model
-// directory.
-bool is_gguf_path(const std::filesystem::path& path);
-
-// The GGUF file a model path stands for: the path itself when it is one, or the only .gguf
-// file of a directory without config.json; nullopt otherwise (a Hugging Face directory).
-std::optional<std::filesystem::path> gguf_file_of(const std::filesystem::path& model_path);
-
 // The config of a GGUF file's model. Architectures: llama, qwen2, qwen3. Keys (A = the
 // architecture): A.block_count, A.embedding_length, A.feed_forward_length,
 // A.attention.head_count, A.attention.head_count_kv, A.attention.key_length, A.context_length,

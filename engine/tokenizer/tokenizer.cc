@@ -124,8 +124,8 @@ Tokenizer::Tokenizer(std::unique_ptr<tokenizer::TokenizerBackend> backend, Speci
 Tokenizer::~Tokenizer() = default;
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const fs::path& model_dir) {
-  if (model_dir.extension() == ".gguf" && fs::is_regular_file(model_dir)) {
-    return load_gguf(model_dir);
+  if (const std::optional<fs::path> gguf = gguf_file_of(model_dir)) {
+    return load_gguf(*gguf);
   }
   TS_ASSIGN_OR_RETURN(nlohmann::json tok_config,
                       read_json_if_exists(model_dir, "tokenizer_config.json"));
