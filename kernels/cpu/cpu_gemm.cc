@@ -51,6 +51,8 @@
 namespace tierserve {
 namespace {
 
+// Rows of x up to which a Q4 weight goes through the GEMV kernels rather than dequantized panels.
+constexpr int64_t kQ4GemvMaxBatch = 32;
 // Weight bytes per GEMV chunk of the pool: enough that a chunk outweighs the cost of handing it
 // to another thread.
 constexpr int64_t kGemvChunkBytes = 64 * 1024;
@@ -342,7 +344,13 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   args.y = y;
   args.ldy = n;
 
-  if (options_.batch_invariant || m <= options_.gemv_max_m) {
+  // Up to kQ4GemvMaxBatch rows (batched decode) the GEMV kernels take groups of kGemvMaxM rows
+  // over L2-sized blocks of w, reading w once; dequantized panels would write and read it in f32
+  // (measured 9x slower at m = 8). gemv_max_m = 0 forces the panels (tests).
+  const bool gemv =
+      options_.batch_invariant ||
+      (options_.gemv_max_m > 0 && m <= std::max<int64_t>(options_.gemv_max_m, kQ4GemvMaxBatch));
+  if (gemv) {
     const int64_t row_bytes = k / 2;
     int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
     if (m > kGemvMaxM) {

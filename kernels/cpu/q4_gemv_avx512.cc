@@ -20,12 +20,18 @@
 namespace tierserve {
 namespace {
 
+// The nibble stream (rows are contiguous) is prefetched this far ahead into L1 in software: at
+// the kernel's pace of DRAM reads the hardware prefetchers alone leave it waiting (measured 6.2
+// GB/s on two cores without, 13 with, on [8960, 1536]).
+constexpr int64_t kPrefetchBytes = 2048;
+
 template <int M>
 void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
   const int64_t groups = a.k / a.group_size;
   const __m128i low_mask = _mm_set1_epi8(0x0f);
   for (int64_t r = r_begin; r < r_end; ++r) {
     const uint8_t* row = a.nibbles + r * (a.k / 2);
+
     __m512 acc[M];
     float acc_zero[M];
     for (int i = 0; i < M; ++i) {
@@ -36,6 +42,9 @@ void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
       __m512 dot[M];
       for (int i = 0; i < M; ++i) dot[i] = _mm512_setzero_ps();
       for (int64_t c = g * a.group_size; c < (g + 1) * a.group_size; c += 32) {
+        if ((c & 127) == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(row + c / 2 + kPrefetchBytes), _MM_HINT_T0);
+        }
         const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c / 2));
         const __m128i lo = _mm_and_si128(raw, low_mask);
         const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low_mask);
