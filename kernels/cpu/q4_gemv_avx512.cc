@@ -25,6 +25,8 @@ namespace {
 // GB/s on two cores without, 13 with, on [8960, 1536]).
 constexpr int64_t kPrefetchBytes = 2048;
 
+// Every loop over the M rows of x is unrolled: GCC otherwise keeps the accumulator arrays in
+// memory for M > 2 (measured 3.3x the m = 1 time at m = 4).
 template <int M>
 void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
   const int64_t groups = a.k / a.group_size;
@@ -34,12 +36,14 @@ void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
 
     __m512 acc[M];
     float acc_zero[M];
+#pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       acc[i] = _mm512_setzero_ps();
       acc_zero[i] = 0.0f;
     }
     for (int64_t g = 0; g < groups; ++g) {
       __m512 dot[M];
+#pragma GCC unroll 8
       for (int i = 0; i < M; ++i) dot[i] = _mm512_setzero_ps();
       for (int64_t c = g * a.group_size; c < (g + 1) * a.group_size; c += 32) {
         if ((c & 127) == 0) {
@@ -50,6 +54,7 @@ void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
         const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low_mask);
         const __m512 q_lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
         const __m512 q_hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+#pragma GCC unroll 8
         for (int i = 0; i < M; ++i) {
           const float* x = a.x + i * a.ldx + c;
           dot[i] = _mm512_fmadd_ps(q_lo, _mm512_loadu_ps(x), dot[i]);
@@ -59,11 +64,13 @@ void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
       const float s = _cvtsh_ss(a.scales[r * groups + g]);
       const float sz = s * static_cast<float>(a.zeros[r * groups + g]);
       const __m512 sv = _mm512_set1_ps(s);
+#pragma GCC unroll 8
       for (int i = 0; i < M; ++i) {
         acc[i] = _mm512_fmadd_ps(sv, dot[i], acc[i]);
         acc_zero[i] += sz * a.xsum[i * groups + g];
       }
     }
+#pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       a.y[i * a.ldy + r] =
           _mm512_reduce_add_ps(acc[i]) - acc_zero[i] + (a.bias != nullptr ? a.bias[r] : 0.0f);
