@@ -44,8 +44,9 @@ Result<std::unique_ptr<CudaGemm>> CudaGemm::create(cudaStream_t stream, bool bat
   g->x_scratch_bytes_ = kXScratchBytes;
   TS_RETURN_IF_ERROR(
       cuda_status(cudaMalloc(&g->x_scratch_, g->x_scratch_bytes_), "GEMM activation scratch"));
-  TS_RETURN_IF_ERROR(cuda_status(
-      cudaMalloc(reinterpret_cast<void**>(&g->gather_scratch_), kGatherBytes), "Q4 gather scratch"));
+  TS_RETURN_IF_ERROR(
+      cuda_status(cudaMalloc(reinterpret_cast<void**>(&g->gather_scratch_), kGatherBytes),
+                  "Q4 gather scratch"));
   TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(&g->tile_scratch_, kTileBytes), "Q4 tile scratch"));
   if (batch_invariant) {
     TS_RETURN_IF_ERROR(cuda_status(
@@ -138,18 +139,18 @@ void CudaGemm::run_q4(const TensorView& x, const TensorView& w, const TensorView
     const float* xr = x.ptr<const float>() + r * x.stride(0);
     int64_t ldx = x.stride(0);
     if (l.act_order) {
-      TS_CUDA_CHECK(launch_gather_columns(
-          xr, ldx, reinterpret_cast<const int32_t*>(a.blob + l.perm_offset), mr, k,
-          gather_scratch_, stream_));
+      TS_CUDA_CHECK(launch_gather_columns(xr, ldx,
+                                          reinterpret_cast<const int32_t*>(a.blob + l.perm_offset),
+                                          mr, k, gather_scratch_, stream_));
       xr = gather_scratch_;
       ldx = k;
     }
     float* yr = y.ptr<float>() + r * n;
     if (fused) {
       for (int64_t i = 0; i < mr; i += kQ4GemvMaxRows) {
-        TS_CUDA_CHECK(launch_q4_gemv(a, xr + i * ldx, ldx,
-                                     static_cast<int32_t>(std::min<int64_t>(kQ4GemvMaxRows, mr - i)),
-                                     yr + i * n, n, stream_));
+        TS_CUDA_CHECK(launch_q4_gemv(
+            a, xr + i * ldx, ldx, static_cast<int32_t>(std::min<int64_t>(kQ4GemvMaxRows, mr - i)),
+            yr + i * n, n, stream_));
       }
       continue;
     }
@@ -157,12 +158,12 @@ void CudaGemm::run_q4(const TensorView& x, const TensorView& w, const TensorView
     const int64_t xrows =
         std::max<int64_t>(1, static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)));
     const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
-    TensorView tile_view = TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k},
-                                                  DeviceKind::kCuda);
+    TensorView tile_view =
+        TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k}, DeviceKind::kCuda);
     for (int64_t i = 0; i < mr; i += xrows) {
       const int64_t mi = std::min(xrows, mr - i);
-      TS_CUDA_CHECK(launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k,
-                                        stream_));
+      TS_CUDA_CHECK(
+          launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k, stream_));
       for (int64_t c = 0; c < n; c += tile) {
         const int64_t nc = std::min(tile, n - c);
         TS_CUDA_CHECK(launch_q4_dequantize(a, c, nc, tile_scratch_, stream_));

@@ -62,7 +62,8 @@ __global__ void q4_dequantize_kernel(Q4Args a, int64_t row_begin, int64_t rows, 
   const int64_t i = item / blocks, b = item % blocks, r = row_begin + i;
   const int64_t groups = a.k / a.group_size, g = b * 32 / a.group_size;
   const uint8_t* block = a.blob + r * (a.k / 2) + b * 16;
-  const float s = __half2float(reinterpret_cast<const __half*>(a.blob + a.scales_offset)[r * groups + g]);
+  const float s =
+      __half2float(reinterpret_cast<const __half*>(a.blob + a.scales_offset)[r * groups + g]);
   const float z = static_cast<float>(a.blob[a.zeros_offset + r * groups + g]);
   __half* o = out + i * a.k + b * 32;
   for (int j = 0; j < 16; ++j) {
