@@ -1,10 +1,5 @@
 #include "engine/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -695,50 +690,24 @@ Status check_gguf_dequantizable(const GgufTensorInfo& tensor, std::string_view f
 // ---- GgufFile --------------------------------------------------------------------------------
 
 Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::filesystem::path& path) {
-  const std::string name = path.string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return not_found(name + ": not found");
-    return io_error(name + ": cannot open: " + std::strerror(err));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return io_error(name + ": cannot stat: " + std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return invalid_argument(name + ": not a regular file");
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    return data_loss(name + ": file is empty, expected a GGUF file");
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (map == MAP_FAILED) return io_error(name + ": cannot mmap: " + std::strerror(map_errno));
-
+  TS_ASSIGN_OR_RETURN(MappedFile map, MappedFile::open(path, 1, [](size_t) {
+                        return std::string("file is empty, expected a GGUF file");
+                      }));
   std::unique_ptr<GgufFile> file(new GgufFile());
   file->path_ = path;
-  file->map_ = static_cast<const uint8_t*>(map);
-  file->size_ = size;
-  TS_ASSIGN_OR_RETURN(file->contents_, parse_gguf(file->map_, size, name));
+  file->map_ = std::move(map);
+  TS_ASSIGN_OR_RETURN(file->contents_,
+                      parse_gguf(file->map_.data(), file->map_.size(), path.string()));
   return file;
 }
 
-GgufFile::~GgufFile() {
-  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), size_);
-}
+GgufFile::~GgufFile() = default;
 
 const uint8_t* GgufFile::data(const GgufTensorInfo& tensor) const {
   const auto& tensors = contents_.tensors;
   TS_CHECK(&tensor >= tensors.data() && &tensor < tensors.data() + tensors.size())
       << "tensor '" << tensor.name << "' does not belong to " << path_.string();
-  return map_ + tensor.offset;
+  return map_.data() + tensor.offset;
 }
 
 Status GgufFile::dequantize(const GgufTensorInfo& tensor, float* dst) const {

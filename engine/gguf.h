@@ -24,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/file.h"
 #include "common/status.h"
 #include "engine/ggml_quants.h"
 
@@ -202,8 +203,7 @@ class GgufFile {
  private:
   GgufFile() = default;
   std::filesystem::path path_;
-  const uint8_t* map_ = nullptr;
-  size_t size_ = 0;
+  MappedFile map_;
   GgufContents contents_;
 };
 

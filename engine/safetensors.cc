@@ -1,10 +1,5 @@
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -283,47 +278,21 @@ Result<std::vector<SafetensorsEntry>> parse_safetensors(const uint8_t* data, siz
 // SafetensorsFile
 
 Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::filesystem::path& path) {
-  const std::string name = path.string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return not_found(name + ": not found");
-    return io_error(name + ": cannot open: " + std::strerror(err));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return io_error(name + ": cannot stat: " + std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return invalid_argument(name + ": not a regular file");
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    return data_loss(name + ": file is " + std::to_string(size) +
-                     " bytes, too short to hold the 8-byte header length");
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (map == MAP_FAILED) return io_error(name + ": cannot mmap: " + std::strerror(map_errno));
-
+  TS_ASSIGN_OR_RETURN(MappedFile map, MappedFile::open(path, 8, [](size_t size) {
+                        return "file is " + std::to_string(size) +
+                               " bytes, too short to hold the 8-byte header length";
+                      }));
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
-  file->map_ = static_cast<const uint8_t*>(map);
-  file->size_ = size;
-  TS_ASSIGN_OR_RETURN(file->entries_, parse_safetensors(file->map_, size, name));
-  file->data_start_ = 8 + load_le64(file->map_);
+  file->map_ = std::move(map);
+  TS_ASSIGN_OR_RETURN(file->entries_,
+                      parse_safetensors(file->map_.data(), file->map_.size(), path.string()));
+  file->data_start_ = 8 + load_le64(file->map_.data());
   for (size_t i = 0; i < file->entries_.size(); ++i) file->by_name_[file->entries_[i].name] = i;
   return file;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
   auto it = by_name_.find(name);
@@ -331,7 +300,7 @@ const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
 }
 
 const void* SafetensorsFile::data(const SafetensorsEntry& entry) const {
-  return map_ + file_offset(entry);
+  return map_.data() + file_offset(entry);
 }
 
 uint64_t SafetensorsFile::file_offset(const SafetensorsEntry& entry) const {

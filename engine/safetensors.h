@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/file.h"
 #include "common/status.h"
 
 namespace tierserve {
@@ -65,8 +66,7 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   std::filesystem::path path_;
-  const uint8_t* map_ = nullptr;
-  size_t size_ = 0;
+  MappedFile map_;
   uint64_t data_start_ = 0;  // 8 + header length
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, size_t, std::less<>> by_name_;
