@@ -175,24 +175,39 @@ void pack_q4(const Q4Source& src, const Q4Layout& l, void* dst) {
   if (l.act_order) std::memcpy(base + l.perm_offset, src.perm.data(), src.perm.size() * 4);
 }
 
-std::vector<float> dequantize_q4(const void* blob, const Q4Layout& l) {
+void dequantize_q4_rows(const void* blob, const Q4Layout& l, int64_t row_begin, int64_t rows,
+                        float* out) {
   const uint8_t* base = static_cast<const uint8_t*>(blob);
   const uint16_t* scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
   const uint8_t* zeros = base + l.zeros_offset;
-  const int32_t* perm = reinterpret_cast<const int32_t*>(base + l.perm_offset);
   const int64_t groups = l.groups();
-  std::vector<float> w(static_cast<size_t>(l.n * l.k));
-  for (int64_t r = 0; r < l.n; ++r) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r = row_begin + i;
     const uint8_t* row = base + r * (l.k / 2);
-    for (int64_t c = 0; c < l.k; ++c) {
-      const int64_t b = c / 32, j = c % 32;
-      const uint8_t byte = row[b * 16 + (j % 16)];
-      const int q = j < 16 ? (byte & 0xf) : (byte >> 4);
-      const int64_t g = c / l.group_size;
+    float* o = out + i * l.k;
+    for (int64_t g = 0; g < groups; ++g) {
       const float s = f16_to_f32(scales[r * groups + g]);
-      const int64_t input = l.act_order ? perm[c] : c;
-      w[static_cast<size_t>(r * l.k + input)] = static_cast<float>(q - zeros[r * groups + g]) * s;
+      const float z = static_cast<float>(zeros[r * groups + g]);
+      for (int64_t c = g * l.group_size; c < (g + 1) * l.group_size; c += 32) {
+        const uint8_t* block = row + c / 2;
+        for (int j = 0; j < 16; ++j) {
+          o[c + j] = (static_cast<float>(block[j] & 0xf) - z) * s;
+          o[c + 16 + j] = (static_cast<float>(block[j] >> 4) - z) * s;
+        }
+      }
     }
+  }
+}
+
+std::vector<float> dequantize_q4(const void* blob, const Q4Layout& l) {
+  std::vector<float> stored(static_cast<size_t>(l.n * l.k));
+  dequantize_q4_rows(blob, l, 0, l.n, stored.data());
+  if (!l.act_order) return stored;
+  const int32_t* perm =
+      reinterpret_cast<const int32_t*>(static_cast<const uint8_t*>(blob) + l.perm_offset);
+  std::vector<float> w(stored.size());
+  for (int64_t r = 0; r < l.n; ++r) {
+    for (int64_t c = 0; c < l.k; ++c) w[r * l.k + perm[c]] = stored[r * l.k + c];
   }
   return w;
 }

@@ -73,6 +73,11 @@ Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, cons
 // Writes `src` in the blob layout at `dst` (layout.bytes bytes, host memory).
 void pack_q4(const Q4Source& src, const Q4Layout& layout, void* dst);
 
+// out[i, c] = w[row_begin + i, c] as f32 for i < rows, in the stored column order (row stride
+// k): (q - zero) * scale, exact in f32. `blob` is host memory.
+void dequantize_q4_rows(const void* blob, const Q4Layout& layout, int64_t row_begin, int64_t rows,
+                        float* out);
+
 // w[r, :] for rows [0, n) as f32 in natural input order (perm undone): the reference a fused
 // kernel is tested against. `blob` is host memory.
 std::vector<float> dequantize_q4(const void* blob, const Q4Layout& layout);

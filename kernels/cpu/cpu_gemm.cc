@@ -43,7 +43,6 @@
 
 #include <algorithm>
 
-#include "common/dtype.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/op_checks.h"
 #include "kernels/q4_weight.h"
@@ -388,28 +387,13 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   for (int64_t r0 = 0; r0 < n; r0 += rows_per_panel) {
     const int64_t rows = std::min(rows_per_panel, n - r0);
     struct Deq {
-      const Q4GemvArgs* a;
+      const void* blob;
+      const Q4Layout* layout;
       float* panel;
-      int64_t r0, groups;
-    } deq{&args, panel, r0, groups};
+      int64_t r0;
+    } deq{w.data, &l, panel, r0};
     pool_->parallel_for(rows, 1, [&deq](int64_t b, int64_t e) {
-      const Q4GemvArgs& a = *deq.a;
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t r = deq.r0 + i;
-        const uint8_t* row = a.nibbles + r * (a.k / 2);
-        float* out = deq.panel + i * a.k;
-        for (int64_t g = 0; g < deq.groups; ++g) {
-          const float s = f16_to_f32(a.scales[r * deq.groups + g]);
-          const float z = static_cast<float>(a.zeros[r * deq.groups + g]);
-          for (int64_t c = g * a.group_size; c < (g + 1) * a.group_size; c += 32) {
-            const uint8_t* block = row + c / 2;
-            for (int j = 0; j < 16; ++j) {
-              out[c + j] = (static_cast<float>(block[j] & 0xf) - z) * s;
-              out[c + 16 + j] = (static_cast<float>(block[j] >> 4) - z) * s;
-            }
-          }
-        }
-      }
+      dequantize_q4_rows(deq.blob, *deq.layout, deq.r0 + b, e - b, deq.panel + b * deq.layout->k);
     });
     split_matmul(xq, ldxq, panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0,
                  n, m, rows, k);
