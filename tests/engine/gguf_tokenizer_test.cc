@@ -26,95 +26,21 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/engine/tokenizer_golden_util.h"
 
 namespace tierserve {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::compare_with_golden;
 using ::testing::ElementsAre;
+using testing::GoldenDiff;
 using ::testing::HasSubstr;
+using testing::read_json;
 
 const std::string kDataDir = TIERSERVE_TOKENIZER_DATA;
 const std::string kGgufDir = TIERSERVE_GGUF_TOKENIZER_DIR;
-
-json read_json(const std::string& path) {
-  auto text = read_file(path);
-  EXPECT_TRUE(text.is_ok()) << text.status().to_string();
-  return text.is_ok() ? json::parse(text.value()) : json();
-}
-
-// ---- Golden files --------------------------------------------------------------------------
-
-uint64_t fnv1a64(const std::vector<int32_t>& ids) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (int32_t id : ids) {
-    const auto u = static_cast<uint32_t>(id);
-    for (int k = 0; k < 4; ++k) {
-      h ^= (u >> (8 * k)) & 0xFF;
-      h *= 0x100000001b3ULL;
-    }
-  }
-  return h;
-}
-
-// Where a tokenizer disagrees with a golden file (tests/tokenizer/reference.py's format).
-struct GoldenDiff {
-  int num_cases = 0;                   // encode cases checked
-  int num_decodes = 0;                 // decode cases checked
-  std::set<std::string> encode_texts;  // texts whose ids differ (either add_special_tokens)
-  std::vector<json> decodes;           // differing decode cases, with "got" added
-  bool big_matches = false;            // the 1 MiB text's id count and hash
-};
-
-GoldenDiff compare_with_golden(const Tokenizer& tok, const std::string& golden_name) {
-  GoldenDiff diff;
-  const json golden = read_json(kDataDir + "/" + golden_name + "_golden.json");
-  for (const auto& c : golden["cases"]) {
-    const std::string text = c["text"].get<std::string>();
-    auto ids = tok.encode(text, c["add_special_tokens"].get<bool>());
-    EXPECT_TRUE(ids.is_ok()) << ids.status().to_string();
-    ++diff.num_cases;
-    if (!ids.is_ok() || *ids != c["ids"].get<std::vector<int32_t>>()) {
-      diff.encode_texts.insert(text);
-      ADD_FAILURE_AT(__FILE__, __LINE__)
-          << "golden mismatch: " << golden_name << ": \"" << text
-          << "\" add_special_tokens=" << c["add_special_tokens"] << ": got "
-          << (ids.is_ok() ? json(*ids).dump() : ids.status().to_string()) << ", golden "
-          << c["ids"].dump();
-    }
-  }
-  for (const auto& d : golden["decode"]) {
-    auto text = tok.decode(d["ids"].get<std::vector<int32_t>>(), d["skip_special_tokens"]);
-    EXPECT_TRUE(text.is_ok());
-    ++diff.num_decodes;
-    if (!text.is_ok() || *text != d["text"].get<std::string>()) {
-      json entry = d;
-      entry["got"] = text.is_ok() ? *text : text.status().to_string();
-      diff.decodes.push_back(std::move(entry));
-    }
-  }
-  // reference.py's big_text(): the base cases joined by newlines, repeated to at least 1 MiB.
-  std::string joined;
-  const size_t num_base = golden["num_base_cases"].get<size_t>();
-  for (size_t i = 0; i < num_base; ++i) {
-    const std::string t = golden["cases"][2 * i]["text"].get<std::string>();
-    if (t.empty()) continue;
-    if (!joined.empty()) joined += "\n";
-    joined += t;
-  }
-  std::string big;
-  while (big.size() < (size_t{1} << 20)) big += joined;
-  auto ids = tok.encode(big, true);
-  EXPECT_TRUE(ids.is_ok());
-  if (ids.is_ok()) {
-    char hash[17];
-    std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(fnv1a64(*ids)));
-    diff.big_matches = ids->size() == golden["big"]["num_ids"].get<size_t>() &&
-                       std::string(hash) == golden["big"]["fnv1a64"].get<std::string>();
-  }
-  return diff;
-}
 
 std::unique_ptr<Tokenizer> load_fixture(const std::string& name) {
   auto tok = Tokenizer::load_gguf(kGgufDir + "/" + name + ".gguf");
@@ -146,7 +72,7 @@ class GgufByteLevelGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(GgufByteLevelGolden, MatchesTheOriginalTokenizer) {
   const auto tok = load_fixture(GetParam());
   ASSERT_NE(tok, nullptr);
-  const GoldenDiff diff = compare_with_golden(*tok, GetParam());
+  const GoldenDiff diff = compare_with_golden(*tok, kDataDir, GetParam());
   EXPECT_GT(diff.num_cases, 70);
   EXPECT_GT(diff.num_decodes, 20);
   EXPECT_TRUE(diff.encode_texts.empty());
@@ -167,7 +93,7 @@ INSTANTIATE_TEST_SUITE_P(Files, GgufByteLevelGolden, ::testing::Values("llama3",
 TEST(GgufQwen2Golden, MatchesExceptTheAddedTokenFlagsGgufCannotStore) {
   const auto tok = load_fixture("qwen2");
   ASSERT_NE(tok, nullptr);
-  const GoldenDiff diff = quietly([&] { return compare_with_golden(*tok, "qwen2"); });
+  const GoldenDiff diff = quietly([&] { return compare_with_golden(*tok, kDataDir, "qwen2"); });
   EXPECT_GT(diff.num_cases, 70);
   EXPECT_EQ(diff.encode_texts,
             (std::set<std::string>{"left   <|lstrip|>   right", "left   <|rstrip|>   right",
@@ -182,7 +108,7 @@ TEST(GgufQwen2Golden, MatchesExceptTheAddedTokenFlagsGgufCannotStore) {
 TEST(GgufSentencePieceGolden, MatchesTransformersLlamaConversion) {
   const auto tok = load_fixture("sentencepiece");
   ASSERT_NE(tok, nullptr);
-  const GoldenDiff diff = compare_with_golden(*tok, "sp_legacy");
+  const GoldenDiff diff = compare_with_golden(*tok, kDataDir, "sp_legacy");
   EXPECT_GT(diff.num_cases, 70);
   EXPECT_TRUE(diff.encode_texts.empty());
   for (const json& d : diff.decodes) ADD_FAILURE() << "decode differs: " << d.dump();
@@ -199,7 +125,8 @@ TEST(GgufSentencePieceGolden, MatchesTransformersLlamaConversion) {
 TEST(GgufSentencePieceGolden, MatchesLibSentencePieceExceptSpacesAfterSpecialTokens) {
   const auto tok = load_fixture("sentencepiece");
   ASSERT_NE(tok, nullptr);
-  const GoldenDiff diff = quietly([&] { return compare_with_golden(*tok, "sentencepiece"); });
+  const GoldenDiff diff =
+      quietly([&] { return compare_with_golden(*tok, kDataDir, "sentencepiece"); });
   EXPECT_GT(diff.num_cases, 70);
   EXPECT_TRUE(diff.encode_texts.empty());
   EXPECT_TRUE(diff.big_matches);
