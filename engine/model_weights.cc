@@ -379,9 +379,8 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
 // A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
 // build reads. Q4_0 gemm weights become Q4 blobs; F32/F16/BF16 stay; the rest are dequantized
 // to config.dtype.
-Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path, Backend* backend,
+Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path,
                     ResolvedWeights* w) {
-  (void)backend;
   const std::optional<std::filesystem::path> gguf = gguf_file_of(path);
   if (!gguf) return not_found(path.string() + ": no GGUF file");
   TS_ASSIGN_OR_RETURN(w->gguf, GgufFile::open(*gguf));
@@ -498,7 +497,7 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
     }
   }
   if (format == LoadFormat::kAuto && config.gguf) {
-    TS_RETURN_IF_ERROR(resolve_gguf(config, model_dir, backend, &w));
+    TS_RETURN_IF_ERROR(resolve_gguf(config, model_dir, &w));
   } else if (format == LoadFormat::kAuto) {
     TS_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::open(model_dir));
     for (size_t i = 0; i < specs.size(); ++i) {
