@@ -647,6 +647,40 @@ def generate(out_dir):
 # SentencePiece: a tokenizer.model, and its Llama-2-style tokenizer.json conversion.
 
 
+def added_token_codec(specials, prefix, encode_text, decode_run):
+    """encode(text, add_special_tokens) and decode(ids, skip_special_tokens) of a slow tokenizer
+    whose `specials` ({text: id}) are split out of the text first (leftmost-longest, as
+    transformers splits added tokens) and decoded as their text; the text between goes through
+    encode_text, runs of other ids through decode_run; add_special_tokens puts `prefix` first."""
+    toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
+    plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
+    names = {i: c for c, i in specials.items()}
+
+    def encode(text, add):
+        ids = list(prefix) if add else []
+        for tid, seg, _ in plain.split_added(text, toks):
+            if tid is not None:
+                ids.append(tid)
+            elif seg:
+                ids += encode_text(seg)
+        return ids
+
+    def decode(ids, skip):
+        out, run = "", []
+        for i in ids + [None]:
+            if i is not None and i not in names:
+                run.append(i)
+                continue
+            if run:
+                out += decode_run(run)
+                run = []
+            if i is not None and not skip:
+                out += names[i]
+        return out
+
+    return encode, decode
+
+
 def make_sentencepiece(corpus, out_dir):
     import sentencepiece as spm
     model = io.BytesIO()
@@ -667,30 +701,7 @@ def make_sentencepiece(corpus, out_dir):
     specials = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())
                 if sp.is_control(i) or sp.is_unknown(i)}
 
-    def sp_encode(text, add):
-        ids = [sp.bos_id()] if add else []
-        plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []},
-                           "added_tokens": []})
-        toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
-        for tid, seg, _ in plain.split_added(text, toks):
-            if tid is not None:
-                ids.append(tid)
-            elif seg:
-                ids += sp.encode(seg)
-        return ids
-
-    def sp_decode(ids, skip):
-        out, run = "", []
-        for i in ids + [None]:
-            if i is not None and i not in specials.values():
-                run.append(i)
-                continue
-            if run:
-                out += sp.decode(run)
-                run = []
-            if i is not None and not skip:
-                out += sp.id_to_piece(i)
-        return out
+    sp_encode, sp_decode = added_token_codec(specials, [sp.bos_id()], sp.encode, sp.decode)
 
     def sp_decode_inputs(cases):
         return [sp_encode(c, True) for c in cases[:12]] + [[1, 2] + sp.encode("after")]
@@ -777,31 +788,8 @@ def make_chatglm3(out_dir):
     # (ids n, n + 1, ...), which transformers also splits out as added tokens.
     specials = {sp.id_to_piece(i): i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)}
     specials.update({t: n + i for i, t in enumerate(CHATGLM3_SPECIALS)})
-    toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
-    plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
-
-    def encode(text, add):
-        ids = [specials["[gMASK]"], specials["sop"]] if add else []
-        for tid, seg, _ in plain.split_added(text, toks):
-            if tid is not None:
-                ids.append(tid)
-            elif seg:
-                ids += sp.encode(seg)
-        return ids
-
-    def decode(ids, skip):
-        out, run = "", []
-        names = {i: c for c, i in specials.items()}
-        for i in ids + [None]:
-            if i is not None and i not in names:
-                run.append(i)
-                continue
-            if run:
-                out += sp.decode(run)
-                run = []
-            if i is not None and not skip:
-                out += names[i]
-        return out
+    encode, decode = added_token_codec(specials, [specials["[gMASK]"], specials["sop"]],
+                                       sp.encode, sp.decode)
 
     def decode_inputs(cases):
         return [encode(c, True) for c in cases[:12]] + [[n + 6, n + 7] + sp.encode("after")]
@@ -829,8 +817,6 @@ def make_glm4(out_dir):
         "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False,
                                           "rstrip": False, "single_word": False, "special": True}
                                  for t, i in specials.items()}})
-    toks = [{"id": i, "content": c, "special": True} for c, i in specials.items()]
-    plain = Reference({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
     pattern = regex.compile(LLAMA3_PATTERN)
 
     def bpe(piece):
@@ -850,30 +836,16 @@ def make_glm4(out_dir):
             parts[i:i + 2] = [parts[i] + parts[i + 1]]
         return [ranks[p] for p in parts]
 
-    def encode(text, add):
-        ids = [specials["[gMASK]"], specials["<sop>"]] if add else []
-        for tid, seg, _ in plain.split_added(text, toks):
-            if tid is not None:
-                ids.append(tid)
-            elif seg:
-                for piece in pattern.findall(seg):
-                    ids += bpe(piece.encode("utf-8"))
-        return ids
-
     decoder = {r: t for t, r in ranks.items()}
-    names = {i: c for c, i in specials.items()}
 
-    def decode(ids, skip):
-        text, temp = "", b""
-        for i in ids:
-            if i in names:
-                text += temp.decode("utf-8", errors="replace")
-                temp = b""
-                if not skip:
-                    text += names[i]
-            elif i in decoder:
-                temp += decoder[i]
-        return text + temp.decode("utf-8", errors="replace")
+    def encode_text(text):
+        return [i for piece in pattern.findall(text) for i in bpe(piece.encode("utf-8"))]
+
+    def decode_run(run):  # ChatGLM4Tokenizer: bytes joined, then decoded with replacement
+        return b"".join(decoder[i] for i in run if i in decoder).decode("utf-8", errors="replace")
+
+    encode, decode = added_token_codec(specials, [specials["[gMASK]"], specials["<sop>"]],
+                                       encode_text, decode_run)
 
     def decode_inputs(cases):
         lists = [encode(c, True) for c in cases[:12]]
