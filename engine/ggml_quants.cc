@@ -70,19 +70,6 @@ void dequantize_q4_0(const uint8_t* block, float* y) {
   }
 }
 
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block, packed in 12 bytes:
-// sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 in the
-// nibbles of bytes 8-11 with their top 2 bits in the high bits of bytes 0-7.
-void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
-  if (j < 4) {
-    *scale = scales[j] & 63;
-    *min = scales[j + 4] & 63;
-  } else {
-    *scale = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4));
-    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
-  }
-}
-
 // block_q4_K {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}, 256 elements in 8 sub-blocks
 // of 32: x = d * scale_j * q - dmin * min_j. Each group of 32 bytes of qs holds two sub-blocks:
 // low nibbles the first, high nibbles the second.
@@ -135,6 +122,16 @@ void dequantize_q6_k(const uint8_t* block, float* y) {
 }
 
 }  // namespace
+
+void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4));
+    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
 
 const GgmlTypeInfo* ggml_type_info(uint32_t id) {
   for (const GgmlTypeInfo& info : kGgmlTypes) {

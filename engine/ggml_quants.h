@@ -74,6 +74,12 @@ std::string ggml_type_name(GgmlType type);
 // is negative or not a multiple of the type's block size.
 Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* dst);
 
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block from its 12 packed bytes:
+// sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 in the
+// nibbles of bytes 8-11 with their top 2 bits in the high bits of bytes 0-7. (A block_q4_K is
+// {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}.)
+void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
+
 // The types dequantize_gguf_row() supports, for error messages.
 inline constexpr const char* kGgmlDequantizableTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K";
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "engine/ggml_quants.h"
 
 namespace tierserve {
 namespace {
@@ -190,6 +191,40 @@ Q4Source q4_0_to_q4(const uint8_t* data, int64_t rows, int64_t cols) {
       for (int j = 0; j < 16; ++j) {
         s.q[static_cast<size_t>(r * cols + b * 32 + j)] = block[2 + j] & 0xf;
         s.q[static_cast<size_t>(r * cols + b * 32 + 16 + j)] = block[2 + j] >> 4;
+      }
+    }
+  }
+  return s;
+}
+
+Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols) {
+  // block_q4_K (ggml_quants.h): qs byte l of 32-byte chunk c holds element 64c + l of the
+  // super-block in its low nibble (sub-block 2c) and element 64c + 32 + l in its high one.
+  constexpr int64_t kBlockBytes = 144;
+  Q4Source s;
+  s.n = rows;
+  s.k = cols;
+  s.group_size = 32;
+  const int64_t blocks = cols / 256, groups = cols / 32;
+  s.q.resize(static_cast<size_t>(rows * cols));
+  s.sub_scale.resize(static_cast<size_t>(rows * groups));
+  s.zero.resize(s.sub_scale.size());
+  s.supers.resize(static_cast<size_t>(rows * blocks * 2));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = data + (r * blocks + b) * kBlockBytes;
+      std::memcpy(&s.supers[static_cast<size_t>((r * blocks + b) * 2)], block, 4);  // d, dmin
+      for (int j = 0; j < 8; ++j) {
+        const size_t g = static_cast<size_t>(r * groups + b * 8 + j);
+        q4_k_scale_min(j, block + 4, &s.sub_scale[g], &s.zero[g]);
+      }
+      uint8_t* q = s.q.data() + r * cols + b * 256;
+      const uint8_t* qs = block + 16;
+      for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 32; ++l) {
+          q[64 * c + l] = qs[32 * c + l] & 0x0F;
+          q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+        }
       }
     }
   }

@@ -4,10 +4,11 @@
 // Tensor names are llama.cpp's (token_embd, blk.N.attn_q, ..., output_norm, output). For
 // architecture "llama", llama.cpp's converter permuted the rows of attn_q and attn_k within each
 // head into interleaved rope order; the loader undoes that, back to Hugging Face's rotate_half
-// order ("qwen2" and "qwen3" files keep Hugging Face's order). Q4_0 gemm weights load as Q4
-// blobs (exactly: scale d, zero 8, groups of 32); F32/F16/BF16 tensors as they are; every other
-// supported type (Q8_0, Q4_K, Q6_K, and Q4_0 embeddings) is dequantized to the model's float
-// dtype, as transformers does when it loads a GGUF file.
+// order ("qwen2" and "qwen3" files keep Hugging Face's order). Q4_0 and Q4_K gemm weights
+// load as Q4 blobs (exactly: Q4_0 as scale d, zero 8; Q4_K in the k-quant form; groups of 32);
+// F32/F16/BF16 tensors as they are; every other supported type (Q8_0, Q6_K, and Q4_0/Q4_K
+// embeddings) is dequantized to the model's float dtype, as transformers does when it loads a
+// GGUF file.
 #pragma once
 
 #include <cstdint>
@@ -41,5 +42,9 @@ void unpermute_gguf_rows(const void* in, void* out, int64_t rows, int64_t cols, 
 
 // A Q4_0 tensor [rows, cols] as a Q4 weight: q - 8 times the block's f16 scale, groups of 32.
 Q4Source q4_0_to_q4(const uint8_t* data, int64_t rows, int64_t cols);
+// A Q4_K tensor [rows, cols] (cols a multiple of 256) as a Q4 weight in the k-quant form: each
+// super-block's 8 sub-blocks of 32 become groups, their 6-bit scales and mins kept as they are
+// under the block's d and dmin, so that the weight dequantizes exactly as ggml's does.
+Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols);
 
 }  // namespace tierserve

@@ -377,8 +377,8 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
 }
 
 // A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
-// build reads. Q4_0 gemm weights become Q4 blobs; F32/F16/BF16 stay; the rest are dequantized
-// to config.dtype.
+// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs; F32/F16/BF16 stay; the rest are
+// dequantized to config.dtype.
 Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path,
                     ResolvedWeights* w) {
   const std::optional<std::filesystem::path> gguf = gguf_file_of(path);
@@ -408,8 +408,10 @@ Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path
         w->dtypes[i] = DType::kBF16;
         break;
       default:
-        if (t->type == GgmlType::kQ4_0 && is_gemm_weight(config, s)) {
-          TS_ASSIGN_OR_RETURN(w->q4[i], Q4Layout::make(s.shape[0], s.shape[1], 32, false));
+        if ((t->type == GgmlType::kQ4_0 || t->type == GgmlType::kQ4_K) &&
+            is_gemm_weight(config, s)) {
+          TS_ASSIGN_OR_RETURN(w->q4[i], Q4Layout::make(s.shape[0], s.shape[1], 32, false,
+                                                       t->type == GgmlType::kQ4_K));
           w->dtypes[i] = DType::kQ4;
           w->specs[i].quantized = true;
         } else {
@@ -432,11 +434,19 @@ void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
   void* out = s.gguf_heads > 0 ? nullptr : dst;
   if (s.quantized) {
     // Rows permute as wholes: undo the order on the unpacked integers.
-    Q4Source src = q4_0_to_q4(data, rows, cols);
+    Q4Source src = w.q4[i].k_quant ? q4_k_to_q4(data, rows, cols) : q4_0_to_q4(data, rows, cols);
     if (s.gguf_heads > 0) {
       Q4Source back = src;
-      unpermute_gguf_rows(src.q.data(), back.q.data(), rows, cols, 1, s.gguf_heads);
-      unpermute_gguf_rows(src.scale.data(), back.scale.data(), rows, cols / 32, 2, s.gguf_heads);
+      const auto unpermute = [&](const auto& from, auto& to) {
+        if (from.empty()) return;
+        const int64_t per_row = static_cast<int64_t>(from.size()) / rows;
+        unpermute_gguf_rows(from.data(), to.data(), rows, per_row, sizeof(from[0]), s.gguf_heads);
+      };
+      unpermute(src.q, back.q);
+      unpermute(src.scale, back.scale);
+      unpermute(src.zero, back.zero);
+      unpermute(src.sub_scale, back.sub_scale);
+      unpermute(src.supers, back.supers);
       src = std::move(back);
     }
     pack_q4(src, w.q4[i], dst);

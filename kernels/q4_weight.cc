@@ -45,28 +45,37 @@ Q4Source empty_source(int64_t n, int64_t k, int32_t group_size) {
 
 }  // namespace
 
-Result<Q4Layout> Q4Layout::make(int64_t n, int64_t k, int32_t group_size, bool act_order) {
+Result<Q4Layout> Q4Layout::make(int64_t n, int64_t k, int32_t group_size, bool act_order,
+                                bool k_quant) {
   if (n <= 0 || k <= 0 || group_size <= 0 || group_size % 32 != 0 || k % group_size != 0) {
     return invalid_argument("a 4-bit weight [" + std::to_string(n) + ", " + std::to_string(k) +
                             "] with group size " + std::to_string(group_size) +
                             " (groups must be a multiple of 32 columns and divide the row)");
+  }
+  if (k_quant && (group_size != 32 || k % 256 != 0 || act_order)) {
+    return invalid_argument("a k-quant 4-bit weight [" + std::to_string(n) + ", " +
+                            std::to_string(k) + "] with group size " + std::to_string(group_size) +
+                            " (k-quant weights have groups of 32 in rows of a multiple of 256 "
+                            "columns, without act order)");
   }
   Q4Layout l;
   l.n = n;
   l.k = k;
   l.group_size = group_size;
   l.act_order = act_order;
+  l.k_quant = k_quant;
   const uint64_t un = static_cast<uint64_t>(n), groups = static_cast<uint64_t>(k / group_size);
   l.scales_offset = align64(un * static_cast<uint64_t>(k) / 2);
-  l.zeros_offset = align64(l.scales_offset + un * groups * 2);
-  l.perm_offset = align64(l.zeros_offset + un * groups);
+  l.zeros_offset = align64(l.scales_offset + un * groups * (k_quant ? 1 : 2));
+  l.supers_offset = align64(l.zeros_offset + un * groups);
+  l.perm_offset = k_quant ? align64(l.supers_offset + un * (groups / 8) * 4) : l.supers_offset;
   l.bytes = act_order ? align64(l.perm_offset + static_cast<uint64_t>(k) * 4) : l.perm_offset;
   return l;
 }
 
 Q4Layout Q4Layout::of(const TensorView& w) {
   TS_CHECK(w.dtype == DType::kQ4 && w.ndim == 2) << "not a q4 weight: " << w.debug_string();
-  auto l = make(w.shape[0], w.shape[1], w.group_size, w.act_order);
+  auto l = make(w.shape[0], w.shape[1], w.group_size, w.act_order, w.k_quant);
   TS_CHECK(l.is_ok()) << l.status().to_string();
   return l.value();
 }
@@ -81,6 +90,7 @@ TensorView q4_view(void* data, const Q4Layout& layout, DeviceKind device) {
   v.device = device;
   v.group_size = layout.group_size;
   v.act_order = layout.act_order;
+  v.k_quant = layout.k_quant;
   return v;
 }
 
@@ -156,8 +166,12 @@ Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, cons
 }
 
 void pack_q4(const Q4Source& src, const Q4Layout& l, void* dst) {
+  const size_t groups = static_cast<size_t>(l.n * l.groups());
   TS_CHECK(src.n == l.n && src.k == l.k && src.group_size == l.group_size &&
-           (!src.perm.empty()) == l.act_order)
+           (!src.perm.empty()) == l.act_order && (!src.sub_scale.empty()) == l.k_quant &&
+           src.zero.size() == groups &&
+           (l.k_quant ? src.sub_scale.size() == groups && src.supers.size() == groups / 4
+                      : src.scale.size() == groups))
       << "q4 source does not match its layout";
   uint8_t* base = static_cast<uint8_t*>(dst);
   std::memset(base, 0, l.bytes);
@@ -170,7 +184,12 @@ void pack_q4(const Q4Source& src, const Q4Layout& l, void* dst) {
       }
     }
   }
-  std::memcpy(base + l.scales_offset, src.scale.data(), src.scale.size() * 2);
+  if (l.k_quant) {
+    std::memcpy(base + l.scales_offset, src.sub_scale.data(), src.sub_scale.size());
+    std::memcpy(base + l.supers_offset, src.supers.data(), src.supers.size() * 2);
+  } else {
+    std::memcpy(base + l.scales_offset, src.scale.data(), src.scale.size() * 2);
+  }
   std::memcpy(base + l.zeros_offset, src.zero.data(), src.zero.size());
   if (l.act_order) std::memcpy(base + l.perm_offset, src.perm.data(), src.perm.size() * 4);
 }
@@ -179,6 +198,8 @@ void dequantize_q4_rows(const void* blob, const Q4Layout& l, int64_t row_begin, 
                         float* out) {
   const uint8_t* base = static_cast<const uint8_t*>(blob);
   const uint16_t* scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
+  const uint8_t* sub_scales = base + l.scales_offset;
+  const uint16_t* supers = reinterpret_cast<const uint16_t*>(base + l.supers_offset);
   const uint8_t* zeros = base + l.zeros_offset;
   const int64_t groups = l.groups();
   for (int64_t i = 0; i < rows; ++i) {
@@ -186,13 +207,22 @@ void dequantize_q4_rows(const void* blob, const Q4Layout& l, int64_t row_begin, 
     const uint8_t* row = base + r * (l.k / 2);
     float* o = out + i * l.k;
     for (int64_t g = 0; g < groups; ++g) {
-      const float s = f16_to_f32(scales[r * groups + g]);
-      const float z = static_cast<float>(zeros[r * groups + g]);
+      const int64_t at = r * groups + g;
+      // w = q * s - m: the zero form's (q - z) * s, exact in f32 either way round.
+      float s, m;
+      if (l.k_quant) {
+        const uint16_t* dd = supers + 2 * (at / 8);
+        s = f16_to_f32(dd[0]) * static_cast<float>(sub_scales[at]);
+        m = f16_to_f32(dd[1]) * static_cast<float>(zeros[at]);
+      } else {
+        s = f16_to_f32(scales[at]);
+        m = static_cast<float>(zeros[at]) * s;
+      }
       for (int64_t c = g * l.group_size; c < (g + 1) * l.group_size; c += 32) {
         const uint8_t* block = row + c / 2;
         for (int j = 0; j < 16; ++j) {
-          o[c + j] = (static_cast<float>(block[j] & 0xf) - z) * s;
-          o[c + 16 + j] = (static_cast<float>(block[j] >> 4) - z) * s;
+          o[c + j] = s * static_cast<float>(block[j] & 0xf) - m;
+          o[c + 16 + j] = s * static_cast<float>(block[j] >> 4) - m;
         }
       }
     }

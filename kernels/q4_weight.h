@@ -1,21 +1,26 @@
-// Q4 weights (W4A16): a gemm weight [n, k] stored as 4-bit integers with one f16 scale and one
-// integer zero per group of `group_size` input columns, dequantized inside the gemm. AWQ, GPTQ
-// and GGUF Q4_0 checkpoints are repacked into this one layout at load; it then moves between
-// tiers as plain bytes, a quarter of bf16's (plus 3 bytes per group).
+// Q4 weights (W4A16): a gemm weight [n, k] stored as 4-bit integers, with scales per group of
+// `group_size` input columns, dequantized inside the gemm. AWQ, GPTQ and GGUF Q4_0 / Q4_K
+// checkpoints are repacked into this one layout at load; it then moves between tiers as plain
+// bytes, a quarter of bf16's (plus 3 bytes per group, or 5 bytes per 32 columns for Q4_K).
 //
-//   w[r, c] = (q[r, c] - zero[r, g]) * scale[r, g],   g = c / group_size
+// The scales take one of two forms, g = c / group_size:
+//   zero form:     w[r, c] = (q[r, c] - zero[r, g]) * scale[r, g]
+//   k-quant form:  w[r, c] = (d[r, g / 8] * scale[r, g]) * q[r, c] - dmin[r, g / 8] * zero[r, g]
+// over the columns as stored. The k-quant form is GGUF's Q4_K: groups of 32 columns, 6-bit scales
+// and mins under an f16 d and dmin per super-block of 8 groups; both products are f32, as
+// llama.cpp's dequantize_row_q4_K computes them.
 //
-// over the columns as stored. An act-order GPTQ checkpoint (desc_act) has its input columns
-// permuted so that groups are contiguous: stored column c is input column perm[c], and the gemm
-// reads x[:, perm[c]].
+// An act-order GPTQ checkpoint (desc_act) has its input columns permuted so that groups are
+// contiguous: stored column c is input column perm[c], and the gemm reads x[:, perm[c]].
 //
 // One weight is one blob of these sections, each 64-byte aligned, in this order:
 //   nibbles  [n][k / 2] u8   per row, per block of 32 columns, 16 bytes: byte j holds column
 //                            32b + j in its low nibble and column 32b + 16 + j in its high one
-//   scales   [n][groups] f16
-//   zeros    [n][groups] u8  0..16 (GPTQ v1 stores zero - 1, so 16 occurs)
-//   perm     [k] i32         act-order only
-// A TensorView of it has dtype kQ4, shape [n, k], and group_size / act_order set.
+//   scales   [n][groups] f16 (zero form) or u8 0..63 (k-quant form)
+//   zeros    [n][groups] u8  0..16 (GPTQ v1 stores zero - 1, so 16 occurs); k-quant: 0..63
+//   supers   [n][groups / 8][2] f16   d, dmin: k-quant form only
+//   perm     [k] i32         act-order only (never with the k-quant form)
+// A TensorView of it has dtype kQ4, shape [n, k], and group_size / act_order / k_quant set.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +36,16 @@ struct Q4Layout {
   int64_t n = 0, k = 0;    // rows (outputs) and columns (inputs)
   int32_t group_size = 0;  // a multiple of 32 that divides k
   bool act_order = false;  // the perm section is present
-  uint64_t scales_offset = 0, zeros_offset = 0, perm_offset = 0;  // bytes from the blob's start
-  uint64_t bytes = 0;                                             // the whole blob
+  bool k_quant = false;    // the scales are in the k-quant form; the supers section is present
+  // Bytes from the blob's start.
+  uint64_t scales_offset = 0, zeros_offset = 0, supers_offset = 0, perm_offset = 0;
+  uint64_t bytes = 0;  // the whole blob
 
   int64_t groups() const { return k / group_size; }
-  // Checks the shape (kInvalidArgument naming it) and computes the offsets.
-  static Result<Q4Layout> make(int64_t n, int64_t k, int32_t group_size, bool act_order);
+  // Checks the shape (kInvalidArgument naming it) and computes the offsets. The k-quant form
+  // takes groups of 32 and rows of a multiple of 256 columns, without act order.
+  static Result<Q4Layout> make(int64_t n, int64_t k, int32_t group_size, bool act_order,
+                               bool k_quant = false);
   // The layout of a kQ4 view.
   static Q4Layout of(const TensorView& w);
 };
@@ -49,9 +58,12 @@ struct Q4Source {
   int64_t n = 0, k = 0;
   int32_t group_size = 0;
   std::vector<uint8_t> q;       // [n][k] values 0..15
-  std::vector<uint16_t> scale;  // [n][groups] f16 bits
-  std::vector<uint8_t> zero;    // [n][groups] 0..16
+  std::vector<uint16_t> scale;  // [n][groups] f16 bits (zero form)
+  std::vector<uint8_t> zero;    // [n][groups] 0..16 (zero form) or the 6-bit min (k-quant form)
   std::vector<int32_t> perm;    // [k] or empty: stored column c is input column perm[c]
+  // The k-quant form (GGUF Q4_K): non-empty sub_scale replaces scale.
+  std::vector<uint8_t> sub_scale;  // [n][groups] 0..63
+  std::vector<uint16_t> supers;    // [n][groups / 8][2] f16 bits: d, dmin
 };
 
 // Unpacks AutoAWQ's GEMM layout: qweight int32 [k, n / 8] and qzeros int32 [k / g, n / 8] with
@@ -74,7 +86,8 @@ Result<Q4Source> unpack_gptq(const int32_t* qweight, const int32_t* qzeros, cons
 void pack_q4(const Q4Source& src, const Q4Layout& layout, void* dst);
 
 // out[i, c] = w[row_begin + i, c] as f32 for i < rows, in the stored column order (row stride
-// k): (q - zero) * scale, exact in f32. `blob` is host memory.
+// k): (q - zero) * scale, exact in f32, or d * scale * q - dmin * zero with f32 products (as
+// llama.cpp). `blob` is host memory.
 void dequantize_q4_rows(const void* blob, const Q4Layout& layout, int64_t row_begin, int64_t rows,
                         float* out);
 

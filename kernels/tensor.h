@@ -28,10 +28,11 @@ struct TensorView {
   // A gemm weight [n, k] stored in its backend's own layout (Backend::pack_weight), not as the
   // row-major matrix that shape and strides describe: only that backend's gemm may read it.
   bool packed = false;
-  // A kQ4 weight (kernels/q4_weight.h): input columns per scale group, and whether its columns
-  // are permuted (act order). Unused otherwise.
+  // A kQ4 weight (kernels/q4_weight.h): input columns per scale group, whether its columns are
+  // permuted (act order), and whether its scales are in the k-quant form. Unused otherwise.
   int32_t group_size = 0;
   bool act_order = false;
+  bool k_quant = false;
 
   // A row-major contiguous view of `shape`.
   static TensorView contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,

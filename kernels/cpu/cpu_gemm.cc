@@ -337,7 +337,12 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   args.k = k;
   args.group_size = l.group_size;
   args.nibbles = base;
-  args.scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
+  if (l.k_quant) {
+    args.sub_scales = base + l.scales_offset;
+    args.supers = reinterpret_cast<const uint16_t*>(base + l.supers_offset);
+  } else {
+    args.scales = reinterpret_cast<const uint16_t*>(base + l.scales_offset);
+  }
   args.zeros = base + l.zeros_offset;
   args.bias = bias;
   args.y = y;

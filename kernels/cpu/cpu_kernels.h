@@ -39,10 +39,11 @@ struct GemvArgs {
 using GemvFn = void (*)(const GemvArgs& args, int64_t r_begin, int64_t r_end);
 
 // The W4A16 GEMV over output rows [r_begin, r_end) of a Q4 weight (kernels/q4_weight.h):
-//   y[i, r] = sum_g scale[r, g] * (sum_{c in g} q[r, c] * x[i, c] - zero[r, g] * xsum[i, g])
-//             (+ bias[r])
-// with x in the weight's stored column order (gathered through perm for act order) and
-// xsum[i, g] the sum of x[i, :] over group g. Batch-invariant as GemvFn.
+//   y[i, r] = sum_g (s[r, g] * sum_{c in g} q[r, c] * x[i, c] - m[r, g] * xsum[i, g]) (+ bias[r])
+// where w = s * q - m over group g (s = scale and m = scale * zero in the zero form; s = d * scale
+// and m = dmin * zero in the k-quant form), x is in the weight's stored column order (gathered
+// through perm for act order) and xsum[i, g] is the sum of x[i, :] over group g.
+// Batch-invariant as GemvFn.
 struct Q4GemvArgs {
   const float* x = nullptr;  // [m, ldx]
   int64_t ldx = 0;
@@ -50,9 +51,11 @@ struct Q4GemvArgs {
   int32_t m = 0;                     // 1..kGemvMaxM
   int64_t k = 0;                     // a multiple of group_size
   int32_t group_size = 0;            // a multiple of 32
-  const uint8_t* nibbles = nullptr;  // the blob's sections
-  const uint16_t* scales = nullptr;
+  const uint8_t* nibbles = nullptr;  // the blob's sections (kernels/q4_weight.h)
+  const uint16_t* scales = nullptr;  // zero form
   const uint8_t* zeros = nullptr;
+  const uint8_t* sub_scales = nullptr;  // k-quant form: set, with supers, instead of scales
+  const uint16_t* supers = nullptr;
   const float* bias = nullptr;  // [n] or null
   float* y = nullptr;           // [m, ldy]
   int64_t ldy = 0;

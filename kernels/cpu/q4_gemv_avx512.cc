@@ -61,8 +61,15 @@ void rows(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
           dot[i] = _mm512_fmadd_ps(q_hi, _mm512_loadu_ps(x + 16), dot[i]);
         }
       }
-      const float s = _cvtsh_ss(a.scales[r * groups + g]);
-      const float sz = s * static_cast<float>(a.zeros[r * groups + g]);
+      float s, sz;  // w = s * q - sz over the group
+      const int64_t at = r * groups + g;
+      if (a.supers != nullptr) {
+        s = _cvtsh_ss(a.supers[2 * (at / 8)]) * static_cast<float>(a.sub_scales[at]);
+        sz = _cvtsh_ss(a.supers[2 * (at / 8) + 1]) * static_cast<float>(a.zeros[at]);
+      } else {
+        s = _cvtsh_ss(a.scales[at]);
+        sz = s * static_cast<float>(a.zeros[at]);
+      }
       const __m512 sv = _mm512_set1_ps(s);
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i) {

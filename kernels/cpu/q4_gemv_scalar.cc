@@ -18,9 +18,18 @@ void q4_gemv_scalar(const Q4GemvArgs& a, int64_t r_begin, int64_t r_end) {
           for (int j = 0; j < 16; ++j) dot += static_cast<float>(block[j] & 0xf) * x[c + j];
           for (int j = 0; j < 16; ++j) dot += static_cast<float>(block[j] >> 4) * x[c + 16 + j];
         }
-        const float s = f16_to_f32(a.scales[r * groups + g]);
+        // w = s * q - sz over the group.
+        const int64_t at = r * groups + g;
+        float s, sz;
+        if (a.supers != nullptr) {
+          s = f16_to_f32(a.supers[2 * (at / 8)]) * static_cast<float>(a.sub_scales[at]);
+          sz = f16_to_f32(a.supers[2 * (at / 8) + 1]) * static_cast<float>(a.zeros[at]);
+        } else {
+          s = f16_to_f32(a.scales[at]);
+          sz = s * static_cast<float>(a.zeros[at]);
+        }
         acc += s * dot;
-        acc_zero += s * static_cast<float>(a.zeros[r * groups + g]) * a.xsum[i * groups + g];
+        acc_zero += sz * a.xsum[i * groups + g];
       }
       a.y[i * a.ldy + r] = acc - acc_zero + (a.bias != nullptr ? a.bias[r] : 0.0f);
     }

@@ -127,8 +127,10 @@ void CudaGemm::run_q4(const TensorView& x, const TensorView& w, const TensorView
   a.n = n;
   a.k = k;
   a.group_size = l.group_size;
+  a.k_quant = l.k_quant;
   a.scales_offset = l.scales_offset;
   a.zeros_offset = l.zeros_offset;
+  a.supers_offset = l.supers_offset;
   const int64_t gather_rows = static_cast<int64_t>(kGatherBytes / (static_cast<size_t>(k) * 4));
   TS_CHECK(!l.act_order || gather_rows >= 1) << "act-order Q4 weight with k = " << k;
   const bool fused = batch_invariant_ || m <= kQ4GemvMaxRows;

@@ -175,7 +175,8 @@ struct Q4Args {
   const uint8_t* blob = nullptr;  // nibbles at the start
   int64_t n = 0, k = 0;
   int32_t group_size = 0;
-  uint64_t scales_offset = 0, zeros_offset = 0;
+  bool k_quant = false;  // the scales are in the k-quant form (supers_offset is used)
+  uint64_t scales_offset = 0, zeros_offset = 0, supers_offset = 0;
 };
 // Rows of x one fused Q4 GEMV call takes.
 inline constexpr int32_t kQ4GemvMaxRows = 8;

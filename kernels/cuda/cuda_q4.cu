@@ -8,9 +8,21 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
+// Group `at` (= row * groups + group) of the weight as w = s * q - m (kernels/q4_weight.h).
+__device__ void group_scale(const Q4Args& a, int64_t at, float* s, float* m) {
+  if (a.k_quant) {
+    const __half* dd = reinterpret_cast<const __half*>(a.blob + a.supers_offset) + 2 * (at / 8);
+    *s = __half2float(dd[0]) * static_cast<float>(a.blob[a.scales_offset + at]);
+    *m = __half2float(dd[1]) * static_cast<float>(a.blob[a.zeros_offset + at]);
+  } else {
+    *s = __half2float(reinterpret_cast<const __half*>(a.blob + a.scales_offset)[at]);
+    *m = *s * static_cast<float>(a.blob[a.zeros_offset + at]);
+  }
+}
+
 // One warp per output row. Lane l takes 32-column blocks l, l + 32, ...: for each it widens the
 // 16 bytes of nibbles, forms dot = sum q * x and sx = sum x over the block, and adds
-// scale * (dot - zero * sx) to its sum for every row of x; the warp then reduces by shuffles.
+// s * dot - m * sx (group_scale) to its sum for every row of x; the warp then reduces by shuffles.
 // A row of x is summed in an order that depends only on k and the group size, not on m.
 template <int M>
 __global__ void q4_gemv_kernel(Q4Args a, const float* x, int64_t ldx, int32_t m, float* y,
@@ -20,17 +32,14 @@ __global__ void q4_gemv_kernel(Q4Args a, const float* x, int64_t ldx, int32_t m,
   if (r >= a.n) return;
   const int64_t groups = a.k / a.group_size;
   const uint8_t* row = a.blob + r * (a.k / 2);
-  const __half* scales = reinterpret_cast<const __half*>(a.blob + a.scales_offset) + r * groups;
-  const uint8_t* zeros = a.blob + a.zeros_offset + r * groups;
   float acc[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[i] = 0.0f;
   for (int64_t b = lane; b < a.k / 32; b += 32) {
     const uint4 raw = *reinterpret_cast<const uint4*>(row + b * 16);
     const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-    const int64_t g = b * 32 / a.group_size;
-    const float s = __half2float(scales[g]);
-    const float z = static_cast<float>(zeros[g]);
+    float s, gm;
+    group_scale(a, r * groups + b * 32 / a.group_size, &s, &gm);
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       if (i >= m) break;
@@ -43,7 +52,7 @@ __global__ void q4_gemv_kernel(Q4Args a, const float* x, int64_t ldx, int32_t m,
         dot += static_cast<float>(byte & 0xfu) * lo + static_cast<float>(byte >> 4) * hi;
         sx += lo + hi;
       }
-      acc[i] += s * (dot - z * sx);
+      acc[i] += s * dot - gm * sx;
     }
   }
 #pragma unroll
@@ -54,7 +63,7 @@ __global__ void q4_gemv_kernel(Q4Args a, const float* x, int64_t ldx, int32_t m,
   }
 }
 
-// Rows [row_begin, row_begin + rows) dequantized to f16: out[i, c] = (q - zero) * scale.
+// Rows [row_begin, row_begin + rows) dequantized to f16: out[i, c] = s * q - m.
 __global__ void q4_dequantize_kernel(Q4Args a, int64_t row_begin, int64_t rows, __half* out) {
   const int64_t blocks = a.k / 32;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -62,13 +71,12 @@ __global__ void q4_dequantize_kernel(Q4Args a, int64_t row_begin, int64_t rows, 
   const int64_t i = item / blocks, b = item % blocks, r = row_begin + i;
   const int64_t groups = a.k / a.group_size, g = b * 32 / a.group_size;
   const uint8_t* block = a.blob + r * (a.k / 2) + b * 16;
-  const float s =
-      __half2float(reinterpret_cast<const __half*>(a.blob + a.scales_offset)[r * groups + g]);
-  const float z = static_cast<float>(a.blob[a.zeros_offset + r * groups + g]);
+  float s, m;
+  group_scale(a, r * groups + g, &s, &m);
   __half* o = out + i * a.k + b * 32;
   for (int j = 0; j < 16; ++j) {
-    o[j] = __float2half_rn((static_cast<float>(block[j] & 0xf) - z) * s);
-    o[16 + j] = __float2half_rn((static_cast<float>(block[j] >> 4) - z) * s);
+    o[j] = __float2half_rn(s * static_cast<float>(block[j] & 0xf) - m);
+    o[16 + j] = __float2half_rn(s * static_cast<float>(block[j] >> 4) - m);
   }
 }
 

@@ -11,10 +11,13 @@
 #include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "common/dtype.h"
+#include "engine/gguf_model.h"
+#include "kernels/q4_weight.h"
 
 namespace tierserve {
 namespace {
@@ -537,6 +540,37 @@ TEST(DequantizeGgufTest, Q6_KCombinesLowAndHighBits) {
     const int q = (low | (high << 4)) - 32;
     const int scale = static_cast<int8_t>(block[192 + e / 16]);
     EXPECT_EQ(y[e], 0.5f * static_cast<float>(scale) * static_cast<float>(q)) << e;
+  }
+}
+
+// Q4_0 and Q4_K gemm weights are repacked into 4-bit blobs at load, not dequantized: the blob
+// must give back exactly ggml's values, element for element.
+TEST(GgufQ4Test, Q4_0AndQ4_KRepackExactly) {
+  std::mt19937 rng(11);
+  const int64_t rows = 5, cols = 512;
+  for (const GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_K}) {
+    const GgmlTypeInfo& info = *ggml_type_info(type);
+    const int64_t blocks = rows * cols / info.block_size;
+    std::vector<uint8_t> data(static_cast<size_t>(blocks * info.block_bytes));
+    for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+    for (int64_t b = 0; b < blocks; ++b) {  // finite f16 scales (d, and dmin for Q4_K)
+      for (int h = 0; h < (type == GgmlType::kQ4_K ? 2 : 1); ++h) {
+        const float v = static_cast<float>(rng() % 2000) * 1e-6f;
+        put_u16_at(data, static_cast<size_t>(b * info.block_bytes + 2 * h), f32_to_f16(v));
+      }
+    }
+    const Q4Source src = type == GgmlType::kQ4_K ? q4_k_to_q4(data.data(), rows, cols)
+                                                 : q4_0_to_q4(data.data(), rows, cols);
+    auto layout = Q4Layout::make(rows, cols, 32, false, type == GgmlType::kQ4_K);
+    ASSERT_TRUE(layout.is_ok()) << layout.status().to_string();
+    std::vector<uint8_t> blob(layout.value().bytes);
+    pack_q4(src, layout.value(), blob.data());
+    const std::vector<float> got = dequantize_q4(blob.data(), layout.value());
+    std::vector<float> want(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(dequantize_gguf_row(type, data.data(), rows * cols, want.data()).is_ok());
+    for (size_t e = 0; e < want.size(); ++e) {
+      ASSERT_EQ(got[e], want[e]) << ggml_type_name(type) << " element " << e;
+    }
   }
 }
 

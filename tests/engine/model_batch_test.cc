@@ -141,5 +141,44 @@ TEST(ModelWeightsTest, GemmWeightsPackedUnlessDeterministic) {
   }
 }
 
+// 4-bit checkpoints stay 4-bit in the loaded weights: AWQ projections, GGUF Q4_0 and Q4_K ones
+// (Q4_K in the k-quant form), while GGUF's Q8_0 / Q6_K matrices are dequantized to the float
+// dtype. A 4-bit layer is then about a quarter of the float bytes (DESIGN.md's tiers move these).
+TEST(ModelWeightsTest, FourBitCheckpointsStayFourBit) {
+  struct Case {
+    const char* model;
+    bool q_k_quant;            // q_proj is Q4 in the k-quant form (else the zero form)
+    bool v_is_q4, down_is_q4;  // v_proj / down_proj are Q4 too
+  };
+  const Case cases[] = {{"llama_awq_f16", false, true, true},
+                        {"llama_gguf_f32", false, false, true},
+                        {"llama_gguf_q4k", true, false, false}};
+  auto backend = create_backend(BackendOptions{});
+  ASSERT_TRUE(backend.is_ok());
+  for (const Case& t : cases) {
+    SCOPED_TRACE(t.model);
+    const fs::path dir = fs::path(TIERSERVE_FIXTURES_DIR) / t.model;
+    auto config = load_model_config(dir);
+    ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+    const ModelConfig& c = config.value();
+    auto weights = load_weights(c, dir, LoadFormat::kAuto, backend.value().get());
+    ASSERT_TRUE(weights.is_ok()) << weights.status().to_string();
+    WeightProvider& w = *weights.value();
+    const WeightUnit* layer = w.acquire(layer_unit(0)).value();
+    const TensorView& q = layer->tensors[kQProj];
+    EXPECT_EQ(q.dtype, DType::kQ4);
+    EXPECT_EQ(q.k_quant, t.q_k_quant);
+    EXPECT_EQ(q.shape[0], c.num_heads * c.head_dim);
+    EXPECT_EQ(q.shape[1], c.hidden_size);
+    EXPECT_EQ(layer->tensors[kVProj].dtype == DType::kQ4, t.v_is_q4);
+    EXPECT_EQ(layer->tensors[kDownProj].dtype == DType::kQ4, t.down_is_q4);
+    EXPECT_NE(layer->tensors[kInputNorm].dtype, DType::kQ4);
+    w.release(layer_unit(0));
+    const WeightUnit* head = w.acquire(head_unit(c)).value();
+    EXPECT_NE(head->tensors[kLmHead].dtype, DType::kQ4);  // the head stays in float
+    w.release(head_unit(c));
+  }
+}
+
 }  // namespace
 }  // namespace tierserve

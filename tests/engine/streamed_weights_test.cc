@@ -212,7 +212,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, StreamedWeightsTest,
                          ::testing::Values("llama_gqa_f32", "qwen2_f32", "llama_tied_bf16",
                                            "qwen3_bf16", "llama_bias_f32", "baichuan2_rope_bf16",
                                            "chatglm_bias_f32", "llama_awq_f16", "qwen2_gptq_f16",
-                                           "llama_gguf_f32"));
+                                           "llama_gguf_f32", "llama_gguf_q4k"));
 
 // Dummy weights of an 8-layer shape: the same values whatever the placement, so that streamed
 // runs (host, disk through the one-time copy) match the resident one.

@@ -188,24 +188,25 @@ TEST_P(BackendParityTest, Gemm) {
   }
 }
 
-// Q4 (W4A16) weights: the fused GEMV sizes, prefill (f16 tiles through cuBLAS on CUDA) and an
-// act-order weight. Same random blob on both sides (the generator's draws depend only on the
-// case), bound 2e-3 of max |y| for the f16-rounded prefill route.
+// Q4 (W4A16) weights: the fused GEMV sizes, prefill (f16 tiles through cuBLAS on CUDA), an
+// act-order weight and the k-quant form (GGUF Q4_K). Same random blob on both sides (the
+// generator's draws depend only on the case), bound 2e-3 of max |y| for the f16-rounded prefill
+// route.
 TEST_P(BackendParityTest, Q4Gemm) {
   struct Case {
     int64_t m, n, k;
     int32_t group_size;
-    bool act_order, bias;
+    bool act_order, bias, k_quant;
   };
   const Case cases[] = {
-      {1, 256, 512, 128, false, false},
-      {8, 96, 256, 32, true, true},
-      {3, 64, 4096, 128, false, true},
-      {70, 128, 384, 64, true, false},
+      {1, 256, 512, 128, false, false, false}, {8, 96, 256, 32, true, true, false},
+      {3, 64, 4096, 128, false, true, false},  {70, 128, 384, 64, true, false, false},
+      {2, 96, 1024, 32, false, true, true},    {40, 64, 512, 32, false, false, true},
   };
   for (const Case& c : cases) {
     expect_parity("q4 gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
-                      std::to_string(c.n) + (c.act_order ? " act-order" : ""),
+                      std::to_string(c.n) + (c.act_order ? " act-order" : "") +
+                      (c.k_quant ? " k-quant" : ""),
                   2e-3, [&](Side& s, Random& r) {
                     Q4Source src;
                     src.n = c.n;
@@ -213,16 +214,25 @@ TEST_P(BackendParityTest, Q4Gemm) {
                     src.group_size = c.group_size;
                     for (int64_t i = 0; i < c.n * c.k; ++i)
                       src.q.push_back(static_cast<uint8_t>(r.index(16)));
-                    for (int64_t i = 0; i < c.n * (c.k / c.group_size); ++i) {
-                      src.scale.push_back(f32_to_f16(std::fabs(r.value(0.05f))));
-                      src.zero.push_back(static_cast<uint8_t>(r.index(17)));
+                    const int64_t groups = c.n * (c.k / c.group_size);
+                    for (int64_t i = 0; i < groups; ++i) {
+                      if (c.k_quant) {
+                        src.sub_scale.push_back(static_cast<uint8_t>(r.index(64)));
+                        src.zero.push_back(static_cast<uint8_t>(r.index(64)));
+                      } else {
+                        src.scale.push_back(f32_to_f16(std::fabs(r.value(0.05f))));
+                        src.zero.push_back(static_cast<uint8_t>(r.index(17)));
+                      }
+                    }
+                    for (int64_t i = 0; c.k_quant && i < groups / 4; ++i) {
+                      src.supers.push_back(f32_to_f16(std::fabs(r.value(1e-3f))));
                     }
                     if (c.act_order) {
                       src.perm.resize(static_cast<size_t>(c.k));
                       std::iota(src.perm.begin(), src.perm.end(), 0);
                       std::shuffle(src.perm.begin(), src.perm.end(), r.engine());
                     }
-                    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order);
+                    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order, c.k_quant);
                     TS_CHECK(layout.is_ok());
                     std::vector<uint8_t> blob(layout.value().bytes);
                     pack_q4(src, layout.value(), blob.data());

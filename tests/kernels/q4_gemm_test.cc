@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <numeric>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/dtype.h"
@@ -18,8 +20,10 @@ namespace {
 
 using testing::Random;
 
-// A random 4-bit weight in natural order: q, scales (f16, ~0.01-0.1) and zeros (0..16).
-Q4Source random_source(int64_t n, int64_t k, int32_t group_size, bool act_order, Random& rng) {
+// A random 4-bit weight in natural order: q, scales (f16, ~0.01-0.1) and zeros (0..16); or in
+// the k-quant form, 6-bit scales and mins under f16 d (~1e-3) and dmin (~1e-3).
+Q4Source random_source(int64_t n, int64_t k, int32_t group_size, bool act_order, bool k_quant,
+                       Random& rng) {
   Q4Source s;
   s.n = n;
   s.k = k;
@@ -27,8 +31,18 @@ Q4Source random_source(int64_t n, int64_t k, int32_t group_size, bool act_order,
   const int64_t groups = k / group_size;
   for (int64_t i = 0; i < n * k; ++i) s.q.push_back(static_cast<uint8_t>(rng.index(16)));
   for (int64_t i = 0; i < n * groups; ++i) {
-    s.scale.push_back(f32_to_f16(std::fabs(rng.value(0.1f))));
-    s.zero.push_back(static_cast<uint8_t>(rng.index(17)));
+    if (k_quant) {
+      s.sub_scale.push_back(static_cast<uint8_t>(rng.index(64)));
+      s.zero.push_back(static_cast<uint8_t>(rng.index(64)));
+    } else {
+      s.scale.push_back(f32_to_f16(std::fabs(rng.value(0.1f))));
+      s.zero.push_back(static_cast<uint8_t>(rng.index(17)));
+    }
+  }
+  if (k_quant) {
+    for (int64_t i = 0; i < n * groups / 4; ++i) {
+      s.supers.push_back(f32_to_f16(std::fabs(rng.value(2e-3f))));
+    }
   }
   if (act_order) {
     s.perm.resize(static_cast<size_t>(k));
@@ -42,7 +56,7 @@ TEST(Q4WeightTest, UnpacksAwqGemmLayout) {
   Random rng(1);
   const int64_t n = 16, k = 64;
   const int32_t g = 32;
-  const Q4Source want = random_source(n, k, g, false, rng);
+  const Q4Source want = random_source(n, k, g, false, false, rng);
   // AutoAWQ: output 8j + order[i] in nibble i; qweight [k, n/8], qzeros [k/g, n/8], scales
   // [k/g, n].
   const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
@@ -144,14 +158,55 @@ TEST(Q4WeightTest, UnpacksGptqWithActOrder) {
 struct Q4Case {
   int64_t m, n, k;
   int32_t group_size;
-  bool act_order, bias;
+  bool act_order, bias, k_quant;
 };
 
 const Q4Case kQ4Cases[] = {
-    {1, 64, 128, 32, false, false}, {1, 256, 512, 128, false, true},
-    {3, 40, 256, 64, true, true},   {4, 96, 128, 128, true, false},
-    {6, 72, 256, 32, false, true},  {37, 130, 384, 128, true, true},
+    {1, 64, 128, 32, false, false, false}, {1, 256, 512, 128, false, true, false},
+    {3, 40, 256, 64, true, true, false},   {4, 96, 128, 128, true, false, false},
+    {6, 72, 256, 32, false, true, false},  {37, 130, 384, 128, true, true, false},
+    {1, 24, 256, 32, false, false, true},  {5, 40, 512, 32, false, true, true},
+    {37, 66, 768, 32, false, true, true},
 };
+
+// The k-quant form takes exactly what GGUF's Q4_K has: groups of 32, whole super-blocks.
+TEST(Q4WeightTest, KQuantLayoutHasQ4KShape) {
+  auto layout = Q4Layout::make(8, 512, 32, false, true);
+  ASSERT_TRUE(layout.is_ok()) << layout.status().to_string();
+  const Q4Layout& l = layout.value();
+  EXPECT_EQ(l.scales_offset, 8u * 256);
+  EXPECT_EQ(l.zeros_offset, l.scales_offset + 8 * 16);
+  EXPECT_EQ(l.supers_offset, l.zeros_offset + 8 * 16);  // 128 bytes: already aligned
+  EXPECT_EQ(l.bytes, l.supers_offset + 64);             // 8 rows x 2 blocks x (d, dmin)
+  for (const auto& [k, g, act] :
+       {std::tuple{512, 64, false}, std::tuple{288, 32, false}, std::tuple{512, 32, true}}) {
+    auto bad = Q4Layout::make(8, k, g, act, true);
+    ASSERT_FALSE(bad.is_ok()) << k << " " << g;
+    EXPECT_NE(bad.status().message().find("k-quant"), std::string::npos)
+        << bad.status().to_string();
+  }
+}
+
+// A k-quant blob dequantizes as llama.cpp's dequantize_row_q4_K: d * scale and dmin * min as f32
+// products, then (d * scale) * q - dmin * min.
+TEST(Q4WeightTest, KQuantDequantizesAsLlamaCpp) {
+  Random rng(5);
+  const int64_t n = 3, k = 512;
+  const Q4Source s = random_source(n, k, 32, false, true, rng);
+  const Q4Layout l = Q4Layout::make(n, k, 32, false, true).value();
+  std::vector<uint8_t> blob(l.bytes);
+  pack_q4(s, l, blob.data());
+  const std::vector<float> w = dequantize_q4(blob.data(), l);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t g = r * (k / 32) + c / 32;
+      const float d1 = f16_to_f32(s.supers[2 * (g / 8)]) * static_cast<float>(s.sub_scale[g]);
+      const float m1 = f16_to_f32(s.supers[2 * (g / 8) + 1]) * static_cast<float>(s.zero[g]);
+      const float prod = d1 * static_cast<float>(s.q[r * k + c]);
+      ASSERT_EQ(w[r * k + c], prod - m1) << r << ", " << c;
+    }
+  }
+}
 
 class Q4GemmTest : public ::testing::TestWithParam<CpuIsa> {
  protected:
@@ -167,10 +222,11 @@ TEST_P(Q4GemmTest, FusedGemmMatchesDequantizeThenMatmul) {
   const CpuKernels& kernels = cpu_kernels(GetParam());
   Random rng(7);
   for (const Q4Case& c : kQ4Cases) {
-    SCOPED_TRACE(::testing::Message() << c.m << "x" << c.n << "x" << c.k << " g" << c.group_size
-                                      << (c.act_order ? " act-order" : ""));
-    const Q4Source src = random_source(c.n, c.k, c.group_size, c.act_order, rng);
-    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order);
+    SCOPED_TRACE(::testing::Message()
+                 << c.m << "x" << c.n << "x" << c.k << " g" << c.group_size
+                 << (c.act_order ? " act-order" : "") << (c.k_quant ? " k-quant" : ""));
+    const Q4Source src = random_source(c.n, c.k, c.group_size, c.act_order, c.k_quant, rng);
+    auto layout = Q4Layout::make(c.n, c.k, c.group_size, c.act_order, c.k_quant);
     ASSERT_TRUE(layout.is_ok());
     std::vector<uint8_t> blob(layout.value().bytes);
     pack_q4(src, layout.value(), blob.data());
