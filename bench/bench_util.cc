@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <utility>
+
+#include "kernels/q4_weight.h"
 
 namespace tierserve::bench {
 namespace {
@@ -67,17 +70,41 @@ double ReadBandwidth::measure() {
   return static_cast<double>(words_) * sizeof(uint64_t) / t;
 }
 
-double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats) {
-  const int64_t d = c.hidden_size, f = c.intermediate_size;
-  const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
-  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-  const int64_t shapes[][2] = {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};  // n, k
-  const int64_t max_k = std::max({d, f, q}), max_n = std::max({d, f, q});
+double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats,
+                          const ResolvedWeights* weights) {
+  struct Shape {
+    int64_t n, k;
+    DType dtype;
+    Q4Layout q4;  // kQ4 only
+  };
+  std::vector<Shape> shapes;
+  if (weights != nullptr) {
+    for (size_t i = 0; i < weights->specs.size(); ++i) {
+      const WeightSpec& s = weights->specs[i];
+      if (s.unit != layer_unit(0) || !is_gemm_weight(c, s)) continue;
+      shapes.push_back({s.shape[0], s.shape[1], weights->dtypes[i], weights->q4[i]});
+    }
+  } else {
+    const int64_t d = c.hidden_size, f = c.intermediate_size;
+    const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
+    const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+    for (const auto& [n, k] : {std::pair{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}}) {
+      shapes.push_back({n, k, c.dtype, {}});
+    }
+  }
+  int64_t max_k = 0, max_n = 0;
+  size_t w_bytes = 0;
+  for (const Shape& s : shapes) {
+    max_k = std::max(max_k, s.k);
+    max_n = std::max(max_n, s.n);
+    w_bytes = std::max<size_t>(w_bytes, s.dtype == DType::kQ4
+                                            ? s.q4.bytes
+                                            : static_cast<size_t>(s.n * s.k) * dtype_size(s.dtype));
+  }
   // In the backend's own memory (the GPU's on CUDA). Weight values do not change the time
-  // (zeros are not denormals); only the dtype matters.
+  // (zeros are not denormals; a zero Q4 blob is valid); only the dtype matters.
   const size_t x_bytes = static_cast<size_t>(tokens * max_k) * sizeof(float);
   const size_t y_bytes = static_cast<size_t>(tokens * max_n) * sizeof(float);
-  const size_t w_bytes = static_cast<size_t>(max_n * max_k) * dtype_size(c.dtype);
   auto x_or = backend->allocate(x_bytes), y_or = backend->allocate(y_bytes),
        w_or = backend->allocate(w_bytes);
   auto release = [&] {
@@ -85,7 +112,7 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
       if (r->is_ok()) backend->deallocate(r->value());
     }
   };
-  if (!x_or.is_ok() || !y_or.is_ok() || !w_or.is_ok()) {
+  if (shapes.empty() || !x_or.is_ok() || !y_or.is_ok() || !w_or.is_ok()) {
     release();
     return 0;
   }
@@ -97,10 +124,12 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   }
   const DeviceKind dev = backend->device();
   double flops = 0, seconds = 0;
-  for (const auto& shape : shapes) {
-    const int64_t n = shape[0], k = shape[1];
+  for (const Shape& s : shapes) {
+    const int64_t n = s.n, k = s.k;
     TensorView xv = TensorView::contiguous(x_or.value(), DType::kF32, {tokens, k}, dev);
-    TensorView wv = TensorView::contiguous(w_or.value(), c.dtype, {n, k}, dev);
+    TensorView wv = s.dtype == DType::kQ4
+                        ? q4_view(w_or.value(), s.q4, dev)
+                        : TensorView::contiguous(w_or.value(), s.dtype, {n, k}, dev);
     TensorView yv = TensorView::contiguous(y_or.value(), DType::kF32, {tokens, n}, dev);
     std::vector<double> times;
     for (int r = 0; r < repeats + 1; ++r) {
@@ -116,18 +145,22 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   return flops / seconds;
 }
 
-StepCost step_cost(const ModelConfig& c, uint64_t weight_bytes) {
+StepCost step_cost(const ModelConfig& c, const ResolvedWeights& w) {
   // A decode step reads every weight but the embedding table (one row is read), plus the
   // lm_head, which is the embedding table again when tied. Prefill multiplies every token by
   // every decoder weight; the lm_head runs for the last token only.
-  const uint64_t elem = dtype_size(c.dtype);
-  const uint64_t embed_bytes = static_cast<uint64_t>(c.vocab_size) * c.hidden_size * elem;
   StepCost cost;
-  cost.decode_bytes = weight_bytes - embed_bytes;
-  if (c.tie_word_embeddings) cost.decode_bytes += embed_bytes;
-  uint64_t decoder_bytes = weight_bytes - embed_bytes;
-  if (!c.tie_word_embeddings) decoder_bytes -= embed_bytes;
-  cost.decoder_params = static_cast<double>(decoder_bytes) / static_cast<double>(elem);
+  for (size_t i = 0; i < w.specs.size(); ++i) {
+    const int32_t unit = w.specs[i].unit;
+    if (unit != kEmbeddingUnit || c.tie_word_embeddings) {
+      cost.decode_bytes += resolved_spec_bytes(w, i);
+    }
+    if (unit != kEmbeddingUnit && unit != head_unit(c)) {
+      double params = 1;
+      for (int64_t d : w.specs[i].shape) params *= static_cast<double>(d);
+      cost.decoder_params += params;
+    }
+  }
   return cost;
 }
 

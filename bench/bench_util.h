@@ -9,6 +9,7 @@
 #include "common/thread_pool.h"
 #include "common/topology.h"
 #include "engine/model_config.h"
+#include "engine/model_weights.h"
 #include "kernels/backend.h"
 
 namespace tierserve::bench {
@@ -41,16 +42,20 @@ class ReadBandwidth {
 };
 
 // GEMM throughput of `backend` on one decoder layer's own projections (q, k, v, o, gate, up,
-// down) at m = `tokens` rows, in the model's weight dtype: total FLOPs over the summed median
-// time of each shape. The compute bound of prefill (and of large-batch decode) for this model.
+// down) at m = `tokens` rows: total FLOPs over the summed median time of each shape. The compute
+// bound of prefill (and of large-batch decode) for this model. With `weights`, each projection
+// in the dtype it loads as (4-bit blobs through the 4-bit gemm); else all in the model's dtype.
 // Buffers come from the backend (device memory on a GPU); 0 when they cannot be had.
-double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats);
+double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats,
+                          const ResolvedWeights* weights = nullptr);
 
-// What one forward step must move and compute, from the model's weight size.
+// What one forward step must move and compute, from the model's weights as they load (4-bit
+// blobs at their 4-bit size, GGUF tensors in the types they load as).
 struct StepCost {
   uint64_t decode_bytes = 0;  // weights one decode step reads (embedding: one row; lm_head)
   double decoder_params = 0;  // parameters each token is multiplied by (no embedding/lm_head)
 };
-StepCost step_cost(const ModelConfig& c, uint64_t weight_bytes);
+// `w`: resolve_weights() of the model (only headers and metadata are read).
+StepCost step_cost(const ModelConfig& c, const ResolvedWeights& w);
 
 }  // namespace tierserve::bench

@@ -81,14 +81,16 @@ Status run(OfflineOptions& o) {
     if (!engine_or.is_ok()) return engine_or.status();
     LlmEngine& engine = *engine_or.value();
     const ModelConfig& c = engine.config();
-    const StepCost cost = step_cost(c, checkpoint_weight_bytes(c));
+    TS_ASSIGN_OR_RETURN(const ResolvedWeights weights,
+                        resolve_weights(c, o.model_dir, e.load_format, &engine.backend(), 0));
+    const StepCost cost = step_cost(c, weights);
     model_line = c.architecture_name + " (" + std::string(dtype_name(c.dtype)) + ", " +
                  std::to_string(c.num_layers) + " layers, weights " +
                  format_bytes(engine.weight_bytes()) + ")";
     std::vector<double> tps, bound, ttft, step, streamed, stall, hits;
     // The compute bound: GEMM throughput at m = batch over the decoder's own projections, and
     // 2 FLOPs per parameter per token (attention and the lm_head aside).
-    const double flops = measure_gemm_flops(&engine.backend(), c, batch, 3);
+    const double flops = measure_gemm_flops(&engine.backend(), c, batch, 3, &weights);
     const double compute_bound = flops > 0 ? flops / (2.0 * cost.decoder_params) : 0;
     for (int32_t r = 0; r <= o.repeats; ++r) {
       // The host's read bandwidth on the CPU backend; the GPU's memory bandwidth on a GPU.

@@ -148,9 +148,11 @@ Status run(OffloadSweepOptions& s) {
   for (int32_t batch : o.batch_sizes) {
     if (compute_ms.count(batch) > 0 || !config) continue;
     TS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, create_backend(o.engine.backend));
-    const double flops = measure_gemm_flops(b.get(), *config, batch, 3);
+    TS_ASSIGN_OR_RETURN(const ResolvedWeights weights,
+                        resolve_weights(*config, o.model_dir, o.engine.load_format, b.get(), 0));
+    const double flops = measure_gemm_flops(b.get(), *config, batch, 3, &weights);
     if (flops <= 0) continue;
-    const StepCost cost = step_cost(*config, checkpoint_weight_bytes(*config));
+    const StepCost cost = step_cost(*config, weights);
     compute_ms[batch] = 2.0 * cost.decoder_params * batch / flops * 1e3;
     compute_note =
         "compute = the all-resident step where one ran, else the decoder's GEMMs at the measured "

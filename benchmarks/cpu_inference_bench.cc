@@ -58,7 +58,13 @@ int run(const Args& a) {
   const ModelConfig& c = engine.config();
   const int threads = a.threads > 0 ? a.threads : Topology().num_cores();
 
-  const bench::StepCost cost = bench::step_cost(c, checkpoint_weight_bytes(c));
+  auto weights_or = resolve_weights(c, a.model_dir, options.load_format, &engine.backend(), 0);
+  if (!weights_or.is_ok()) {
+    std::fprintf(stderr, "error: %s\n", weights_or.status().message().c_str());
+    return 1;
+  }
+  const ResolvedWeights& weights = weights_or.value();
+  const bench::StepCost cost = bench::step_cost(c, weights);
   const uint64_t step_bytes = cost.decode_bytes;
   const double decoder_params = cost.decoder_params;
 
@@ -92,7 +98,7 @@ int run(const Args& a) {
     double t_with_decode = seconds_since(t0);
     // Prefill: one step over the long prompt (max_num_batched_tokens = prefill_tokens).
     const double gemm_flops =
-        bench::measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, 1);
+        bench::measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, 1, &weights);
     p.max_tokens = 1;
     t0 = Clock::now();
     (void)engine.generate(long_prompt, p);

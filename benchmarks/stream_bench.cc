@@ -207,7 +207,7 @@ std::string host_part(const Args& a, const ModelConfig& c, Backend* backend,
   // On the CPU backend the device and host tiers are the same DRAM: the copies (a read and a
   // write of every streamed byte) share its bandwidth with the compute's weight reads, so the
   // step can be no faster than all those bytes over the read bandwidth.
-  const uint64_t decode_bytes = bench::step_cost(c, checkpoint_weight_bytes(c)).decode_bytes;
+  const uint64_t decode_bytes = bench::step_cost(c, w).decode_bytes;
   bench::ReadBandwidth read_bandwidth(a.threads > 0 ? a.threads : Topology().num_cores());
   std::vector<double> bws;
   for (int r = 0; r < 3; ++r) bws.push_back(read_bandwidth.measure());

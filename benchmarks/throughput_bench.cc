@@ -121,7 +121,13 @@ int run(const Args& a) {
     }
     LlmEngine& engine = *engine_or.value();
     const ModelConfig& c = engine.config();
-    const bench::StepCost cost = bench::step_cost(c, checkpoint_weight_bytes(c));
+    auto weights_or = resolve_weights(c, a.model_dir, o.load_format, &engine.backend(), 0);
+    if (!weights_or.is_ok()) {
+      std::fprintf(stderr, "error: %s\n", weights_or.status().message().c_str());
+      return 1;
+    }
+    const ResolvedWeights& weights = weights_or.value();
+    const bench::StepCost cost = bench::step_cost(c, weights);
     auto backend = create_backend(o.backend);
     model_line = c.architecture_name + " (" + std::string(dtype_name(c.dtype)) + ", " +
                  std::to_string(c.num_layers) + " layers, weights " +
@@ -129,7 +135,7 @@ int run(const Args& a) {
     std::vector<double> rps, tps, mean_batch, decode, bound, ratio;
     for (int r = 0; r < a.repeats + 1; ++r) {
       const double bw = bandwidth.measure();
-      const double flops = bench::measure_gemm_flops(backend.value().get(), c, batch, 1);
+      const double flops = bench::measure_gemm_flops(backend.value().get(), c, batch, 1, &weights);
       RunResult res = run_once(engine, batch, a, static_cast<uint32_t>(r));
       if (r == 0) continue;  // warm-up
       const double d = static_cast<double>(res.decode_tokens) / res.decode_seconds;

@@ -265,20 +265,9 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
   return specs;
 }
 
-uint64_t checkpoint_weight_bytes(const ModelConfig& config) {
-  uint64_t total = 0;
-  for (const WeightSpec& s : weight_specs(config)) {
-    if (s.quantized) {
-      // 4-bit values, a 4-bit zero and an f16 scale per group, GPTQ's g_idx.
-      const uint64_t n = static_cast<uint64_t>(s.shape[0]), k = static_cast<uint64_t>(s.shape[1]);
-      const uint64_t groups = config.quant.group_size > 0 ? k / config.quant.group_size : 1;
-      total += n * k / 2 + groups * n / 2 + groups * n * 2;
-      if (config.quant.method == QuantMethod::kGptq) total += k * 4;
-      continue;
-    }
-    total += static_cast<uint64_t>(numel(s.shape)) * dtype_size(config.dtype);
-  }
-  return total;
+uint64_t resolved_spec_bytes(const ResolvedWeights& w, size_t i) {
+  if (w.dtypes[i] == DType::kQ4) return w.q4[i].bytes;
+  return static_cast<uint64_t>(numel(w.specs[i].shape)) * dtype_size(w.dtypes[i]);
 }
 
 namespace {

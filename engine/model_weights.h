@@ -78,10 +78,6 @@ struct WeightSpec {
 // model.embed_tokens.weight).
 std::vector<WeightSpec> weight_specs(const ModelConfig& config);
 
-// Bytes of those tensors in config.dtype, as a checkpoint stores them (the device tier may hold
-// more: packed layouts pad, and a tied lm_head gets a packed copy).
-uint64_t checkpoint_weight_bytes(const ModelConfig& config);
-
 enum class LoadFormat : uint8_t {
   kAuto,   // safetensors from the model directory
   kDummy,  // random weights of the config's shapes and dtype; no checkpoint read
@@ -149,6 +145,11 @@ struct ResolvedWeights {
 Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
                                         const std::filesystem::path& model_dir, LoadFormat format,
                                         Backend* backend, uint64_t seed);
+
+// Bytes of spec `i` as loaded, before packing: a Q4 blob's (its layout's size), else its elements
+// in dtypes[i]. (The device tier may hold more: packed layouts pad, and a tied lm_head gets a
+// packed copy.)
+uint64_t resolved_spec_bytes(const ResolvedWeights& w, size_t i);
 
 // Writes unit `unit` in the device layout at `dst` (unit_bytes(unit) bytes, 64-byte aligned:
 // the backend's device memory, or host memory) and returns its views, which point into dst.
