@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 
 namespace tierserve::bench {
 namespace {
@@ -75,21 +76,24 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   struct Shape {
     int64_t n, k;
     DType dtype;
+    uint64_t bytes;
     Q4Layout q4;  // kQ4 only
+    Q8Layout q8;  // kQ8 only
   };
   std::vector<Shape> shapes;
   if (weights != nullptr) {
     for (size_t i = 0; i < weights->specs.size(); ++i) {
       const WeightSpec& s = weights->specs[i];
       if (s.unit != layer_unit(0) || !is_gemm_weight(c, s)) continue;
-      shapes.push_back({s.shape[0], s.shape[1], weights->dtypes[i], weights->q4[i]});
+      shapes.push_back({s.shape[0], s.shape[1], weights->dtypes[i],
+                        resolved_spec_bytes(*weights, i), weights->q4[i], weights->q8[i]});
     }
   } else {
     const int64_t d = c.hidden_size, f = c.intermediate_size;
     const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
     const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
     for (const auto& [n, k] : {std::pair{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}}) {
-      shapes.push_back({n, k, c.dtype, {}});
+      shapes.push_back({n, k, c.dtype, static_cast<uint64_t>(n * k) * dtype_size(c.dtype), {}, {}});
     }
   }
   int64_t max_k = 0, max_n = 0;
@@ -97,12 +101,10 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   for (const Shape& s : shapes) {
     max_k = std::max(max_k, s.k);
     max_n = std::max(max_n, s.n);
-    w_bytes = std::max<size_t>(w_bytes, s.dtype == DType::kQ4
-                                            ? s.q4.bytes
-                                            : static_cast<size_t>(s.n * s.k) * dtype_size(s.dtype));
+    w_bytes = std::max<size_t>(w_bytes, s.bytes);
   }
   // In the backend's own memory (the GPU's on CUDA). Weight values do not change the time
-  // (zeros are not denormals; a zero Q4 blob is valid); only the dtype matters.
+  // (zeros are not denormals; zero Q4 and Q8 blobs are valid); only the dtype matters.
   const size_t x_bytes = static_cast<size_t>(tokens * max_k) * sizeof(float);
   const size_t y_bytes = static_cast<size_t>(tokens * max_n) * sizeof(float);
   auto x_or = backend->allocate(x_bytes), y_or = backend->allocate(y_bytes),
@@ -127,8 +129,9 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
   for (const Shape& s : shapes) {
     const int64_t n = s.n, k = s.k;
     TensorView xv = TensorView::contiguous(x_or.value(), DType::kF32, {tokens, k}, dev);
-    TensorView wv = s.dtype == DType::kQ4
-                        ? q4_view(w_or.value(), s.q4, dev)
+    TensorView wv = s.dtype == DType::kQ4 ? q4_view(w_or.value(), s.q4, dev)
+                    : s.dtype == DType::kQ8
+                        ? q8_view(w_or.value(), s.q8, dev)
                         : TensorView::contiguous(w_or.value(), s.dtype, {n, k}, dev);
     TensorView yv = TensorView::contiguous(y_or.value(), DType::kF32, {tokens, n}, dev);
     std::vector<double> times;

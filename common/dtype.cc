@@ -17,6 +17,7 @@ size_t dtype_size(DType dtype) {
     case DType::kU8:
       return 1;
     case DType::kQ4:
+    case DType::kQ8:
       break;
   }
   TS_CHECK(false) << "dtype_size of " << dtype_name(dtype);
@@ -39,6 +40,8 @@ std::string_view dtype_name(DType dtype) {
       return "u8";
     case DType::kQ4:
       return "q4";
+    case DType::kQ8:
+      return "q8";
   }
   return "?";
 }

@@ -8,12 +8,13 @@
 
 namespace tierserve {
 
-// kQ4 is a 4-bit gemm weight blob (kernels/q4_weight.h): it has no element size.
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8, kQ4 };
+// kQ4 and kQ8 are 4-bit and 8-bit gemm weight blobs (kernels/q4_weight.h, kernels/q8_weight.h):
+// they have no element size.
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8, kQ4, kQ8 };
 
-// Bytes per element; aborts for kQ4, whose blobs are sized by Q4Layout.
+// Bytes per element; aborts for kQ4 and kQ8, whose blobs are sized by their layouts.
 size_t dtype_size(DType dtype);
-// "f32", "f16", "bf16", "i32", "i64", "u8", "q4".
+// "f32", "f16", "bf16", "i32", "i64", "u8", "q4", "q8".
 std::string_view dtype_name(DType dtype);
 // Parses the names above and the usual synonyms ("float32", "bfloat16", "half", "float").
 bool parse_dtype(std::string_view name, DType* out);

@@ -267,6 +267,7 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c) {
 
 uint64_t resolved_spec_bytes(const ResolvedWeights& w, size_t i) {
   if (w.dtypes[i] == DType::kQ4) return w.q4[i].bytes;
+  if (w.dtypes[i] == DType::kQ8) return w.q8[i].bytes;
   return static_cast<uint64_t>(numel(w.specs[i].shape)) * dtype_size(w.dtypes[i]);
 }
 
@@ -366,8 +367,8 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
 }
 
 // A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
-// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs; F32/F16/BF16 stay; the rest are
-// dequantized to config.dtype.
+// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs, Q8_0 and Q6_K ones Q8 blobs;
+// F32/F16/BF16 stay; the rest are dequantized to config.dtype.
 Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path,
                     ResolvedWeights* w) {
   const std::optional<std::filesystem::path> gguf = gguf_file_of(path);
@@ -403,6 +404,12 @@ Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path
                                                        t->type == GgmlType::kQ4_K));
           w->dtypes[i] = DType::kQ4;
           w->specs[i].quantized = true;
+        } else if ((t->type == GgmlType::kQ8_0 || t->type == GgmlType::kQ6_K) &&
+                   is_gemm_weight(config, s)) {
+          TS_ASSIGN_OR_RETURN(w->q8[i], Q8Layout::make(s.shape[0], s.shape[1],
+                                                       t->type == GgmlType::kQ6_K ? 16 : 32));
+          w->dtypes[i] = DType::kQ8;
+          w->specs[i].quantized = true;
         } else {
           w->dtypes[i] = config.dtype;
         }
@@ -412,8 +419,8 @@ Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path
   return Status::ok();
 }
 
-// GGUF spec `i` in host memory at `dst`: a Q4 blob, or rows of dtypes[i] (dequantized, with
-// llama's Q/K rows put back in Hugging Face order).
+// GGUF spec `i` in host memory at `dst`: a Q4 or Q8 blob, or rows of dtypes[i] (dequantized,
+// with llama's Q/K rows put back in Hugging Face order).
 void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
   const WeightSpec& s = w.specs[i];
   const GgufTensorInfo& t = *w.gguf_tensors[i];
@@ -421,6 +428,23 @@ void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
   const int64_t rows = s.shape[0], cols = s.shape.size() > 1 ? s.shape[1] : 1;
   std::vector<uint8_t> plain;  // before the Q/K row order is undone
   void* out = s.gguf_heads > 0 ? nullptr : dst;
+  if (s.quantized && w.dtypes[i] == DType::kQ8) {
+    const Q8Layout& l = w.q8[i];
+    std::vector<uint8_t> blob;  // before the Q/K row order is undone
+    void* to = dst;
+    if (s.gguf_heads > 0) {
+      blob.resize(l.bytes);
+      to = blob.data();
+    }
+    (t.type == GgmlType::kQ6_K ? q6_k_to_q8 : q8_0_to_q8)(data, l, to);
+    if (s.gguf_heads > 0) {  // rows permute as wholes, in both sections
+      char* out8 = static_cast<char*>(dst);
+      unpermute_gguf_rows(blob.data(), out8, rows, cols, 1, s.gguf_heads);
+      unpermute_gguf_rows(blob.data() + l.scales_offset, out8 + l.scales_offset, rows, l.groups(),
+                          4, s.gguf_heads);
+    }
+    return;
+  }
   if (s.quantized) {
     // Rows permute as wholes: undo the order on the unpacked integers.
     Q4Source src = w.q4[i].k_quant ? q4_k_to_q4(data, rows, cols) : q4_0_to_q4(data, rows, cols);
@@ -482,6 +506,7 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
   w.source_offsets.assign(specs.size(), 0);
   w.dtypes.assign(specs.size(), config.dtype);
   w.q4.resize(specs.size());
+  w.q8.resize(specs.size());
   w.q4_sources.resize(specs.size());
   if (format == LoadFormat::kDummy) {
     for (size_t i = 0; i < specs.size(); ++i) {
@@ -551,7 +576,7 @@ Result<ResolvedWeights> resolve_weights(const ModelConfig& config,
       name = specs[i].name;
       shape = specs[i].shape;
       if (specs[i].quantized) {
-        bytes = w.q4[i].bytes;
+        bytes = resolved_spec_bytes(w, i);
       } else {
         bytes = dtype_size(w.dtypes[i]);
         for (int64_t d : shape) bytes *= static_cast<uint64_t>(d);
@@ -612,11 +637,13 @@ WeightUnit write_weight_unit(const ModelConfig& config, const ResolvedWeights& w
       if (backend->device() == DeviceKind::kCpu) {
         write(to);
       } else {
-        staging.resize(w.q4[i].bytes);
+        staging.resize(resolved_spec_bytes(w, i));
         write(staging.data());
         backend->copy(to, staging.data(), staging.size());
       }
-      out.tensors[static_cast<size_t>(s.slot)] = q4_view(to, w.q4[i], backend->device());
+      out.tensors[static_cast<size_t>(s.slot)] = w.dtypes[i] == DType::kQ8
+                                                     ? q8_view(to, w.q8[i], backend->device())
+                                                     : q4_view(to, w.q4[i], backend->device());
       continue;
     }
     const size_t bytes = static_cast<size_t>(numel(s.shape)) * dtype_size(w.dtypes[i]);

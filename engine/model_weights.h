@@ -17,6 +17,7 @@
 #include "engine/safetensors.h"
 #include "kernels/backend.h"
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 #include "offload/weight_provider.h"
 
 namespace tierserve {
@@ -116,8 +117,9 @@ struct ResolvedWeights {
   std::vector<uint64_t> source_offsets;    // per spec: bytes from the checkpoint tensor's start
                                            // to the spec's rows (non-zero for fused slices)
   std::vector<DType> dtypes;               // per spec: the checkpoint's (kAuto) or config.dtype;
-                                           // kQ4 for quantized specs
-  std::vector<Q4Layout> q4;                // per spec: a quantized spec's blob layout
+                                           // kQ4 / kQ8 for quantized specs
+  std::vector<Q4Layout> q4;                // per spec: a kQ4 spec's blob layout
+  std::vector<Q8Layout> q8;                // per spec: a kQ8 spec's blob layout (GGUF)
   // per spec (kAuto, quantized): qweight, qzeros, scales, g_idx (g_idx's data null if absent)
   std::vector<std::array<CheckpointTensor, 4>> q4_sources;
   std::unique_ptr<GgufFile> gguf;                   // a GGUF model's file (ModelConfig::gguf)

@@ -46,12 +46,13 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/op_checks.h"
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 
 namespace tierserve {
 namespace {
 
 // Rows of x up to which a Q4 weight goes through the GEMV kernels rather than dequantized panels.
-constexpr int64_t kQ4GemvMaxBatch = 32;
+constexpr int64_t kQuantizedGemvMaxBatch = 32;
 // Weight bytes per GEMV chunk of the pool: enough that a chunk outweighs the cost of handing it
 // to another thread.
 constexpr int64_t kGemvChunkBytes = 64 * 1024;
@@ -112,7 +113,7 @@ TensorView CpuGemm::pack(const TensorView& w, void* dst) {
 void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
                   const TensorView& y) {
   check_rows(x, DType::kF32, 2, "gemm x");
-  TS_CHECK(is_float_dtype(w.dtype) || w.dtype == DType::kQ4)
+  TS_CHECK(is_float_dtype(w.dtype) || w.dtype == DType::kQ4 || w.dtype == DType::kQ8)
       << "gemm weight dtype: " << describe(w);
   check_rows(w, w.dtype, 2, "gemm w");
   check_rows(y, DType::kF32, 2, "gemm y");
@@ -149,6 +150,8 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
 
   if (w.dtype == DType::kQ4) {
     run_q4(x_data, ldx, w, bias_f32, y_data, m, n, k);
+  } else if (w.dtype == DType::kQ8) {
+    run_q8(x_data, ldx, w, bias_f32, y_data, m, n, k);
   } else if (w.packed) {
     TS_CHECK(packed_bytes(w.dtype, n, k) > 0)
         << "packed weight " << describe(w) << " given to a gemm that does not pack";
@@ -348,13 +351,7 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   args.y = y;
   args.ldy = n;
 
-  // Up to kQ4GemvMaxBatch rows (batched decode) the GEMV kernels take groups of kGemvMaxM rows
-  // over L2-sized blocks of w, reading w once; dequantized panels would write and read it in f32
-  // (measured 9x slower at m = 8). gemv_max_m = 0 forces the panels (tests).
-  const bool gemv =
-      options_.batch_invariant ||
-      (options_.gemv_max_m > 0 && m <= std::max<int64_t>(options_.gemv_max_m, kQ4GemvMaxBatch));
-  if (gemv) {
+  if (quantized_gemv(m)) {
     const int64_t row_bytes = k / 2;
     int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
     if (m > kGemvMaxM) {
@@ -386,23 +383,104 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   }
 
   // Prefill: panels of rows dequantized to f32 (stored column order), multiplied by oneDNN.
+  struct Deq {
+    const void* blob;
+    const Q4Layout* layout;
+  } deq{w.data, &l};
+  run_dequantized_panels(
+      xq, ldxq,
+      [](const void* ctx, int64_t r0, int64_t rows, float* out) {
+        const Deq& d = *static_cast<const Deq*>(ctx);
+        dequantize_q4_rows(d.blob, *d.layout, r0, rows, out);
+      },
+      &deq, bias, y, m, n, k);
+}
+
+bool CpuGemm::quantized_gemv(int64_t m) const {
+  // Up to kQuantizedGemvMaxBatch rows (batched decode) the GEMV kernels take groups of kGemvMaxM rows
+  // over L2-sized blocks of w, reading w once; dequantized panels would write and read it in f32
+  // (measured 9x slower at m = 8). gemv_max_m = 0 forces the panels (tests).
+  return options_.batch_invariant ||
+         (options_.gemv_max_m > 0 && m <= std::max<int64_t>(options_.gemv_max_m, kQuantizedGemvMaxBatch));
+}
+
+void CpuGemm::run_dequantized_panels(const float* x, int64_t ldx,
+                                     void (*dequantize)(const void* ctx, int64_t r0, int64_t rows,
+                                                        float* out),
+                                     const void* ctx, const float* bias, float* y, int64_t m,
+                                     int64_t n, int64_t k) {
   const int64_t rows_per_panel =
       std::min(n, std::max<int64_t>(16, kPanelBytes / (4 * k) / 16 * 16));
   float* panel = panel_.get<float>(static_cast<size_t>(rows_per_panel * k));
   for (int64_t r0 = 0; r0 < n; r0 += rows_per_panel) {
     const int64_t rows = std::min(rows_per_panel, n - r0);
-    struct Deq {
-      const void* blob;
-      const Q4Layout* layout;
+    struct Work {
+      decltype(dequantize) fn;
+      const void* ctx;
       float* panel;
-      int64_t r0;
-    } deq{w.data, &l, panel, r0};
-    pool_->parallel_for(rows, 1, [&deq](int64_t b, int64_t e) {
-      dequantize_q4_rows(deq.blob, *deq.layout, deq.r0 + b, e - b, deq.panel + b * deq.layout->k);
+      int64_t r0, k;
+    } work{dequantize, ctx, panel, r0, k};
+    pool_->parallel_for(rows, 1, [&work](int64_t b, int64_t e) {
+      work.fn(work.ctx, work.r0 + b, e - b, work.panel + b * work.k);
     });
-    split_matmul(xq, ldxq, panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0,
+    split_matmul(x, ldx, panel, false, DType::kF32, bias != nullptr ? bias + r0 : nullptr, y + r0,
                  n, m, rows, k);
   }
+}
+
+void CpuGemm::run_q8(const float* x, int64_t ldx, const TensorView& w, const float* bias, float* y,
+                     int64_t m, int64_t n, int64_t k) {
+  const Q8Layout l = Q8Layout::of(w);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  if (quantized_gemv(m)) {
+    Q8GemvArgs args;
+    args.x = x;
+    args.ldx = ldx;
+    args.k = k;
+    args.group_size = l.group_size;
+    args.values = reinterpret_cast<const int8_t*>(base);
+    args.scales = reinterpret_cast<const float*>(base + l.scales_offset);
+    args.bias = bias;
+    args.y = y;
+    args.ldy = n;
+    // As run_q4: L2-sized blocks of rows, each read once for all of x's rows.
+    int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / k);
+    if (m > kGemvMaxM) {
+      const int64_t threads = pool_->num_threads();
+      block_rows = std::max<int64_t>(1, std::min(kGemvBlockBytes / k, (n + threads - 1) / threads));
+    }
+    struct Work {
+      Q8GemvArgs args;
+      Q8GemvFn fn;
+      int64_t m, block_rows, n;
+    } work{args, kernels_->gemv_q8, m, block_rows, n};
+    const int64_t blocks = (n + block_rows - 1) / block_rows;
+    pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        const int64_t r_begin = block * work.block_rows;
+        const int64_t r_end = std::min(work.n, r_begin + work.block_rows);
+        for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
+          Q8GemvArgs a = work.args;
+          a.x += i * a.ldx;
+          a.y += i * a.ldy;
+          a.m = static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i));
+          work.fn(a, r_begin, r_end);
+        }
+      }
+    });
+    return;
+  }
+  struct Deq {
+    const void* blob;
+    const Q8Layout* layout;
+  } deq{w.data, &l};
+  run_dequantized_panels(
+      x, ldx,
+      [](const void* ctx, int64_t r0, int64_t rows, float* out) {
+        const Deq& d = *static_cast<const Deq*>(ctx);
+        dequantize_q8_rows(d.blob, *d.layout, r0, rows, out);
+      },
+      &deq, bias, y, m, n, k);
 }
 
 int64_t CpuGemm::column_slice(int64_t n) const {

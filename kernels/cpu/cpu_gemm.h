@@ -71,6 +71,18 @@ class CpuGemm {
   // mode; otherwise panels of rows dequantized to f32 for oneDNN.
   void run_q4(const float* x, int64_t ldx, const TensorView& w, const float* bias, float* y,
               int64_t m, int64_t n, int64_t k);
+  // A Q8 weight (kernels/q8_weight.h): the Q8 GEMV kernels, or dequantized panels, as run_q4.
+  void run_q8(const float* x, int64_t ldx, const TensorView& w, const float* bias, float* y,
+              int64_t m, int64_t n, int64_t k);
+  // Whether a quantized weight takes the GEMV kernels at m rows.
+  bool quantized_gemv(int64_t m) const;
+  // y (row stride n) = x . w^T (+ bias) for w's rows in panels: `dequantize` writes rows
+  // [r0, r0 + rows) of w as f32 (row stride k), multiplied by oneDNN.
+  void run_dequantized_panels(const float* x, int64_t ldx,
+                              void (*dequantize)(const void* ctx, int64_t r0, int64_t rows,
+                                                 float* out),
+                              const void* ctx, const float* bias, float* y, int64_t m, int64_t n,
+                              int64_t k);
   // x as `dtype` (a copy in low_x_, row stride k) for oneDNN, which multiplies only like types.
   const void* convert_x(const float* x, int64_t ldx, DType dtype, int64_t m, int64_t k);
   // Columns per slice when a product with n columns is split across the pool: n itself when n

@@ -61,6 +61,23 @@ struct Q4GemvArgs {
   int64_t ldy = 0;
 };
 using Q4GemvFn = void (*)(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
+
+// The W8A16 GEMV over output rows [r_begin, r_end) of a Q8 weight (kernels/q8_weight.h):
+//   y[i, r] = sum_c (scale[r, c / group_size] * q[r, c]) * x[i, c] (+ bias[r])
+// each weight rounded to f32 once, as llama.cpp dequantizes it. Batch-invariant as GemvFn.
+struct Q8GemvArgs {
+  const float* x = nullptr;  // [m, ldx]
+  int64_t ldx = 0;
+  int32_t m = 0;                   // 1..kGemvMaxM
+  int64_t k = 0;                   // a multiple of 32
+  int32_t group_size = 0;          // 16 or 32
+  const int8_t* values = nullptr;  // the blob's sections
+  const float* scales = nullptr;
+  const float* bias = nullptr;  // [n] or null
+  float* y = nullptr;           // [m, ldy]
+  int64_t ldy = 0;
+};
+using Q8GemvFn = void (*)(const Q8GemvArgs& args, int64_t r_begin, int64_t r_end);
 // Packs x[m, k] (row stride ldx) into out[m, gemv_x_stride(k)], zero padded.
 using PackGemvXFn = void (*)(const float* x, int64_t ldx, int32_t m, int64_t k, float* out);
 
@@ -99,6 +116,7 @@ struct CpuKernels {
   GemvFn gemv_bf16 = nullptr;
   GemvFn gemv_f16 = nullptr;
   Q4GemvFn gemv_q4 = nullptr;
+  Q8GemvFn gemv_q8 = nullptr;
 };
 
 // The table of `isa`, which must be resolved (not kAuto) and supported by the running CPU.
@@ -113,6 +131,10 @@ const CpuKernels& avx512_kernels();
 void q4_gemv_scalar(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
 void q4_gemv_avx2(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
 void q4_gemv_avx512(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
+// The Q8 GEMV of each path (q8_gemv_<isa>.cc).
+void q8_gemv_scalar(const Q8GemvArgs& args, int64_t r_begin, int64_t r_end);
+void q8_gemv_avx2(const Q8GemvArgs& args, int64_t r_begin, int64_t r_end);
+void q8_gemv_avx512(const Q8GemvArgs& args, int64_t r_begin, int64_t r_end);
 
 // The plain (unpermuted) x packing, shared by every path.
 void pack_gemv_x_plain(const float* x, int64_t ldx, int32_t m, int64_t k, float* out);

@@ -450,6 +450,7 @@ constexpr CpuKernels kAvx2Kernels = {
     .gemv_bf16 = gemv<GemvBf16>,
     .gemv_f16 = gemv<GemvF16>,
     .gemv_q4 = q4_gemv_avx2,
+    .gemv_q8 = q8_gemv_avx2,
 };
 
 }  // namespace

@@ -134,6 +134,7 @@ constexpr CpuKernels kScalarKernels = {
     .gemv_bf16 = gemv<uint16_t, bf16_to_f32>,
     .gemv_f16 = gemv<uint16_t, f16_to_f32>,
     .gemv_q4 = q4_gemv_scalar,
+    .gemv_q8 = q8_gemv_scalar,
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "kernels/cuda/cuda_types.h"
 #include "kernels/op_checks.h"
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 
 namespace tierserve::cuda {
 namespace {
@@ -84,7 +85,7 @@ void CudaGemm::call(const void* x, int64_t ldx, const TensorView& w, int64_t n_b
 void CudaGemm::run(const TensorView& x, const TensorView& w, const TensorView* bias,
                    const TensorView& y) {
   check_rows(x, DType::kF32, 2, "gemm x", DeviceKind::kCuda);
-  TS_CHECK((is_float_dtype(w.dtype) || w.dtype == DType::kQ4) && !w.packed)
+  TS_CHECK((is_float_dtype(w.dtype) || w.dtype == DType::kQ4 || w.dtype == DType::kQ8) && !w.packed)
       << "gemm weight " << describe(w);
   check_rows(w, w.dtype, 2, "gemm w", DeviceKind::kCuda);
   check_rows(y, DType::kF32, 2, "gemm y", DeviceKind::kCuda);
@@ -98,6 +99,8 @@ void CudaGemm::run(const TensorView& x, const TensorView& w, const TensorView* b
     TS_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), stream_));
   } else if (w.dtype == DType::kQ4) {
     run_q4(x, w, y);
+  } else if (w.dtype == DType::kQ8) {
+    run_q8(x, w, y);
   } else if (batch_invariant_) {
     run_invariant(x, w, y);
   } else if (w.dtype == DType::kF32) {
@@ -156,23 +159,66 @@ void CudaGemm::run_q4(const TensorView& x, const TensorView& w, const TensorView
       }
       continue;
     }
-    // Tiles of rows dequantized to f16, x rounded to f16, through cuBLAS.
-    const int64_t xrows =
-        std::max<int64_t>(1, static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)));
-    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
-    TensorView tile_view =
-        TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k}, DeviceKind::kCuda);
-    for (int64_t i = 0; i < mr; i += xrows) {
-      const int64_t mi = std::min(xrows, mr - i);
-      TS_CUDA_CHECK(
-          launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k, stream_));
-      for (int64_t c = 0; c < n; c += tile) {
-        const int64_t nc = std::min(tile, n - c);
-        TS_CUDA_CHECK(launch_q4_dequantize(a, c, nc, tile_scratch_, stream_));
-        call(x_scratch_, k, tile_view, 0, nc, yr + i * n + c, n, mi);
-      }
+    run_f16_tiles(
+        xr, ldx, mr, n, k, yr,
+        [](const void* ctx, int64_t row_begin, int64_t rows, void* tile, cudaStream_t stream) {
+          return launch_q4_dequantize(*static_cast<const Q4Args*>(ctx), row_begin, rows, tile,
+                                      stream);
+        },
+        &a);
+  }
+}
+
+void CudaGemm::run_f16_tiles(const float* xr, int64_t ldx, int64_t mr, int64_t n, int64_t k,
+                             float* yr,
+                             cudaError_t (*dequantize)(const void* ctx, int64_t row_begin,
+                                                       int64_t rows, void* tile,
+                                                       cudaStream_t stream),
+                             const void* ctx) {
+  // Tiles of rows dequantized to f16, x rounded to f16, through cuBLAS.
+  const int64_t xrows =
+      std::max<int64_t>(1, static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)));
+  const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
+  TensorView tile_view =
+      TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k}, DeviceKind::kCuda);
+  for (int64_t i = 0; i < mr; i += xrows) {
+    const int64_t mi = std::min(xrows, mr - i);
+    TS_CUDA_CHECK(
+        launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k, stream_));
+    for (int64_t c = 0; c < n; c += tile) {
+      const int64_t nc = std::min(tile, n - c);
+      TS_CUDA_CHECK(dequantize(ctx, c, nc, tile_scratch_, stream_));
+      call(x_scratch_, k, tile_view, 0, nc, yr + i * n + c, n, mi);
     }
   }
+}
+
+void CudaGemm::run_q8(const TensorView& x, const TensorView& w, const TensorView& y) {
+  const Q8Layout l = Q8Layout::of(w);
+  const int64_t m = x.dim(0), k = l.k, n = l.n;
+  Q8Args a;
+  a.blob = static_cast<const uint8_t*>(w.data);
+  a.n = n;
+  a.k = k;
+  a.group_size = l.group_size;
+  a.scales_offset = l.scales_offset;
+  const float* xp = x.ptr<const float>();
+  float* yp = y.ptr<float>();
+  if (batch_invariant_ || m <= kQ4GemvMaxRows) {
+    for (int64_t i = 0; i < m; i += kQ4GemvMaxRows) {
+      TS_CUDA_CHECK(launch_q8_gemv(a, xp + i * x.stride(0), x.stride(0),
+                                   static_cast<int32_t>(std::min<int64_t>(kQ4GemvMaxRows, m - i)),
+                                   yp + i * n, n, stream_));
+    }
+    return;
+  }
+  run_f16_tiles(
+      xp, x.stride(0), m, n, k, yp,
+      [](const void* ctx, int64_t row_begin, int64_t rows, void* tile, cudaStream_t stream) {
+        return launch_q8_dequantize(*static_cast<const Q8Args*>(ctx), row_begin, rows, tile,
+                                    stream);
+      },
+      &a);
 }
 
 void CudaGemm::run_invariant(const TensorView& x, const TensorView& w, const TensorView& y) {

@@ -50,6 +50,13 @@ class CudaGemm {
             int64_t ldy, int64_t m);
   void run_invariant(const TensorView& x, const TensorView& w, const TensorView& y);
   void run_q4(const TensorView& x, const TensorView& w, const TensorView& y);
+  void run_q8(const TensorView& x, const TensorView& w, const TensorView& y);
+  // yr[mr, n] (row stride n) = xr[mr, k] (ldx) . w^T through cuBLAS on f16 tiles of w's rows:
+  // `dequantize(ctx, row_begin, rows, tile)` enqueues the dequantization of a tile.
+  void run_f16_tiles(const float* xr, int64_t ldx, int64_t mr, int64_t n, int64_t k, float* yr,
+                     cudaError_t (*dequantize)(const void* ctx, int64_t row_begin, int64_t rows,
+                                               void* tile, cudaStream_t stream),
+                     const void* ctx);
 
   cudaStream_t stream_;
   bool batch_invariant_;
@@ -59,7 +66,7 @@ class CudaGemm {
   float* y_scratch_ = nullptr;  // batch-invariant output staging [kInvariantRows, kInvariantCols]
   size_t x_scratch_bytes_ = 0;
   float* gather_scratch_ = nullptr;  // x in a Q4 weight's column order
-  void* tile_scratch_ = nullptr;     // Q4 rows dequantized to f16
+  void* tile_scratch_ = nullptr;     // Q4 / Q8 rows dequantized to f16
 };
 
 }  // namespace tierserve::cuda

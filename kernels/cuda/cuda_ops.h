@@ -188,6 +188,20 @@ cudaError_t launch_q4_gemv(const Q4Args& w, const float* x, int64_t ldx, int32_t
 // out[i, :] (f16, row stride k) = w[row_begin + i, :] dequantized, for i < rows.
 cudaError_t launch_q4_dequantize(const Q4Args& w, int64_t row_begin, int64_t rows, void* out,
                                  cudaStream_t stream);
+// A Q8 weight blob in device memory (kernels/q8_weight.h).
+struct Q8Args {
+  const uint8_t* blob = nullptr;  // int8 values at the start
+  int64_t n = 0, k = 0;
+  int32_t group_size = 0;  // 16 or 32
+  uint64_t scales_offset = 0;
+};
+// As launch_q4_gemv, for a Q8 weight (up to kQ4GemvMaxRows rows of x per call).
+cudaError_t launch_q8_gemv(const Q8Args& w, const float* x, int64_t ldx, int32_t m, float* y,
+                           int64_t ldy, cudaStream_t stream);
+// out[i, :] (f16, row stride k) = w[row_begin + i, :] dequantized, for i < rows.
+cudaError_t launch_q8_dequantize(const Q8Args& w, int64_t row_begin, int64_t rows, void* out,
+                                 cudaStream_t stream);
+
 // out[i, c] = x[i, perm[c]] (out contiguous [m, k]).
 cudaError_t launch_gather_columns(const float* x, int64_t ldx, const int32_t* perm, int64_t m,
                                   int64_t k, float* out, cudaStream_t stream);

@@ -18,6 +18,7 @@
 #include "common/dtype.h"
 #include "engine/gguf_model.h"
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 
 namespace tierserve {
 namespace {
@@ -567,6 +568,33 @@ TEST(GgufQ4Test, Q4_0AndQ4_KRepackExactly) {
     pack_q4(src, layout.value(), blob.data());
     const std::vector<float> got = dequantize_q4(blob.data(), layout.value());
     std::vector<float> want(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(dequantize_gguf_row(type, data.data(), rows * cols, want.data()).is_ok());
+    for (size_t e = 0; e < want.size(); ++e) {
+      ASSERT_EQ(got[e], want[e]) << ggml_type_name(type) << " element " << e;
+    }
+  }
+}
+
+// Q8_0 and Q6_K gemm weights are repacked into 8-bit blobs: the same values as ggml's.
+TEST(GgufQ8Test, Q8_0AndQ6_KRepackExactly) {
+  std::mt19937 rng(13);
+  const int64_t rows = 3, cols = 512;
+  for (const GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ6_K}) {
+    const GgmlTypeInfo& info = *ggml_type_info(type);
+    const int64_t blocks = rows * cols / info.block_size;
+    std::vector<uint8_t> data(static_cast<size_t>(blocks * info.block_bytes));
+    for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+    for (int64_t b = 0; b < blocks; ++b) {  // a finite f16 d: first in Q8_0, last in Q6_K
+      const size_t at =
+          static_cast<size_t>(b * info.block_bytes) + (type == GgmlType::kQ6_K ? 208 : 0);
+      put_u16_at(data, at, f32_to_f16(static_cast<float>(rng() % 2000) * 1e-6f));
+    }
+    auto layout = Q8Layout::make(rows, cols, type == GgmlType::kQ6_K ? 16 : 32);
+    ASSERT_TRUE(layout.is_ok()) << layout.status().to_string();
+    std::vector<uint8_t> blob(layout.value().bytes);
+    (type == GgmlType::kQ6_K ? q6_k_to_q8 : q8_0_to_q8)(data.data(), layout.value(), blob.data());
+    std::vector<float> got(static_cast<size_t>(rows * cols)), want(got.size());
+    dequantize_q8_rows(blob.data(), layout.value(), 0, rows, got.data());
     ASSERT_TRUE(dequantize_gguf_row(type, data.data(), rows * cols, want.data()).is_ok());
     for (size_t e = 0; e < want.size(); ++e) {
       ASSERT_EQ(got[e], want[e]) << ggml_type_name(type) << " element " << e;

@@ -9,6 +9,7 @@
 #include "engine/model.h"
 #include "engine/model_weights.h"
 #include "kernels/backend_registry.h"
+#include "kernels/op_checks.h"
 #include "memory/kv_pool.h"
 
 namespace tierserve {
@@ -141,18 +142,21 @@ TEST(ModelWeightsTest, GemmWeightsPackedUnlessDeterministic) {
   }
 }
 
-// 4-bit checkpoints stay 4-bit in the loaded weights: AWQ projections, GGUF Q4_0 and Q4_K ones
-// (Q4_K in the k-quant form), while GGUF's Q8_0 / Q6_K matrices are dequantized to the float
-// dtype. A 4-bit layer is then about a quarter of the float bytes (DESIGN.md's tiers move these).
-TEST(ModelWeightsTest, FourBitCheckpointsStayFourBit) {
+// Quantized checkpoints stay quantized in the loaded weights: AWQ projections and GGUF Q4_0 /
+// Q4_K ones as 4-bit blobs (Q4_K in the k-quant form), GGUF Q8_0 / Q6_K ones (lm_head included)
+// as 8-bit blobs, while embeddings and norms are float. A streamed layer then moves the
+// quantized bytes (DESIGN.md's tiers move these blobs as they are).
+TEST(ModelWeightsTest, QuantizedCheckpointsStayQuantized) {
   struct Case {
     const char* model;
-    bool q_k_quant;            // q_proj is Q4 in the k-quant form (else the zero form)
-    bool v_is_q4, down_is_q4;  // v_proj / down_proj are Q4 too
+    bool q_k_quant;          // q_proj is Q4 in the k-quant form (else the zero form)
+    DType v, down, lm_head;  // their loaded dtypes
   };
-  const Case cases[] = {{"llama_awq_f16", false, true, true},
-                        {"llama_gguf_f32", false, false, true},
-                        {"llama_gguf_q4k", true, false, false}};
+  const Case cases[] = {
+      {"llama_awq_f16", false, DType::kQ4, DType::kQ4, DType::kF16},
+      {"llama_gguf_f32", false, DType::kQ8, DType::kQ4, DType::kQ8},
+      {"llama_gguf_q4k", true, DType::kQ8, DType::kQ8, DType::kQ8},
+  };
   auto backend = create_backend(BackendOptions{});
   ASSERT_TRUE(backend.is_ok());
   for (const Case& t : cases) {
@@ -170,12 +174,15 @@ TEST(ModelWeightsTest, FourBitCheckpointsStayFourBit) {
     EXPECT_EQ(q.k_quant, t.q_k_quant);
     EXPECT_EQ(q.shape[0], c.num_heads * c.head_dim);
     EXPECT_EQ(q.shape[1], c.hidden_size);
-    EXPECT_EQ(layer->tensors[kVProj].dtype == DType::kQ4, t.v_is_q4);
-    EXPECT_EQ(layer->tensors[kDownProj].dtype == DType::kQ4, t.down_is_q4);
-    EXPECT_NE(layer->tensors[kInputNorm].dtype, DType::kQ4);
+    EXPECT_EQ(layer->tensors[kVProj].dtype, t.v);
+    EXPECT_EQ(layer->tensors[kDownProj].dtype, t.down);
+    EXPECT_TRUE(is_float_dtype(layer->tensors[kInputNorm].dtype));
     w.release(layer_unit(0));
+    const WeightUnit* embedding = w.acquire(kEmbeddingUnit).value();
+    EXPECT_TRUE(is_float_dtype(embedding->tensors[kEmbedTokens].dtype));
+    w.release(kEmbeddingUnit);
     const WeightUnit* head = w.acquire(head_unit(c)).value();
-    EXPECT_NE(head->tensors[kLmHead].dtype, DType::kQ4);  // the head stays in float
+    EXPECT_EQ(head->tensors[kLmHead].dtype, t.lm_head);
     w.release(head_unit(c));
   }
 }

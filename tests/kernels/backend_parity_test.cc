@@ -26,6 +26,7 @@
 #include "kernels/backend_registry.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/q4_weight.h"
+#include "kernels/q8_weight.h"
 #include "tests/kernels/test_util.h"
 
 #if defined(TIERSERVE_CUDA)
@@ -241,6 +242,43 @@ TEST_P(BackendParityTest, Q4Gemm) {
                     void* dev = s.raw(blob.size());
                     s.backend()->copy(dev, blob.data(), blob.size());
                     const TensorView w = q4_view(dev, layout.value(), s.backend()->device());
+                    TensorView b = s.upload(r.values(static_cast<size_t>(c.n)), DType::kF32, {c.n});
+                    TensorView y = s.poisoned(DType::kF32, {c.m, c.n});
+                    s.backend()->gemm(x, w, c.bias ? &b : nullptr, y);
+                    return std::vector<TensorView>{y};
+                  });
+  }
+}
+
+// Q8 (W8A16) weights, GGUF's Q6_K (groups of 16) and Q8_0 (groups of 32) repacked: the fused
+// GEMV sizes and prefill (f16 tiles through cuBLAS on CUDA).
+TEST_P(BackendParityTest, Q8Gemm) {
+  struct Case {
+    int64_t m, n, k;
+    int32_t group_size;
+    bool bias;
+  };
+  const Case cases[] = {
+      {1, 256, 512, 16, false}, {8, 96, 256, 32, true}, {70, 128, 1024, 16, true}};
+  for (const Case& c : cases) {
+    expect_parity("q8 gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
+                      std::to_string(c.n) + " g" + std::to_string(c.group_size),
+                  2e-3, [&](Side& s, Random& r) {
+                    auto layout = Q8Layout::make(c.n, c.k, c.group_size);
+                    TS_CHECK(layout.is_ok());
+                    const Q8Layout& l = layout.value();
+                    std::vector<uint8_t> blob(l.bytes);
+                    for (int64_t i = 0; i < c.n * c.k; ++i)
+                      blob[static_cast<size_t>(i)] = static_cast<uint8_t>(r.index(256));
+                    for (int64_t g = 0; g < c.n * l.groups(); ++g) {
+                      const float scale = r.value(2e-3f);
+                      std::memcpy(blob.data() + l.scales_offset + g * 4, &scale, 4);
+                    }
+                    TensorView x =
+                        s.upload(r.values(static_cast<size_t>(c.m * c.k)), DType::kF32, {c.m, c.k});
+                    void* dev = s.raw(blob.size());
+                    s.backend()->copy(dev, blob.data(), blob.size());
+                    const TensorView w = q8_view(dev, l, s.backend()->device());
                     TensorView b = s.upload(r.values(static_cast<size_t>(c.n)), DType::kF32, {c.n});
                     TensorView y = s.poisoned(DType::kF32, {c.m, c.n});
                     s.backend()->gemm(x, w, c.bias ? &b : nullptr, y);

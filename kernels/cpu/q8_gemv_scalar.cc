@@ -1,0 +1,23 @@
+// The reference Q8 GEMV (cpu_kernels.h): each weight rounded to f32 once, summed in column order.
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace tierserve {
+
+void q8_gemv_scalar(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
+  const int64_t groups = a.k / a.group_size;
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const int8_t* row = a.values + r * a.k;
+    const float* scales = a.scales + r * groups;
+    for (int32_t i = 0; i < a.m; ++i) {
+      const float* x = a.x + i * a.ldx;
+      float acc = 0.0f;
+      for (int64_t c = 0; c < a.k; ++c) {
+        const float w = scales[c / a.group_size] * static_cast<float>(row[c]);
+        acc += w * x[c];
+      }
+      a.y[i * a.ldy + r] = acc + (a.bias != nullptr ? a.bias[r] : 0.0f);
+    }
+  }
+}
+
+}  // namespace tierserve
