@@ -235,6 +235,7 @@ Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols) {
 void q8_0_to_q8(const uint8_t* data, const Q8Layout& l, void* dst) {
   // block_q8_0: f16 d, then 32 int8 values; x = q * d.
   constexpr int64_t kBlockBytes = 34;
+  std::memset(dst, 0, l.bytes);  // the alignment padding too: a unit's bytes are deterministic
   int8_t* values = static_cast<int8_t*>(dst);
   float* scales = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + l.scales_offset);
   for (int64_t b = 0; b < l.n * l.k / 32; ++b) {
@@ -252,6 +253,7 @@ void q6_k_to_q8(const uint8_t* data, const Q8Layout& l, void* dst) {
   // holds the top two bits of elements j, 32 + j, 64 + j, 96 + j in bit pairs 0-3; then int8
   // scales per 16 elements and the f16 d.
   constexpr int64_t kBlockBytes = 210;
+  std::memset(dst, 0, l.bytes);
   int8_t* values = static_cast<int8_t*>(dst);
   float* scales = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + l.scales_offset);
   for (int64_t b = 0; b < l.n * l.k / 256; ++b) {

@@ -1,7 +1,7 @@
 // Q4 weights (W4A16): a gemm weight [n, k] stored as 4-bit integers, with scales per group of
 // `group_size` input columns, dequantized inside the gemm. AWQ, GPTQ and GGUF Q4_0 / Q4_K
 // checkpoints are repacked into this one layout at load; it then moves between tiers as plain
-// bytes, a quarter of bf16's (plus 3 bytes per group, or 5 bytes per 32 columns for Q4_K).
+// bytes, a quarter of bf16's (plus 3 bytes per group, or 2.5 bytes per 32 columns for Q4_K).
 //
 // The scales take one of two forms, g = c / group_size:
 //   zero form:     w[r, c] = (q[r, c] - zero[r, g]) * scale[r, g]
