@@ -161,6 +161,11 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
   } else if (w.dtype == DType::kF32 ||
              (options_.native_low_precision && onednn_.supports(w.dtype))) {
     run_onednn(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
+  } else if (options_.gemv_max_m > 0 && m <= kQuantizedGemvMaxBatch) {
+    // A weight oneDNN cannot multiply natively (f16 without AVX512-FP16 support) at decode
+    // batches: read once by the GEMV kernels rather than converted to f32 panels, which write
+    // and read it again in f32 (as for Q4 weights).
+    run_gemv(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
   } else {
     run_f32_panels(x_data, ldx, w.data, w.dtype, bias_f32, y_data, m, n, k);
   }

@@ -20,7 +20,8 @@ struct CpuGemmOptions {
   // oneDNN. See cpu_gemm.cc for the measurements behind the default.
   int32_t gemv_max_m = kGemvMaxM;
   // Whether bf16 and f16 weights may use oneDNN's own low-precision kernels where the CPU has
-  // them. false (or no such kernel) converts weight panels to f32 instead (slower, exact).
+  // them. false (or no such kernel) runs the GEMV kernels up to 32 rows (when gemv_max_m > 0)
+  // and converts weight panels to f32 beyond (slower, exact).
   bool native_low_precision = true;
   // Batch-invariant mode (--deterministic, DESIGN.md §6 invariant 1): every call, whatever m,
   // computes y[i, j] with exactly the operations an m = 1 call on row i alone would, so results
