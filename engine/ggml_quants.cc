@@ -24,7 +24,7 @@ constexpr GgmlTypeInfo kGgmlTypes[] = {
     {GgmlType::kQ2_K, "Q2_K", kQK, 2 + 2 + kQK / 16 + kQK / 4, false},
     {GgmlType::kQ3_K, "Q3_K", kQK, 2 + kQK / 4 + kQK / 8 + 12, false},
     {GgmlType::kQ4_K, "Q4_K", kQK, 2 + 2 + 12 + kQK / 2, true},
-    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, false},
+    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, true},
     {GgmlType::kQ6_K, "Q6_K", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2, true},
     {GgmlType::kQ8_K, "Q8_K", kQK, 4 + kQK + kQK / 8, false},
     {GgmlType::kIQ2_XXS, "IQ2_XXS", kQK, 2 + kQK / 4, false},
@@ -94,6 +94,32 @@ void dequantize_q4_k(const uint8_t* block, float* y) {
       y[l] = lo - m1;
       const float hi = d2 * static_cast<float>(qs[l] >> 4);
       y[l + 32] = hi - m2;
+    }
+  }
+}
+
+// block_q5_K {f16 d; f16 dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}: Q4_K's layout
+// with a fifth bit per element: bit j of qh[l] belongs to element l of sub-block j (in qs chunk
+// j / 2, low nibbles for even j); x = d * scale_j * q - dmin * min_j.
+void dequantize_q5_k(const uint8_t* block, float* y) {
+  const float d = load_f16(block);
+  const float dmin = load_f16(block + 2);
+  const uint8_t* scales = block + 4;
+  const uint8_t* qh = block + 16;
+  const uint8_t* qs = block + 48;
+  for (int j = 0; j < 8; ++j) {
+    uint8_t scale = 0;
+    uint8_t min = 0;
+    q4_k_scale_min(j, scales, &scale, &min);
+    const float d1 = d * static_cast<float>(scale);
+    const float m1 = dmin * static_cast<float>(min);
+    const uint8_t* q = qs + 32 * (j / 2);
+    for (int l = 0; l < 32; ++l) {
+      const int low = j % 2 == 0 ? q[l] & 0x0F : q[l] >> 4;
+      const int high = (qh[l] >> j) & 1;
+      // Rounded twice, as ggml's reference (see dequantize_q4_k).
+      const float prod = d1 * static_cast<float>(low + 16 * high);
+      y[32 * j + l] = prod - m1;
     }
   }
 }
@@ -177,6 +203,9 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
       break;
     case GgmlType::kQ4_K:
       for (int64_t b = 0; b < blocks; ++b) dequantize_q4_k(src + b * bytes, dst + b * kQK);
+      break;
+    case GgmlType::kQ5_K:
+      for (int64_t b = 0; b < blocks; ++b) dequantize_q5_k(src + b * bytes, dst + b * kQK);
       break;
     case GgmlType::kQ6_K:
       for (int64_t b = 0; b < blocks; ++b) dequantize_q6_k(src + b * bytes, dst + b * kQK);

@@ -1,6 +1,6 @@
 // ggml's tensor types as GGUF files store them: the block layout of each type, and conversion to
-// f32 of the types this engine loads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K), following ggml's
-// reference dequantize_row_* definitions (ggml-quants.c) exactly.
+// f32 of the types this engine loads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), following
+// ggml's reference dequantize_row_* definitions (ggml-quants.c) exactly.
 #pragma once
 
 #include <cstdint>
@@ -56,7 +56,7 @@ struct GgmlTypeInfo {
   int64_t block_size;     // elements per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0, 256 for K
   int64_t block_bytes;    // bytes per block, e.g. 34 for Q8_0, 144 for Q4_K, 210 for Q6_K
   bool dequantize;        // dequantize_gguf_row() supports it: F32, F16, BF16, Q8_0, Q4_0,
-                          // Q4_K, Q6_K
+                          // Q4_K, Q5_K, Q6_K
 };
 
 // The layout of ggml type id `id`, or null for an id ggml does not define (or removed).
@@ -81,6 +81,7 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
 void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
 
 // The types dequantize_gguf_row() supports, for error messages.
-inline constexpr const char* kGgmlDequantizableTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K";
+inline constexpr const char* kGgmlDequantizableTypes =
+    "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K";
 
 }  // namespace tierserve

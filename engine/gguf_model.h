@@ -7,8 +7,8 @@
 // order ("qwen2" and "qwen3" files keep Hugging Face's order). Q4_0 and Q4_K gemm weights
 // load as Q4 blobs (exactly: Q4_0 as scale d, zero 8; Q4_K in the k-quant form; groups of 32),
 // Q8_0 and Q6_K ones as Q8 blobs (exactly: int8 values, f32 scales per 32 or 16); F32/F16/BF16
-// tensors as they are; quantized embeddings are dequantized to the model's float dtype, as
-// transformers does when it loads a GGUF file.
+// tensors as they are; Q5_K tensors and quantized embeddings are dequantized to the model's
+// float dtype, as transformers does when it loads a GGUF file.
 #pragma once
 
 #include <cstdint>

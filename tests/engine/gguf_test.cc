@@ -201,17 +201,18 @@ TEST(ParseGgufTest, UsesGeneralAlignment) {
 
 TEST(ParseGgufTest, AcceptsTensorsOfTypesWithoutDequantizer) {
   Image spec;
-  spec.tensors = {{"q5k", {256}, 13, 0}};
-  spec.data_bytes = 176;
+  spec.tensors = {{"q5_0", {32}, 6, 0}};
+  spec.data_bytes = 22;
   auto result = parse(build(spec));
   ASSERT_TRUE(result.is_ok()) << result.status().to_string();
   const GgufTensorInfo& t = result.value().tensors[0];
-  EXPECT_EQ(t.type, GgmlType::kQ5_K);
-  EXPECT_EQ(t.nbytes, 176u);
+  EXPECT_EQ(t.type, GgmlType::kQ5_0);
+  EXPECT_EQ(t.nbytes, 22u);
   Status status = check_gguf_dequantizable(t, kFile);
-  expect_error(status, StatusCode::kUnimplemented,
-               {"tensor 'q5k'", "ggml type Q5_K", "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K"});
-  EXPECT_EQ(dequantize_gguf_row(t.type, nullptr, 256, nullptr).code(), StatusCode::kUnimplemented);
+  expect_error(
+      status, StatusCode::kUnimplemented,
+      {"tensor 'q5_0'", "ggml type Q5_0", "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K"});
+  EXPECT_EQ(dequantize_gguf_row(t.type, nullptr, 32, nullptr).code(), StatusCode::kUnimplemented);
 }
 
 // ---- parse_gguf: malformed files -------------------------------------------------------------
@@ -522,6 +523,30 @@ TEST(DequantizeGgufTest, Q4_KUnpacksSixBitScalesAndMins) {
   }
 }
 
+TEST(DequantizeGgufTest, Q5_KAddsTheFifthBitFromQh) {
+  std::vector<uint8_t> block(176);
+  put_u16_at(block, 0, kF16One);   // d
+  put_u16_at(block, 2, kF16Half);  // dmin
+  // Sub-block scales 1..8 and mins 0..7 (all below 16: only the low bits are used).
+  for (int j = 0; j < 4; ++j) {
+    block[4 + j] = static_cast<uint8_t>(j + 1);
+    block[8 + j] = static_cast<uint8_t>(j);
+    block[12 + j] = static_cast<uint8_t>((j + 5) | ((j + 4) << 4));
+  }
+  for (int l = 0; l < 32; ++l) block[16 + l] = static_cast<uint8_t>(l * 37 + 3);   // qh
+  for (int i = 0; i < 128; ++i) block[48 + i] = static_cast<uint8_t>(i * 29 + 7);  // qs
+  float y[256];
+  ASSERT_TRUE(dequantize_gguf_row(GgmlType::kQ5_K, block.data(), 256, y).is_ok());
+  for (int e = 0; e < 256; ++e) {
+    // Element e: sub-block j = e / 32, position l; nibble of qs[32 * (j / 2) + l] (high for odd
+    // j), plus 16 when bit j of qh[l] is set.
+    const int j = e / 32, l = e % 32;
+    const int byte = block[48 + 32 * (j / 2) + l];
+    const int q = (j % 2 == 0 ? byte & 15 : byte >> 4) + 16 * ((block[16 + l] >> j) & 1);
+    EXPECT_EQ(y[e], static_cast<float>((j + 1) * q) - 0.5f * static_cast<float>(j)) << e;
+  }
+}
+
 TEST(DequantizeGgufTest, Q6_KCombinesLowAndHighBits) {
   std::vector<uint8_t> block(210);
   for (int i = 0; i < 128; ++i) block[i] = static_cast<uint8_t>(i * 37 + 11);      // ql
@@ -640,7 +665,7 @@ TEST(GgmlTypeTest, LayoutsMatchGgml) {
       {GgmlType::kF32, 1, 4, true},       {GgmlType::kF16, 1, 2, true},
       {GgmlType::kBF16, 1, 2, true},      {GgmlType::kQ8_0, 32, 34, true},
       {GgmlType::kQ4_0, 32, 18, true},    {GgmlType::kQ4_K, 256, 144, true},
-      {GgmlType::kQ6_K, 256, 210, true},  {GgmlType::kQ5_K, 256, 176, false},
+      {GgmlType::kQ6_K, 256, 210, true},  {GgmlType::kQ5_K, 256, 176, true},
       {GgmlType::kQ2_K, 256, 84, false},  {GgmlType::kQ3_K, 256, 110, false},
       {GgmlType::kQ8_K, 256, 292, false}, {GgmlType::kIQ4_XS, 256, 136, false},
   };
@@ -781,7 +806,8 @@ void check_fixture(const std::string& stem) {
     ASSERT_LE(begin + t.numel(), values.size());
     const GgmlTypeInfo* info = ggml_type_info(t.type);
     const int64_t row_bytes = t.row_length() / info->block_size * info->block_bytes;
-    const bool exact = t.type != GgmlType::kQ4_K && t.type != GgmlType::kQ6_K;
+    const bool exact =
+        t.type != GgmlType::kQ4_K && t.type != GgmlType::kQ5_K && t.type != GgmlType::kQ6_K;
     std::vector<float> rows(t.numel());
     for (int64_t r = 0; r < t.num_rows(); ++r) {
       float* row = rows.data() + r * t.row_length();
@@ -854,11 +880,11 @@ TEST(GgufFixtureTest, AllTypes) {
   const GgufTensorInfo* q4 = file.value()->find("q4_0.weight");
   ASSERT_NE(q4, nullptr);
   EXPECT_THAT(q4->shape(), ElementsAre(2, 1, 4, 32));
-  const GgufTensorInfo* q5 = file.value()->find("q5_k.unsupported");
+  const GgufTensorInfo* q5 = file.value()->find("q5_0.unsupported");
   ASSERT_NE(q5, nullptr);
   std::vector<float> out(q5->numel());
   expect_error(file.value()->dequantize(*q5, out.data()), StatusCode::kUnimplemented,
-               {"tensor 'q5_k.unsupported' has ggml type Q5_K"},
+               {"tensor 'q5_0.unsupported' has ggml type Q5_0"},
                (kFixtures / "all_types.gguf").string());
 }
 
