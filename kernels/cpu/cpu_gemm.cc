@@ -177,21 +177,12 @@ void CpuGemm::run(const TensorView& x, const TensorView& w, const TensorView* bi
 void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
                        float* y, int64_t m, int64_t n, int64_t k) {
   const bool bf16 = dtype == DType::kBF16;
-  const int64_t row_bytes = k * static_cast<int64_t>(dtype_size(dtype));
-  int64_t block_columns = 0;
-  if (m <= kGemvMaxM) {  // decode: blocks are only the pool's grain
-    block_columns = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
-  } else {  // at least one block per thread where n allows
-    const int64_t threads = pool_->num_threads();
-    block_columns =
-        std::max<int64_t>(1, std::min(kGemvBlockBytes / row_bytes, (n + threads - 1) / threads));
-  }
   struct Work {
     const float* x;
     int64_t ldx;
     PackGemvXFn pack;
     float* packed;
-    int64_t xs, m, n, k, block_columns;
+    int64_t xs, n, k;
     GemvFn fn;
     const void* w;
     const float* bias;
@@ -201,10 +192,8 @@ void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, 
          bf16 ? kernels_->pack_gemv_x_bf16 : kernels_->pack_gemv_x,
          packed_x_.get<float>(static_cast<size_t>(m * gemv_x_stride(k))),
          gemv_x_stride(k),
-         m,
          n,
          k,
-         block_columns,
          dtype == DType::kF32 ? kernels_->gemv_f32
          : bf16               ? kernels_->gemv_bf16
                               : kernels_->gemv_f16,
@@ -217,23 +206,46 @@ void CpuGemm::run_gemv(const float* x, int64_t ldx, const void* w, DType dtype, 
         work.pack(work.x + begin * work.ldx, work.ldx, static_cast<int32_t>(end - begin), work.k,
                   work.packed + begin * work.xs);
       });
-  const int64_t blocks = (n + block_columns - 1) / block_columns;
-  pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      const int64_t r_begin = block * work.block_columns;
-      const int64_t r_end = std::min(work.n, r_begin + work.block_columns);
-      for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
-        const GemvArgs args{work.packed + i * work.xs,
-                            static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i)),
-                            work.k,
-                            work.w,
-                            work.bias,
-                            work.y + i * work.n,
-                            work.n};
-        work.fn(args, r_begin, r_end);
-      }
-    }
-  });
+  for_gemv_blocks(
+      m, n, k * static_cast<int64_t>(dtype_size(dtype)),
+      [](const void* ctx, int64_t i, int32_t rows, int64_t r_begin, int64_t r_end) {
+        const Work& wk = *static_cast<const Work*>(ctx);
+        const GemvArgs args{wk.packed + i * wk.xs, rows, wk.k, wk.w, wk.bias,
+                            wk.y + i * wk.n,       wk.n};
+        wk.fn(args, r_begin, r_end);
+      },
+      &work);
+}
+
+void CpuGemm::for_gemv_blocks(int64_t m, int64_t n, int64_t row_bytes,
+                              void (*gemv)(const void* ctx, int64_t i, int32_t rows,
+                                           int64_t r_begin, int64_t r_end),
+                              const void* ctx) {
+  int64_t block_rows = 0;
+  if (m <= kGemvMaxM) {  // decode: blocks are only the pool's grain
+    block_rows = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
+  } else {  // at least one block per thread where n allows
+    const int64_t threads = pool_->num_threads();
+    block_rows =
+        std::max<int64_t>(1, std::min(kGemvBlockBytes / row_bytes, (n + threads - 1) / threads));
+  }
+  struct Schedule {
+    int64_t m, n, block_rows;
+    decltype(gemv) fn;
+    const void* ctx;
+  } schedule{m, n, block_rows, gemv, ctx};
+  pool_->parallel_for(
+      (n + block_rows - 1) / block_rows, 1, [&schedule](int64_t block_begin, int64_t block_end) {
+        for (int64_t block = block_begin; block < block_end; ++block) {
+          const int64_t r_begin = block * schedule.block_rows;
+          const int64_t r_end = std::min(schedule.n, r_begin + schedule.block_rows);
+          for (int64_t i = 0; i < schedule.m; i += kGemvMaxM) {
+            schedule.fn(schedule.ctx, i,
+                        static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, schedule.m - i)), r_begin,
+                        r_end);
+          }
+        }
+      });
 }
 
 void CpuGemm::run_onednn(const float* x, int64_t ldx, const void* w, DType dtype, const float* bias,
@@ -305,7 +317,9 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   const Q4Layout l = Q4Layout::of(w);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   const int64_t groups = l.groups();
-  // x in the weight's column order (a gather for act order) and its group sums, once per call.
+  const bool gemv = quantized_gemv(m);
+  // x in the weight's column order (a gather for act order) and, for the GEMV kernels, its group
+  // sums, once per call.
   struct Prep {
     const float* x;
     int64_t ldx, k, groups, group_size;
@@ -319,23 +333,25 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
          l.group_size,
          l.act_order ? reinterpret_cast<const int32_t*>(base + l.perm_offset) : nullptr,
          l.act_order ? q4_x_.get<float>(static_cast<size_t>(m * k)) : nullptr,
-         q4_xsum_.get<float>(static_cast<size_t>(m * groups))};
-  pool_->parallel_for(m, std::max<int64_t>(1, 16384 / k), [&prep](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* src = prep.x + i * prep.ldx;
-      const float* row = src;
-      if (prep.perm != nullptr) {
-        float* dst = prep.gathered + i * prep.k;
-        for (int64_t c = 0; c < prep.k; ++c) dst[c] = src[prep.perm[c]];
-        row = dst;
+         gemv ? q4_xsum_.get<float>(static_cast<size_t>(m * groups)) : nullptr};
+  if (prep.perm != nullptr || prep.xsum != nullptr) {
+    pool_->parallel_for(m, std::max<int64_t>(1, 16384 / k), [&prep](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float* src = prep.x + i * prep.ldx;
+        const float* row = src;
+        if (prep.perm != nullptr) {
+          float* dst = prep.gathered + i * prep.k;
+          for (int64_t c = 0; c < prep.k; ++c) dst[c] = src[prep.perm[c]];
+          row = dst;
+        }
+        for (int64_t g = 0; prep.xsum != nullptr && g < prep.groups; ++g) {
+          float sum = 0.0f;
+          for (int64_t c = g * prep.group_size; c < (g + 1) * prep.group_size; ++c) sum += row[c];
+          prep.xsum[i * prep.groups + g] = sum;
+        }
       }
-      for (int64_t g = 0; g < prep.groups; ++g) {
-        float sum = 0.0f;
-        for (int64_t c = g * prep.group_size; c < (g + 1) * prep.group_size; ++c) sum += row[c];
-        prep.xsum[i * prep.groups + g] = sum;
-      }
-    }
-  });
+    });
+  }
   const float* xq = l.act_order ? prep.gathered : x;
   const int64_t ldxq = l.act_order ? k : ldx;
   Q4GemvArgs args;
@@ -356,34 +372,24 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
   args.y = y;
   args.ldy = n;
 
-  if (quantized_gemv(m)) {
-    const int64_t row_bytes = k / 2;
-    int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / row_bytes);
-    if (m > kGemvMaxM) {
-      const int64_t threads = pool_->num_threads();
-      block_rows =
-          std::max<int64_t>(1, std::min(kGemvBlockBytes / row_bytes, (n + threads - 1) / threads));
-    }
+  if (gemv) {
     struct Work {
       Q4GemvArgs args;
       Q4GemvFn fn;
-      int64_t m, groups, block_rows, n;
-    } work{args, kernels_->gemv_q4, m, groups, block_rows, n};
-    const int64_t blocks = (n + block_rows - 1) / block_rows;
-    pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
-      for (int64_t block = block_begin; block < block_end; ++block) {
-        const int64_t r_begin = block * work.block_rows;
-        const int64_t r_end = std::min(work.n, r_begin + work.block_rows);
-        for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
-          Q4GemvArgs a = work.args;
+      int64_t groups;
+    } work{args, kernels_->gemv_q4, groups};
+    for_gemv_blocks(
+        m, n, k / 2,
+        [](const void* ctx, int64_t i, int32_t rows, int64_t r_begin, int64_t r_end) {
+          const Work& wk = *static_cast<const Work*>(ctx);
+          Q4GemvArgs a = wk.args;
           a.x += i * a.ldx;
-          a.xsum += i * work.groups;
+          a.xsum += i * wk.groups;
           a.y += i * a.ldy;
-          a.m = static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i));
-          work.fn(a, r_begin, r_end);
-        }
-      }
-    });
+          a.m = rows;
+          wk.fn(a, r_begin, r_end);
+        },
+        &work);
     return;
   }
 
@@ -402,11 +408,12 @@ void CpuGemm::run_q4(const float* x, int64_t ldx, const TensorView& w, const flo
 }
 
 bool CpuGemm::quantized_gemv(int64_t m) const {
-  // Up to kQuantizedGemvMaxBatch rows (batched decode) the GEMV kernels take groups of kGemvMaxM rows
-  // over L2-sized blocks of w, reading w once; dequantized panels would write and read it in f32
-  // (measured 9x slower at m = 8). gemv_max_m = 0 forces the panels (tests).
+  // Up to kQuantizedGemvMaxBatch rows (batched decode) the GEMV kernels take groups of kGemvMaxM
+  // rows over L2-sized blocks of w, reading w once; dequantized panels would write and read it in
+  // f32 (measured 9x slower at m = 8). gemv_max_m = 0 forces the panels (tests).
   return options_.batch_invariant ||
-         (options_.gemv_max_m > 0 && m <= std::max<int64_t>(options_.gemv_max_m, kQuantizedGemvMaxBatch));
+         (options_.gemv_max_m > 0 &&
+          m <= std::max<int64_t>(options_.gemv_max_m, kQuantizedGemvMaxBatch));
 }
 
 void CpuGemm::run_dequantized_panels(const float* x, int64_t ldx,
@@ -448,31 +455,21 @@ void CpuGemm::run_q8(const float* x, int64_t ldx, const TensorView& w, const flo
     args.bias = bias;
     args.y = y;
     args.ldy = n;
-    // As run_q4: L2-sized blocks of rows, each read once for all of x's rows.
-    int64_t block_rows = std::max<int64_t>(1, kGemvChunkBytes / k);
-    if (m > kGemvMaxM) {
-      const int64_t threads = pool_->num_threads();
-      block_rows = std::max<int64_t>(1, std::min(kGemvBlockBytes / k, (n + threads - 1) / threads));
-    }
     struct Work {
       Q8GemvArgs args;
       Q8GemvFn fn;
-      int64_t m, block_rows, n;
-    } work{args, kernels_->gemv_q8, m, block_rows, n};
-    const int64_t blocks = (n + block_rows - 1) / block_rows;
-    pool_->parallel_for(blocks, 1, [&work](int64_t block_begin, int64_t block_end) {
-      for (int64_t block = block_begin; block < block_end; ++block) {
-        const int64_t r_begin = block * work.block_rows;
-        const int64_t r_end = std::min(work.n, r_begin + work.block_rows);
-        for (int64_t i = 0; i < work.m; i += kGemvMaxM) {
-          Q8GemvArgs a = work.args;
+    } work{args, kernels_->gemv_q8};
+    for_gemv_blocks(
+        m, n, k,
+        [](const void* ctx, int64_t i, int32_t rows, int64_t r_begin, int64_t r_end) {
+          const Work& wk = *static_cast<const Work*>(ctx);
+          Q8GemvArgs a = wk.args;
           a.x += i * a.ldx;
           a.y += i * a.ldy;
-          a.m = static_cast<int32_t>(std::min<int64_t>(kGemvMaxM, work.m - i));
-          work.fn(a, r_begin, r_end);
-        }
-      }
-    });
+          a.m = rows;
+          wk.fn(a, r_begin, r_end);
+        },
+        &work);
     return;
   }
   struct Deq {

@@ -77,6 +77,15 @@ class CpuGemm {
               int64_t m, int64_t n, int64_t k);
   // Whether a quantized weight takes the GEMV kernels at m rows.
   bool quantized_gemv(int64_t m) const;
+  // The GEMV routes' schedule: calls `gemv(ctx, i, rows, r_begin, r_end)` for every group of up
+  // to kGemvMaxM rows of x starting at row i and every block [r_begin, r_end) of w's n rows,
+  // spread over the pool. Blocks are the pool's grain (kGemvChunkBytes of w) for m <= kGemvMaxM,
+  // else L2-sized (kGemvBlockBytes), one per thread at least where n allows, so that each block
+  // is read from memory once for all of x's rows. `row_bytes`: bytes of one row of w.
+  void for_gemv_blocks(int64_t m, int64_t n, int64_t row_bytes,
+                       void (*gemv)(const void* ctx, int64_t i, int32_t rows, int64_t r_begin,
+                                    int64_t r_end),
+                       const void* ctx);
   // y (row stride n) = x . w^T (+ bias) for w's rows in panels: `dequantize` writes rows
   // [r0, r0 + rows) of w as f32 (row stride k), multiplied by oneDNN.
   void run_dequantized_panels(const float* x, int64_t ldx,

@@ -13,6 +13,7 @@
 #include "common/thread_pool.h"
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/q4_weight.h"
+#include "tests/kernels/quantized_gemm_util.h"
 #include "tests/kernels/test_util.h"
 
 namespace tierserve {
@@ -231,46 +232,8 @@ TEST_P(Q4GemmTest, FusedGemmMatchesDequantizeThenMatmul) {
     std::vector<uint8_t> blob(layout.value().bytes);
     pack_q4(src, layout.value(), blob.data());
     const std::vector<float> w = dequantize_q4(blob.data(), layout.value());
-    const std::vector<float> x = rng.values(static_cast<size_t>(c.m * c.k));
-    const std::vector<float> bias = rng.values(static_cast<size_t>(c.n));
-    std::vector<double> want(static_cast<size_t>(c.m * c.n)), mag(want.size());
-    for (int64_t i = 0; i < c.m; ++i) {
-      for (int64_t r = 0; r < c.n; ++r) {
-        double s = c.bias ? bias[r] : 0.0, a = c.bias ? std::fabs(bias[r]) : 0.0;
-        for (int64_t j = 0; j < c.k; ++j) {
-          s += static_cast<double>(x[i * c.k + j]) * w[r * c.k + j];
-          a += std::fabs(static_cast<double>(x[i * c.k + j]) * w[r * c.k + j]);
-        }
-        want[i * c.n + r] = s;
-        mag[i * c.n + r] = a;
-      }
-    }
-    const TensorView wv = q4_view(blob.data(), layout.value());
-    const TensorView xv =
-        TensorView::contiguous(const_cast<float*>(x.data()), DType::kF32, {c.m, c.k});
-    const TensorView bv =
-        TensorView::contiguous(const_cast<float*>(bias.data()), DType::kF32, {c.n});
-    for (int route = 0; route < 3; ++route) {
-      CpuGemmOptions options;
-      options.batch_invariant = route == 1;
-      if (route == 2) options.gemv_max_m = 0;  // panels for every m
-      CpuGemm gemm(&pool, &kernels, options);
-      std::vector<float> y = testing::poisoned(static_cast<size_t>(c.m * c.n));
-      gemm.run(xv, wv, c.bias ? &bv : nullptr,
-               TensorView::contiguous(y.data(), DType::kF32, {c.m, c.n}));
-      for (size_t e = 0; e < y.size(); ++e) {
-        // f32 sums of exact products; the zero term is folded per group: 2e-5 of the magnitude.
-        ASSERT_NEAR(y[e], want[e], 2e-5 * mag[e] + 1e-6) << "route " << route << " element " << e;
-      }
-      if (route == 1) {
-        for (int64_t i = 0; i < c.m; ++i) {
-          std::vector<float> alone(static_cast<size_t>(c.n));
-          gemm.run(xv.rows(i, i + 1), wv, c.bias ? &bv : nullptr,
-                   TensorView::contiguous(alone.data(), DType::kF32, {1, c.n}));
-          for (int64_t r = 0; r < c.n; ++r) ASSERT_EQ(alone[r], y[i * c.n + r]) << "row " << i;
-        }
-      }
-    }
+    testing::expect_gemm_routes_match_dense(&pool, kernels, q4_view(blob.data(), layout.value()), w,
+                                            c.m, c.n, c.k, c.bias, rng);
   }
 }
 
