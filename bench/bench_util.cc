@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <utility>
 
 #include "kernels/q4_weight.h"
 #include "kernels/q8_weight.h"
@@ -72,35 +71,29 @@ double ReadBandwidth::measure() {
 }
 
 double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats,
-                          const ResolvedWeights* weights) {
+                          const ResolvedWeights& weights) {
+  // Layer 0's projections as they load, each a view whose data is set once memory is had.
   struct Shape {
-    int64_t n, k;
-    DType dtype;
+    TensorView w;
     uint64_t bytes;
-    Q4Layout q4;  // kQ4 only
-    Q8Layout q8;  // kQ8 only
   };
   std::vector<Shape> shapes;
-  if (weights != nullptr) {
-    for (size_t i = 0; i < weights->specs.size(); ++i) {
-      const WeightSpec& s = weights->specs[i];
-      if (s.unit != layer_unit(0) || !is_gemm_weight(c, s)) continue;
-      shapes.push_back({s.shape[0], s.shape[1], weights->dtypes[i],
-                        resolved_spec_bytes(*weights, i), weights->q4[i], weights->q8[i]});
-    }
-  } else {
-    const int64_t d = c.hidden_size, f = c.intermediate_size;
-    const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
-    const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-    for (const auto& [n, k] : {std::pair{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}}) {
-      shapes.push_back({n, k, c.dtype, static_cast<uint64_t>(n * k) * dtype_size(c.dtype), {}, {}});
-    }
+  const DeviceKind dev = backend->device();
+  for (size_t i = 0; i < weights.specs.size(); ++i) {
+    const WeightSpec& s = weights.specs[i];
+    if (s.unit != layer_unit(0) || !is_gemm_weight(c, s)) continue;
+    const DType dtype = weights.dtypes[i];
+    shapes.push_back({dtype == DType::kQ4 ? q4_view(nullptr, weights.q4[i], dev)
+                      : dtype == DType::kQ8
+                          ? q8_view(nullptr, weights.q8[i], dev)
+                          : TensorView::contiguous(nullptr, dtype, {s.shape[0], s.shape[1]}, dev),
+                      resolved_spec_bytes(weights, i)});
   }
   int64_t max_k = 0, max_n = 0;
   size_t w_bytes = 0;
   for (const Shape& s : shapes) {
-    max_k = std::max(max_k, s.k);
-    max_n = std::max(max_n, s.n);
+    max_n = std::max(max_n, s.w.shape[0]);
+    max_k = std::max(max_k, s.w.shape[1]);
     w_bytes = std::max<size_t>(w_bytes, s.bytes);
   }
   // In the backend's own memory (the GPU's on CUDA). Weight values do not change the time
@@ -124,15 +117,12 @@ double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens
     const std::vector<uint8_t> w(w_bytes);
     backend->copy(w_or.value(), w.data(), w_bytes);
   }
-  const DeviceKind dev = backend->device();
   double flops = 0, seconds = 0;
   for (const Shape& s : shapes) {
-    const int64_t n = s.n, k = s.k;
+    const int64_t n = s.w.shape[0], k = s.w.shape[1];
     TensorView xv = TensorView::contiguous(x_or.value(), DType::kF32, {tokens, k}, dev);
-    TensorView wv = s.dtype == DType::kQ4 ? q4_view(w_or.value(), s.q4, dev)
-                    : s.dtype == DType::kQ8
-                        ? q8_view(w_or.value(), s.q8, dev)
-                        : TensorView::contiguous(w_or.value(), s.dtype, {n, k}, dev);
+    TensorView wv = s.w;
+    wv.data = w_or.value();
     TensorView yv = TensorView::contiguous(y_or.value(), DType::kF32, {tokens, n}, dev);
     std::vector<double> times;
     for (int r = 0; r < repeats + 1; ++r) {

@@ -42,12 +42,12 @@ class ReadBandwidth {
 };
 
 // GEMM throughput of `backend` on one decoder layer's own projections (q, k, v, o, gate, up,
-// down) at m = `tokens` rows: total FLOPs over the summed median time of each shape. The compute
-// bound of prefill (and of large-batch decode) for this model. With `weights`, each projection
-// in the dtype it loads as (4-bit blobs through the 4-bit gemm); else all in the model's dtype.
+// down) at m = `tokens` rows, each in the dtype it loads as (`weights`, from resolve_weights:
+// 4-bit and 8-bit blobs through their own gemm): total FLOPs over the summed median time of each
+// shape. The compute bound of prefill (and of large-batch decode) for this model.
 // Buffers come from the backend (device memory on a GPU); 0 when they cannot be had.
 double measure_gemm_flops(Backend* backend, const ModelConfig& c, int64_t tokens, int repeats,
-                          const ResolvedWeights* weights = nullptr);
+                          const ResolvedWeights& weights);
 
 // What one forward step must move and compute, from the model's weights as they load (4-bit
 // blobs at their 4-bit size, GGUF tensors in the types they load as).

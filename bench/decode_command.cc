@@ -90,7 +90,7 @@ Status run(OfflineOptions& o) {
     std::vector<double> tps, bound, ttft, step, streamed, stall, hits;
     // The compute bound: GEMM throughput at m = batch over the decoder's own projections, and
     // 2 FLOPs per parameter per token (attention and the lm_head aside).
-    const double flops = measure_gemm_flops(&engine.backend(), c, batch, 3, &weights);
+    const double flops = measure_gemm_flops(&engine.backend(), c, batch, 3, weights);
     const double compute_bound = flops > 0 ? flops / (2.0 * cost.decoder_params) : 0;
     for (int32_t r = 0; r <= o.repeats; ++r) {
       // The host's read bandwidth on the CPU backend; the GPU's memory bandwidth on a GPU.

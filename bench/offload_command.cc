@@ -150,7 +150,7 @@ Status run(OffloadSweepOptions& s) {
     TS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, create_backend(o.engine.backend));
     TS_ASSIGN_OR_RETURN(const ResolvedWeights weights,
                         resolve_weights(*config, o.model_dir, o.engine.load_format, b.get(), 0));
-    const double flops = measure_gemm_flops(b.get(), *config, batch, 3, &weights);
+    const double flops = measure_gemm_flops(b.get(), *config, batch, 3, weights);
     if (flops <= 0) continue;
     const StepCost cost = step_cost(*config, weights);
     compute_ms[batch] = 2.0 * cost.decoder_params * batch / flops * 1e3;

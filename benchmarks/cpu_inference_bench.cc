@@ -98,7 +98,7 @@ int run(const Args& a) {
     double t_with_decode = seconds_since(t0);
     // Prefill: one step over the long prompt (max_num_batched_tokens = prefill_tokens).
     const double gemm_flops =
-        bench::measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, 1, &weights);
+        bench::measure_gemm_flops(backend.value().get(), c, a.prefill_tokens, 1, weights);
     p.max_tokens = 1;
     t0 = Clock::now();
     (void)engine.generate(long_prompt, p);

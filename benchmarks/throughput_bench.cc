@@ -135,7 +135,7 @@ int run(const Args& a) {
     std::vector<double> rps, tps, mean_batch, decode, bound, ratio;
     for (int r = 0; r < a.repeats + 1; ++r) {
       const double bw = bandwidth.measure();
-      const double flops = bench::measure_gemm_flops(backend.value().get(), c, batch, 1, &weights);
+      const double flops = bench::measure_gemm_flops(backend.value().get(), c, batch, 1, weights);
       RunResult res = run_once(engine, batch, a, static_cast<uint32_t>(r));
       if (r == 0) continue;  // warm-up
       const double d = static_cast<double>(res.decode_tokens) / res.decode_seconds;
