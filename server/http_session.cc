@@ -114,7 +114,7 @@ std::string hash_api_key(std::string_view key) { return sha256(key); }
 // the session's strand under mu_, so that calls from one thread keep their order and none is
 // posted once the exchange is detached (after a cancellation, after the handler finished, or
 // after stop()); the session can always detach it, whoever holds the responder.
-class ExchangeLink {
+class ExchangeLink : public std::enable_shared_from_this<ExchangeLink> {
  public:
   ExchangeLink(std::weak_ptr<HttpSession> session, uint64_t exchange)
       : session_(std::move(session)), exchange_(exchange) {}
@@ -200,12 +200,23 @@ class ExchangeLink {
 
   // Posts `op` onto the session's strand if the exchange is still attached. The strong reference
   // moves into the posted function, so none is left on this thread after mu_ is released.
+  //
+  // The posted function takes mu_ once before it runs `op`: the posting thread still holds the
+  // strand's executor (and asio's copies of it) until post() returns, and releasing the last of
+  // those after the session, and with it the io_context, is gone would touch a destroyed strand
+  // service. Because the session can only be dropped after that barrier, the posting thread has
+  // left asio by then. (A function that never runs is destroyed by ~io_context, after stop()
+  // abandoned the session, which also waits for mu_.)
   template <typename Op>
   void post_locked(Op op) {
     std::shared_ptr<HttpSession> s = session_.lock();
     if (!s) return;
-    auto executor = s->executor();
-    asio::post(executor, [s = std::move(s), op = std::move(op)]() mutable { op(*s); });
+    const auto& executor = s->executor();
+    asio::post(executor,
+               [link = shared_from_this(), s = std::move(s), op = std::move(op)]() mutable {
+                 { std::lock_guard barrier(link->mu_); }
+                 op(*s);
+               });
   }
 
   mutable std::mutex mu_;

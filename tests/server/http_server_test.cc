@@ -681,6 +681,41 @@ TEST_F(HttpServerTest, StopCancelsWhatOutlivesTheGrace) {
   EXPECT_EQ(server_->requests_in_flight(), 0);
 }
 
+// Handlers answer from their own threads at the moment the server is destroyed: a posting thread
+// must be out of asio before the io_context goes (caught by ASan/UBSan as a destroyed strand
+// service when it is not).
+TEST_F(HttpServerTest, RespondingWhileTheServerIsDestroyed) {
+  constexpr int kRounds = 40, kClients = 8;
+  for (int round = 0; round < kRounds; ++round) {
+    std::atomic<int> handled{0};
+    std::atomic<bool> go{false};
+    std::mutex mu;
+    std::vector<std::thread> answerers;
+    extra_routes_.clear();
+    extra_routes_.emplace_back("GET", "/answer", [&](const HttpRequest&, auto responder) {
+      std::lock_guard lock(mu);
+      answerers.emplace_back([&go, responder] {
+        while (!go.load()) std::this_thread::yield();
+        responder->respond(200, "text/plain", "late");
+      });
+      handled.fetch_add(1);
+    });
+    start(options());
+    std::vector<int> fds;
+    for (int c = 0; c < kClients; ++c) {
+      int fd = connect_to(port_);
+      ASSERT_GE(fd, 0);
+      ASSERT_TRUE(send_all(fd, get("/answer")));
+      fds.push_back(fd);
+    }
+    ASSERT_TRUE(eventually([&] { return handled.load() == kClients; }, 2000ms));
+    go.store(true);
+    server_.reset();  // stop(0) and destroy, racing the answers
+    for (auto& t : answerers) t.join();
+    for (int fd : fds) ::close(fd);
+  }
+}
+
 TEST_F(HttpServerTest, WaitForSignalReturnsTheSignal) {
   auto o = options();
   o.stop_signals = {SIGUSR2};
