@@ -13,60 +13,208 @@ namespace {
 // Block layouts from ggml (ggml-common.h; gguf-py's GGML_QUANT_SIZES).
 constexpr int64_t kQK = 256;  // elements per K-quant super-block
 constexpr GgmlTypeInfo kGgmlTypes[] = {
-    {GgmlType::kF32, "F32", 1, 4, true},
-    {GgmlType::kF16, "F16", 1, 2, true},
-    {GgmlType::kQ4_0, "Q4_0", 32, 2 + 16, true},
-    {GgmlType::kQ4_1, "Q4_1", 32, 2 + 2 + 16, false},
-    {GgmlType::kQ5_0, "Q5_0", 32, 2 + 4 + 16, false},
-    {GgmlType::kQ5_1, "Q5_1", 32, 2 + 2 + 4 + 16, false},
-    {GgmlType::kQ8_0, "Q8_0", 32, 2 + 32, true},
-    {GgmlType::kQ8_1, "Q8_1", 32, 4 + 4 + 32, false},
-    {GgmlType::kQ2_K, "Q2_K", kQK, 2 + 2 + kQK / 16 + kQK / 4, false},
-    {GgmlType::kQ3_K, "Q3_K", kQK, 2 + kQK / 4 + kQK / 8 + 12, false},
-    {GgmlType::kQ4_K, "Q4_K", kQK, 2 + 2 + 12 + kQK / 2, true},
-    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, true},
-    {GgmlType::kQ6_K, "Q6_K", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2, true},
-    {GgmlType::kQ8_K, "Q8_K", kQK, 4 + kQK + kQK / 8, false},
-    {GgmlType::kIQ2_XXS, "IQ2_XXS", kQK, 2 + kQK / 4, false},
-    {GgmlType::kIQ2_XS, "IQ2_XS", kQK, 2 + kQK / 4 + kQK / 32, false},
-    {GgmlType::kIQ3_XXS, "IQ3_XXS", kQK, 2 + kQK / 4 + kQK / 8, false},
-    {GgmlType::kIQ1_S, "IQ1_S", kQK, 2 + kQK / 8 + kQK / 16, false},
-    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 2 + 16, false},
-    {GgmlType::kIQ3_S, "IQ3_S", kQK, 2 + kQK / 4 + kQK / 8 + kQK / 32 + 4, false},
-    {GgmlType::kIQ2_S, "IQ2_S", kQK, 2 + kQK / 4 + kQK / 16, false},
-    {GgmlType::kIQ4_XS, "IQ4_XS", kQK, 2 + 2 + kQK / 2 + kQK / 64, false},
-    {GgmlType::kI8, "I8", 1, 1, false},
-    {GgmlType::kI16, "I16", 1, 2, false},
-    {GgmlType::kI32, "I32", 1, 4, false},
-    {GgmlType::kI64, "I64", 1, 8, false},
-    {GgmlType::kF64, "F64", 1, 8, false},
-    {GgmlType::kIQ1_M, "IQ1_M", kQK, kQK / 8 + kQK / 16 + kQK / 32, false},
-    {GgmlType::kBF16, "BF16", 1, 2, true},
-    {GgmlType::kTQ1_0, "TQ1_0", kQK, 2 + 4 * 13, false},
-    {GgmlType::kTQ2_0, "TQ2_0", kQK, 2 + 64, false},
-    {GgmlType::kMXFP4, "MXFP4", 32, 1 + 16, false},
+    {GgmlType::kF32, "F32", 1, 4, true, 0},
+    {GgmlType::kF16, "F16", 1, 2, true, 0},
+    {GgmlType::kQ4_0, "Q4_0", 32, 2 + 16, true, 32},
+    {GgmlType::kQ4_1, "Q4_1", 32, 2 + 2 + 16, true, 0},
+    {GgmlType::kQ5_0, "Q5_0", 32, 2 + 4 + 16, true, 32},
+    {GgmlType::kQ5_1, "Q5_1", 32, 2 + 2 + 4 + 16, true, 0},
+    {GgmlType::kQ8_0, "Q8_0", 32, 2 + 32, true, 32},
+    {GgmlType::kQ8_1, "Q8_1", 32, 4 + 4 + 32, false, 0},
+    {GgmlType::kQ2_K, "Q2_K", kQK, 2 + 2 + kQK / 16 + kQK / 4, true, 0},
+    {GgmlType::kQ3_K, "Q3_K", kQK, 2 + kQK / 4 + kQK / 8 + 12, true, 16},
+    {GgmlType::kQ4_K, "Q4_K", kQK, 2 + 2 + 12 + kQK / 2, true, 0},
+    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, true, 0},
+    {GgmlType::kQ6_K, "Q6_K", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2, true, 16},
+    {GgmlType::kQ8_K, "Q8_K", kQK, 4 + kQK + kQK / 8, false, 0},
+    {GgmlType::kIQ2_XXS, "IQ2_XXS", kQK, 2 + kQK / 4, false, 0},
+    {GgmlType::kIQ2_XS, "IQ2_XS", kQK, 2 + kQK / 4 + kQK / 32, false, 0},
+    {GgmlType::kIQ3_XXS, "IQ3_XXS", kQK, 2 + kQK / 4 + kQK / 8, false, 0},
+    {GgmlType::kIQ1_S, "IQ1_S", kQK, 2 + kQK / 8 + kQK / 16, false, 0},
+    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 2 + 16, true, 32},
+    {GgmlType::kIQ3_S, "IQ3_S", kQK, 2 + kQK / 4 + kQK / 8 + kQK / 32 + 4, false, 0},
+    {GgmlType::kIQ2_S, "IQ2_S", kQK, 2 + kQK / 4 + kQK / 16, false, 0},
+    {GgmlType::kIQ4_XS, "IQ4_XS", kQK, 2 + 2 + kQK / 2 + kQK / 64, true, 32},
+    {GgmlType::kI8, "I8", 1, 1, false, 0},
+    {GgmlType::kI16, "I16", 1, 2, false, 0},
+    {GgmlType::kI32, "I32", 1, 4, false, 0},
+    {GgmlType::kI64, "I64", 1, 8, false, 0},
+    {GgmlType::kF64, "F64", 1, 8, false, 0},
+    {GgmlType::kIQ1_M, "IQ1_M", kQK, kQK / 8 + kQK / 16 + kQK / 32, false, 0},
+    {GgmlType::kBF16, "BF16", 1, 2, true, 0},
+    {GgmlType::kTQ1_0, "TQ1_0", kQK, 2 + 4 * 13, false, 0},
+    {GgmlType::kTQ2_0, "TQ2_0", kQK, 2 + 64, false, 0},
+    {GgmlType::kMXFP4, "MXFP4", 32, 1 + 16, false, 0},
 };
 
-// ---- Dequantization (ggml-quants.c's dequantize_row_* reference definitions) ------------------
+// ---- Integer forms (ggml-quants.c's dequantize_row_* reference definitions) -----------------
+// Each writes a block's int8 values and its per-group f32 scales (ggml_block_to_q8's contract).
 
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t load_u32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
 float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
 
+// IQ4_NL's and IQ4_XS's 16 non-uniform levels (ggml-common.h's kvalues_iq4nl).
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
 // block_q8_0 {f16 d; int8 qs[32]}: x[i] = qs[i] * d.
-void dequantize_q8_0(const uint8_t* block, float* y) {
-  const float d = load_f16(block);
-  const uint8_t* qs = block + 2;
-  for (int i = 0; i < 32; ++i) y[i] = static_cast<float>(static_cast<int8_t>(qs[i])) * d;
+void q8_0_block(const uint8_t* block, int8_t* q, float* scales) {
+  scales[0] = load_f16(block);
+  std::memcpy(q, block + 2, 32);
 }
 
 // block_q4_0 {f16 d; uint8 qs[16]}: low nibbles are elements 0..15, high nibbles 16..31;
 // x = (q - 8) * d.
-void dequantize_q4_0(const uint8_t* block, float* y) {
-  const float d = load_f16(block);
+void q4_0_block(const uint8_t* block, int8_t* q, float* scales) {
+  scales[0] = load_f16(block);
   const uint8_t* qs = block + 2;
+  for (int j = 0; j < 16; ++j) {
+    q[j] = static_cast<int8_t>((qs[j] & 0x0F) - 8);
+    q[j + 16] = static_cast<int8_t>((qs[j] >> 4) - 8);
+  }
+}
+
+// block_q5_0 {f16 d; uint8 qh[4]; uint8 qs[16]}: Q4_0's nibbles with a fifth bit, bit j of the
+// little-endian u32 qh for element j; x = (q - 16) * d.
+void q5_0_block(const uint8_t* block, int8_t* q, float* scales) {
+  scales[0] = load_f16(block);
+  const uint32_t qh = load_u32(block + 2);
+  const uint8_t* qs = block + 6;
+  for (int j = 0; j < 16; ++j) {
+    q[j] = static_cast<int8_t>(((qs[j] & 0x0F) | (((qh >> j) & 1) << 4)) - 16);
+    q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+  }
+}
+
+// block_q3_K {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; f16 d}, 256 elements in 16
+// sub-blocks of 16: x = d * (scale_i - 32) * q, q = 2 bits of qs minus 4 unless the hmask bit is
+// set. Scale i (6 bits): its low nibble from byte i % 8 (low nibble for i < 8, high otherwise),
+// its top 2 bits from byte 8 + i % 4 at bit 2 * (i / 4). Each half of 128 elements takes 32
+// bytes of qs; within it, 32 elements per bit pair j of those bytes, the hmask bit 4 * half + j.
+void q3_k_block(const uint8_t* block, int8_t* q, float* scales) {
+  const uint8_t* hmask = block;
+  const uint8_t* qs = block + 32;
+  const uint8_t* sc = block + 96;
+  const float d = load_f16(block + 108);
   for (int i = 0; i < 16; ++i) {
-    y[i] = static_cast<float>((qs[i] & 0x0F) - 8) * d;
-    y[i + 16] = static_cast<float>((qs[i] >> 4) - 8) * d;
+    const int low = i < 8 ? sc[i] & 0x0F : sc[i - 8] >> 4;
+    const int high = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+    scales[i] = d * static_cast<float>((low | (high << 4)) - 32);
+  }
+  for (int half = 0; half < 2; ++half) {
+    for (int j = 0; j < 4; ++j) {
+      int8_t* out = q + 128 * half + 32 * j;
+      for (int l = 0; l < 32; ++l) {
+        const int bits = (qs[32 * half + l] >> (2 * j)) & 3;
+        const bool high = (hmask[l] >> (4 * half + j)) & 1;
+        out[l] = static_cast<int8_t>(bits - (high ? 0 : 4));
+      }
+    }
+  }
+}
+
+// block_q6_K {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; f16 d}, 256 elements: a 6-bit q is
+// 4 low bits from ql and 2 high bits from qh; x = d * scales[i / 16] * (q - 32). Each half of
+// 128 elements uses 64 bytes of ql, 32 of qh and 8 scales.
+void q6_k_block(const uint8_t* block, int8_t* q, float* scales) {
+  const float d = load_f16(block + 208);
+  for (int i = 0; i < 16; ++i) {
+    scales[i] = d * static_cast<float>(static_cast<int8_t>(block[192 + i]));
+  }
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* ql = block + 64 * half;
+    const uint8_t* qh = block + 128 + 32 * half;
+    int8_t* o = q + 128 * half;
+    for (int l = 0; l < 32; ++l) {
+      o[l] = static_cast<int8_t>(((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+// block_iq4_nl {f16 d; uint8 qs[16]}: Q4_0's nibble order; x = d * kIq4Levels[nibble].
+void iq4_nl_block(const uint8_t* block, int8_t* q, float* scales) {
+  scales[0] = load_f16(block);
+  const uint8_t* qs = block + 2;
+  for (int j = 0; j < 16; ++j) {
+    q[j] = kIq4Levels[qs[j] & 0x0F];
+    q[j + 16] = kIq4Levels[qs[j] >> 4];
+  }
+}
+
+// block_iq4_xs {f16 d; u16 scales_h; uint8 scales_l[4]; uint8 qs[128]}, 256 elements in 8
+// sub-blocks of 32, each IQ4_NL's nibble order over 16 bytes of qs: x = d * (ls - 32) *
+// kIq4Levels[nibble], ls = nibble ib % 2 of scales_l[ib / 2] | bits 2ib..2ib+1 of scales_h << 4.
+void iq4_xs_block(const uint8_t* block, int8_t* q, float* scales) {
+  const float d = load_f16(block);
+  const uint16_t scales_h = load_u16(block + 2);
+  const uint8_t* scales_l = block + 4;
+  for (int ib = 0; ib < 8; ++ib) {
+    const int ls =
+        ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((scales_h >> (2 * ib)) & 3) << 4);
+    scales[ib] = d * static_cast<float>(ls - 32);
+    const uint8_t* qs = block + 8 + 16 * ib;
+    for (int j = 0; j < 16; ++j) {
+      q[32 * ib + j] = kIq4Levels[qs[j] & 0x0F];
+      q[32 * ib + 16 + j] = kIq4Levels[qs[j] >> 4];
+    }
+  }
+}
+
+// ---- Types with a min (ggml-quants.c's dequantize_row_* reference definitions) ---------------
+// Products and sums in separate statements: rounded twice, as ggml's reference, never contracted
+// into one fused multiply-add.
+
+// block_q4_1 {f16 d; f16 m; uint8 qs[16]}: Q4_0's nibble order; x = q * d + m.
+void dequantize_q4_1(const uint8_t* block, float* y) {
+  const float d = load_f16(block);
+  const float m = load_f16(block + 2);
+  const uint8_t* qs = block + 4;
+  for (int j = 0; j < 16; ++j) {
+    const float lo = static_cast<float>(qs[j] & 0x0F) * d;
+    y[j] = lo + m;
+    const float hi = static_cast<float>(qs[j] >> 4) * d;
+    y[j + 16] = hi + m;
+  }
+}
+
+// block_q5_1 {f16 d; f16 m; uint8 qh[4]; uint8 qs[16]}: Q5_0's bits, unsigned; x = q * d + m.
+void dequantize_q5_1(const uint8_t* block, float* y) {
+  const float d = load_f16(block);
+  const float m = load_f16(block + 2);
+  const uint32_t qh = load_u32(block + 4);
+  const uint8_t* qs = block + 8;
+  for (int j = 0; j < 16; ++j) {
+    const float lo = static_cast<float>((qs[j] & 0x0F) | (((qh >> j) & 1) << 4)) * d;
+    y[j] = lo + m;
+    const float hi = static_cast<float>((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * d;
+    y[j + 16] = hi + m;
+  }
+}
+
+// block_q2_K {uint8 scales[16]; uint8 qs[64]; f16 d; f16 dmin}, 256 elements in 16 sub-blocks of
+// 16: x = d * (scales[i] & 15) * q - dmin * (scales[i] >> 4), q = 2 bits of qs, laid out as
+// Q3_K's low bits (sub-block 8 * half + 2j takes bit pair j of bytes 0..15 of the half's 32,
+// 2j + 1 of bytes 16..31).
+void dequantize_q2_k(const uint8_t* block, float* y) {
+  const uint8_t* sc = block;
+  const uint8_t* qs = block + 16;
+  const float d = load_f16(block + 80);
+  const float dmin = load_f16(block + 82);
+  for (int i = 0; i < 16; ++i) {
+    const int half = i / 8, j = (i % 8) / 2, part = i % 2;
+    const float dl = d * static_cast<float>(sc[i] & 0x0F);
+    const float ml = dmin * static_cast<float>(sc[i] >> 4);
+    for (int l = 0; l < 16; ++l) {
+      const float prod = dl * static_cast<float>((qs[32 * half + 16 * part + l] >> (2 * j)) & 3);
+      y[16 * i + l] = prod - ml;
+    }
   }
 }
 
@@ -88,8 +236,6 @@ void dequantize_q4_k(const uint8_t* block, float* y) {
     const float d2 = d * static_cast<float>(scale);
     const float m2 = dmin * static_cast<float>(min);
     for (int l = 0; l < 32; ++l) {
-      // Product and difference in separate statements: rounded twice, as ggml's reference, never
-      // contracted into one fused multiply-add.
       const float lo = d1 * static_cast<float>(qs[l] & 0x0F);
       y[l] = lo - m1;
       const float hi = d2 * static_cast<float>(qs[l] >> 4);
@@ -117,32 +263,8 @@ void dequantize_q5_k(const uint8_t* block, float* y) {
     for (int l = 0; l < 32; ++l) {
       const int low = j % 2 == 0 ? q[l] & 0x0F : q[l] >> 4;
       const int high = (qh[l] >> j) & 1;
-      // Rounded twice, as ggml's reference (see dequantize_q4_k).
       const float prod = d1 * static_cast<float>(low + 16 * high);
       y[32 * j + l] = prod - m1;
-    }
-  }
-}
-
-// block_q6_K {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; f16 d}, 256 elements: a 6-bit q is
-// 4 low bits from ql and 2 high bits from qh; x = d * scales[i / 16] * (q - 32). Each half of
-// 128 elements uses 64 bytes of ql, 32 of qh and 8 scales.
-void dequantize_q6_k(const uint8_t* block, float* y) {
-  const uint8_t* ql = block;
-  const uint8_t* qh = block + 128;
-  const int8_t* sc = reinterpret_cast<const int8_t*>(block + 192);
-  const float d = load_f16(block + 208);
-  for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128) {
-    for (int l = 0; l < 32; ++l) {
-      const int is = l / 16;
-      const int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
-      const int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
-      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-      const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-      y[l] = d * static_cast<float>(sc[is]) * static_cast<float>(q1);
-      y[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
-      y[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
-      y[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
     }
   }
 }
@@ -156,6 +278,27 @@ void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) 
   } else {
     *scale = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4));
     *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* scales) {
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return q8_0_block(block, q, scales);
+    case GgmlType::kQ4_0:
+      return q4_0_block(block, q, scales);
+    case GgmlType::kQ5_0:
+      return q5_0_block(block, q, scales);
+    case GgmlType::kQ3_K:
+      return q3_k_block(block, q, scales);
+    case GgmlType::kQ6_K:
+      return q6_k_block(block, q, scales);
+    case GgmlType::kIQ4_NL:
+      return iq4_nl_block(block, q, scales);
+    case GgmlType::kIQ4_XS:
+      return iq4_xs_block(block, q, scales);
+    default:
+      TS_CHECK(false) << "ggml type " << ggml_type_name(type) << " has no 8-bit integer form";
   }
 }
 
@@ -185,34 +328,48 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
   }
   const int64_t blocks = n / info->block_size;
   const int64_t bytes = info->block_bytes;
+  if (info->q8_group > 0) {
+    int8_t q[kQK];
+    float scales[kQK / 16];
+    for (int64_t b = 0; b < blocks; ++b) {
+      ggml_block_to_q8(type, src + b * bytes, q, scales);
+      float* y = dst + b * info->block_size;
+      for (int64_t j = 0; j < info->block_size; ++j) {
+        y[j] = scales[j / info->q8_group] * static_cast<float>(q[j]);
+      }
+    }
+    return Status::ok();
+  }
+  void (*block_fn)(const uint8_t*, float*) = nullptr;
   switch (type) {
     case GgmlType::kF32:
       if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
-      break;
+      return Status::ok();
     case GgmlType::kF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src + 2 * i));
-      break;
+      return Status::ok();
     case GgmlType::kBF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src + 2 * i));
+      return Status::ok();
+    case GgmlType::kQ4_1:
+      block_fn = dequantize_q4_1;
       break;
-    case GgmlType::kQ8_0:
-      for (int64_t b = 0; b < blocks; ++b) dequantize_q8_0(src + b * bytes, dst + b * 32);
+    case GgmlType::kQ5_1:
+      block_fn = dequantize_q5_1;
       break;
-    case GgmlType::kQ4_0:
-      for (int64_t b = 0; b < blocks; ++b) dequantize_q4_0(src + b * bytes, dst + b * 32);
+    case GgmlType::kQ2_K:
+      block_fn = dequantize_q2_k;
       break;
     case GgmlType::kQ4_K:
-      for (int64_t b = 0; b < blocks; ++b) dequantize_q4_k(src + b * bytes, dst + b * kQK);
+      block_fn = dequantize_q4_k;
       break;
     case GgmlType::kQ5_K:
-      for (int64_t b = 0; b < blocks; ++b) dequantize_q5_k(src + b * bytes, dst + b * kQK);
-      break;
-    case GgmlType::kQ6_K:
-      for (int64_t b = 0; b < blocks; ++b) dequantize_q6_k(src + b * bytes, dst + b * kQK);
+      block_fn = dequantize_q5_k;
       break;
     default:
       TS_CHECK(false) << "ggml type " << info->name << " is marked dequantizable but has no code";
   }
+  for (int64_t b = 0; b < blocks; ++b) block_fn(src + b * bytes, dst + b * info->block_size);
   return Status::ok();
 }
 

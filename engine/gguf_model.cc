@@ -232,50 +232,18 @@ Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols) {
   return s;
 }
 
-void q8_0_to_q8(const uint8_t* data, const Q8Layout& l, void* dst) {
-  // block_q8_0: f16 d, then 32 int8 values; x = q * d.
-  constexpr int64_t kBlockBytes = 34;
+void ggml_to_q8(GgmlType type, const uint8_t* data, const Q8Layout& l, void* dst) {
+  const GgmlTypeInfo& info = *ggml_type_info(type);
+  TS_CHECK(info.q8_group == l.group_size && l.k % info.block_size == 0)
+      << info.name << " into groups of " << l.group_size;
   std::memset(dst, 0, l.bytes);  // the alignment padding too: a unit's bytes are deterministic
   int8_t* values = static_cast<int8_t*>(dst);
   float* scales = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + l.scales_offset);
-  for (int64_t b = 0; b < l.n * l.k / 32; ++b) {
-    const uint8_t* block = data + b * kBlockBytes;
-    uint16_t d = 0;
-    std::memcpy(&d, block, 2);
-    scales[b] = f16_to_f32(d);
-    std::memcpy(values + b * 32, block + 2, 32);
-  }
-}
-
-void q6_k_to_q8(const uint8_t* data, const Q8Layout& l, void* dst) {
-  // block_q6_K (ggml_quants.h): per half h of 128 elements, ql[64h + j] holds elements j (low
-  // nibble) and 64 + j (high) for j < 32, and 32 + j / 96 + j for the next 32 bytes; qh[32h + j]
-  // holds the top two bits of elements j, 32 + j, 64 + j, 96 + j in bit pairs 0-3; then int8
-  // scales per 16 elements and the f16 d.
-  constexpr int64_t kBlockBytes = 210;
-  std::memset(dst, 0, l.bytes);
-  int8_t* values = static_cast<int8_t*>(dst);
-  float* scales = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + l.scales_offset);
-  for (int64_t b = 0; b < l.n * l.k / 256; ++b) {
-    const uint8_t* block = data + b * kBlockBytes;
-    uint16_t d16 = 0;
-    std::memcpy(&d16, block + 208, 2);
-    const float d = f16_to_f32(d16);
-    for (int j = 0; j < 16; ++j) {
-      scales[b * 16 + j] = d * static_cast<float>(static_cast<int8_t>(block[192 + j]));
-    }
-    int8_t* v = values + b * 256;
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* ql = block + 64 * h;
-      const uint8_t* qh = block + 128 + 32 * h;
-      int8_t* o = v + 128 * h;
-      for (int j = 0; j < 32; ++j) {
-        o[j] = static_cast<int8_t>(((ql[j] & 0xF) | (((qh[j] >> 0) & 3) << 4)) - 32);
-        o[j + 32] = static_cast<int8_t>(((ql[j + 32] & 0xF) | (((qh[j] >> 2) & 3) << 4)) - 32);
-        o[j + 64] = static_cast<int8_t>(((ql[j] >> 4) | (((qh[j] >> 4) & 3) << 4)) - 32);
-        o[j + 96] = static_cast<int8_t>(((ql[j + 32] >> 4) | (((qh[j] >> 6) & 3) << 4)) - 32);
-      }
-    }
+  const int64_t blocks = l.n * l.k / info.block_size;
+  const int64_t scales_per_block = info.block_size / info.q8_group;
+  for (int64_t b = 0; b < blocks; ++b) {
+    ggml_block_to_q8(type, data + b * info.block_bytes, values + b * info.block_size,
+                     scales + b * scales_per_block);
   }
 }
 

@@ -367,8 +367,9 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
 }
 
 // A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
-// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs, Q8_0 and Q6_K ones Q8 blobs;
-// F32/F16/BF16 stay; the rest are dequantized to config.dtype.
+// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs; those of the other types with an
+// 8-bit integer form (Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL, IQ4_XS) Q8 blobs; F32/F16/BF16 stay; the
+// rest are dequantized to config.dtype.
 Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path,
                     ResolvedWeights* w) {
   const std::optional<std::filesystem::path> gguf = gguf_file_of(path);
@@ -404,10 +405,9 @@ Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path
                                                        t->type == GgmlType::kQ4_K));
           w->dtypes[i] = DType::kQ4;
           w->specs[i].quantized = true;
-        } else if ((t->type == GgmlType::kQ8_0 || t->type == GgmlType::kQ6_K) &&
-                   is_gemm_weight(config, s)) {
-          TS_ASSIGN_OR_RETURN(w->q8[i], Q8Layout::make(s.shape[0], s.shape[1],
-                                                       t->type == GgmlType::kQ6_K ? 16 : 32));
+        } else if (ggml_type_info(t->type)->q8_group > 0 && is_gemm_weight(config, s)) {
+          TS_ASSIGN_OR_RETURN(
+              w->q8[i], Q8Layout::make(s.shape[0], s.shape[1], ggml_type_info(t->type)->q8_group));
           w->dtypes[i] = DType::kQ8;
           w->specs[i].quantized = true;
         } else {
@@ -436,7 +436,7 @@ void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
       blob.resize(l.bytes);
       to = blob.data();
     }
-    (t.type == GgmlType::kQ6_K ? q6_k_to_q8 : q8_0_to_q8)(data, l, to);
+    ggml_to_q8(t.type, data, l, to);
     if (s.gguf_heads > 0) {  // rows permute as wholes, in both sections
       char* out8 = static_cast<char*>(dst);
       unpermute_gguf_rows(blob.data(), out8, rows, cols, 1, s.gguf_heads);

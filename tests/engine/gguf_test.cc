@@ -201,18 +201,17 @@ TEST(ParseGgufTest, UsesGeneralAlignment) {
 
 TEST(ParseGgufTest, AcceptsTensorsOfTypesWithoutDequantizer) {
   Image spec;
-  spec.tensors = {{"q5_0", {32}, 6, 0}};
-  spec.data_bytes = 22;
+  spec.tensors = {{"iq2_xxs", {256}, 16, 0}};
+  spec.data_bytes = 66;
   auto result = parse(build(spec));
   ASSERT_TRUE(result.is_ok()) << result.status().to_string();
   const GgufTensorInfo& t = result.value().tensors[0];
-  EXPECT_EQ(t.type, GgmlType::kQ5_0);
-  EXPECT_EQ(t.nbytes, 22u);
+  EXPECT_EQ(t.type, GgmlType::kIQ2_XXS);
+  EXPECT_EQ(t.nbytes, 66u);
   Status status = check_gguf_dequantizable(t, kFile);
-  expect_error(
-      status, StatusCode::kUnimplemented,
-      {"tensor 'q5_0'", "ggml type Q5_0", "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K"});
-  EXPECT_EQ(dequantize_gguf_row(t.type, nullptr, 32, nullptr).code(), StatusCode::kUnimplemented);
+  expect_error(status, StatusCode::kUnimplemented,
+               {"tensor 'iq2_xxs'", "ggml type IQ2_XXS", kGgmlDequantizableTypes});
+  EXPECT_EQ(dequantize_gguf_row(t.type, nullptr, 256, nullptr).code(), StatusCode::kUnimplemented);
 }
 
 // ---- parse_gguf: malformed files -------------------------------------------------------------
@@ -600,30 +599,37 @@ TEST(GgufQ4Test, Q4_0AndQ4_KRepackExactly) {
   }
 }
 
-// Q8_0 and Q6_K gemm weights are repacked into 8-bit blobs: the same values as ggml's.
-TEST(GgufQ8Test, Q8_0AndQ6_KRepackExactly) {
+// The gemm weights of the types with an 8-bit integer form (Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL,
+// IQ4_XS; Q4_0 has one too, though it loads as Q4) are repacked into 8-bit blobs: the same values
+// as ggml's, element for element.
+TEST(GgufQ8Test, TypesWithAnIntegerFormRepackExactly) {
   std::mt19937 rng(13);
   const int64_t rows = 3, cols = 512;
-  for (const GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ6_K}) {
-    const GgmlTypeInfo& info = *ggml_type_info(type);
+  struct Case {
+    GgmlType type;
+    int64_t d_offset;  // of the block's f16 d
+  };
+  for (const Case c : {Case{GgmlType::kQ8_0, 0}, Case{GgmlType::kQ4_0, 0}, Case{GgmlType::kQ5_0, 0},
+                       Case{GgmlType::kQ3_K, 108}, Case{GgmlType::kQ6_K, 208},
+                       Case{GgmlType::kIQ4_NL, 0}, Case{GgmlType::kIQ4_XS, 0}}) {
+    const GgmlTypeInfo& info = *ggml_type_info(c.type);
+    SCOPED_TRACE(info.name);
+    ASSERT_GT(info.q8_group, 0);
     const int64_t blocks = rows * cols / info.block_size;
     std::vector<uint8_t> data(static_cast<size_t>(blocks * info.block_bytes));
     for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
-    for (int64_t b = 0; b < blocks; ++b) {  // a finite f16 d: first in Q8_0, last in Q6_K
-      const size_t at =
-          static_cast<size_t>(b * info.block_bytes) + (type == GgmlType::kQ6_K ? 208 : 0);
-      put_u16_at(data, at, f32_to_f16(static_cast<float>(rng() % 2000) * 1e-6f));
+    for (int64_t b = 0; b < blocks; ++b) {  // a finite f16 d
+      put_u16_at(data, static_cast<size_t>(b * info.block_bytes + c.d_offset),
+                 f32_to_f16(static_cast<float>(rng() % 2000) * 1e-6f));
     }
-    auto layout = Q8Layout::make(rows, cols, type == GgmlType::kQ6_K ? 16 : 32);
+    auto layout = Q8Layout::make(rows, cols, static_cast<int32_t>(info.q8_group));
     ASSERT_TRUE(layout.is_ok()) << layout.status().to_string();
-    std::vector<uint8_t> blob(layout.value().bytes);
-    (type == GgmlType::kQ6_K ? q6_k_to_q8 : q8_0_to_q8)(data.data(), layout.value(), blob.data());
+    std::vector<uint8_t> blob(layout.value().bytes, 0xAB);
+    ggml_to_q8(c.type, data.data(), layout.value(), blob.data());
     std::vector<float> got(static_cast<size_t>(rows * cols)), want(got.size());
     dequantize_q8_rows(blob.data(), layout.value(), 0, rows, got.data());
-    ASSERT_TRUE(dequantize_gguf_row(type, data.data(), rows * cols, want.data()).is_ok());
-    for (size_t e = 0; e < want.size(); ++e) {
-      ASSERT_EQ(got[e], want[e]) << ggml_type_name(type) << " element " << e;
-    }
+    ASSERT_TRUE(dequantize_gguf_row(c.type, data.data(), rows * cols, want.data()).is_ok());
+    for (size_t e = 0; e < want.size(); ++e) ASSERT_EQ(got[e], want[e]) << "element " << e;
   }
 }
 
@@ -660,14 +666,18 @@ TEST(GgmlTypeTest, LayoutsMatchGgml) {
     int64_t block_size;
     int64_t block_bytes;
     bool dequantize;
+    int64_t q8_group;
   };
   const Case cases[] = {
-      {GgmlType::kF32, 1, 4, true},       {GgmlType::kF16, 1, 2, true},
-      {GgmlType::kBF16, 1, 2, true},      {GgmlType::kQ8_0, 32, 34, true},
-      {GgmlType::kQ4_0, 32, 18, true},    {GgmlType::kQ4_K, 256, 144, true},
-      {GgmlType::kQ6_K, 256, 210, true},  {GgmlType::kQ5_K, 256, 176, true},
-      {GgmlType::kQ2_K, 256, 84, false},  {GgmlType::kQ3_K, 256, 110, false},
-      {GgmlType::kQ8_K, 256, 292, false}, {GgmlType::kIQ4_XS, 256, 136, false},
+      {GgmlType::kF32, 1, 4, true, 0},         {GgmlType::kF16, 1, 2, true, 0},
+      {GgmlType::kBF16, 1, 2, true, 0},        {GgmlType::kQ8_0, 32, 34, true, 32},
+      {GgmlType::kQ4_0, 32, 18, true, 32},     {GgmlType::kQ4_1, 32, 20, true, 0},
+      {GgmlType::kQ5_0, 32, 22, true, 32},     {GgmlType::kQ5_1, 32, 24, true, 0},
+      {GgmlType::kQ4_K, 256, 144, true, 0},    {GgmlType::kQ6_K, 256, 210, true, 16},
+      {GgmlType::kQ5_K, 256, 176, true, 0},    {GgmlType::kQ2_K, 256, 84, true, 0},
+      {GgmlType::kQ3_K, 256, 110, true, 16},   {GgmlType::kIQ4_NL, 32, 18, true, 32},
+      {GgmlType::kIQ4_XS, 256, 136, true, 32}, {GgmlType::kQ8_K, 256, 292, false, 0},
+      {GgmlType::kIQ2_XXS, 256, 66, false, 0},
   };
   for (const Case& c : cases) {
     const GgmlTypeInfo* info = ggml_type_info(c.type);
@@ -675,6 +685,7 @@ TEST(GgmlTypeTest, LayoutsMatchGgml) {
     EXPECT_EQ(info->block_size, c.block_size) << info->name;
     EXPECT_EQ(info->block_bytes, c.block_bytes) << info->name;
     EXPECT_EQ(info->dequantize, c.dequantize) << info->name;
+    EXPECT_EQ(info->q8_group, c.q8_group) << info->name;
   }
   EXPECT_EQ(ggml_type_info(4u), nullptr);
   EXPECT_EQ(ggml_type_name(GgmlType::kQ4_K), "Q4_K");
@@ -880,11 +891,11 @@ TEST(GgufFixtureTest, AllTypes) {
   const GgufTensorInfo* q4 = file.value()->find("q4_0.weight");
   ASSERT_NE(q4, nullptr);
   EXPECT_THAT(q4->shape(), ElementsAre(2, 1, 4, 32));
-  const GgufTensorInfo* q5 = file.value()->find("q5_0.unsupported");
-  ASSERT_NE(q5, nullptr);
-  std::vector<float> out(q5->numel());
-  expect_error(file.value()->dequantize(*q5, out.data()), StatusCode::kUnimplemented,
-               {"tensor 'q5_0.unsupported' has ggml type Q5_0"},
+  const GgufTensorInfo* iq2 = file.value()->find("iq2_xxs.unsupported");
+  ASSERT_NE(iq2, nullptr);
+  std::vector<float> out(iq2->numel());
+  expect_error(file.value()->dequantize(*iq2, out.data()), StatusCode::kUnimplemented,
+               {"tensor 'iq2_xxs.unsupported' has ggml type IQ2_XXS"},
                (kFixtures / "all_types.gguf").string());
 }
 
