@@ -143,19 +143,22 @@ TEST(ModelWeightsTest, GemmWeightsPackedUnlessDeterministic) {
 }
 
 // Quantized checkpoints stay quantized in the loaded weights: AWQ projections and GGUF Q4_0 /
-// Q4_K ones as 4-bit blobs (Q4_K in the k-quant form), GGUF Q8_0 / Q6_K ones (lm_head included)
-// as 8-bit blobs, while embeddings and norms are float. A streamed layer then moves the
+// Q4_K ones as 4-bit blobs (Q4_K in the k-quant form), GGUF Q8_0 / Q6_K / Q3_K / Q5_0 / IQ4_NL /
+// IQ4_XS ones (lm_head included) as 8-bit blobs, while embeddings and norms are float, and so
+// are the GGUF types with a min (Q2_K, Q4_1, Q5_1), dequantized. A streamed layer then moves the
 // quantized bytes (DESIGN.md's tiers move these blobs as they are).
 TEST(ModelWeightsTest, QuantizedCheckpointsStayQuantized) {
   struct Case {
     const char* model;
-    bool q_k_quant;          // q_proj is Q4 in the k-quant form (else the zero form)
-    DType v, down, lm_head;  // their loaded dtypes
+    DType q;
+    bool q_k_quant;             // q_proj is Q4 in the k-quant form (else the zero form)
+    DType v, o, down, lm_head;  // their loaded dtypes
   };
   const Case cases[] = {
-      {"llama_awq_f16", false, DType::kQ4, DType::kQ4, DType::kF16},
-      {"llama_gguf_f32", false, DType::kQ8, DType::kQ4, DType::kQ8},
-      {"llama_gguf_q4k", true, DType::kQ8, DType::kQ8, DType::kQ8},
+      {"llama_awq_f16", DType::kQ4, false, DType::kQ4, DType::kQ4, DType::kQ4, DType::kF16},
+      {"llama_gguf_f32", DType::kQ4, false, DType::kQ8, DType::kQ8, DType::kQ4, DType::kQ8},
+      {"llama_gguf_q4k", DType::kQ4, true, DType::kQ8, DType::kQ4, DType::kQ8, DType::kQ8},
+      {"llama_gguf_mix", DType::kQ8, false, DType::kQ8, DType::kF16, DType::kQ8, DType::kF16},
   };
   auto backend = create_backend(BackendOptions{});
   ASSERT_TRUE(backend.is_ok());
@@ -170,11 +173,12 @@ TEST(ModelWeightsTest, QuantizedCheckpointsStayQuantized) {
     WeightProvider& w = *weights.value();
     const WeightUnit* layer = w.acquire(layer_unit(0)).value();
     const TensorView& q = layer->tensors[kQProj];
-    EXPECT_EQ(q.dtype, DType::kQ4);
+    EXPECT_EQ(q.dtype, t.q);
     EXPECT_EQ(q.k_quant, t.q_k_quant);
     EXPECT_EQ(q.shape[0], c.num_heads * c.head_dim);
     EXPECT_EQ(q.shape[1], c.hidden_size);
     EXPECT_EQ(layer->tensors[kVProj].dtype, t.v);
+    EXPECT_EQ(layer->tensors[kOProj].dtype, t.o);
     EXPECT_EQ(layer->tensors[kDownProj].dtype, t.down);
     EXPECT_TRUE(is_float_dtype(layer->tensors[kInputNorm].dtype));
     w.release(layer_unit(0));
