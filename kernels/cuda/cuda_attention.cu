@@ -98,7 +98,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t token_elems = static_cast<int64_t>(cache.num_kv_heads) * hd;
   for (int j = warp; j < n; j += kWarps) {
     const int32_t pos = k0 + j;
-    const int32_t block = table[pos / cache.block_size];
+    // A position past the block table's row (a context longer than the table, which the host
+    // checks only for eager steps) reads as block -2: reported, never the next row.
+    const int32_t index = pos / cache.block_size;
+    const int32_t block = index < a.max_blocks_per_seq ? table[index] : -2;
     int64_t off = -1;
     if (block == -1) {
       // A padding row of a captured batch: no key.

@@ -24,6 +24,9 @@ namespace {
 
 constexpr size_t kFences = 256;       // events in the fence ring
 constexpr size_t kAllocAlign = 4096;  // Backend::allocate's alignment for large blocks
+// Device memory CUDA, cuBLAS and CUB may allocate after start-up without asking (lazily loaded
+// kernel modules, graph instantiation), kept out of the budget.
+constexpr uint64_t kLazyDeviceBytes = uint64_t{256} << 20;
 
 // The device each thread last bound (CUDA's current device is per thread, and the engine and
 // copy threads are not the thread that created the backend).
@@ -143,6 +146,7 @@ class CudaBackend final : public Backend {
 
   CudaBackendOptions options_;
   uint64_t capacity_ = 0;
+  uint64_t in_use_at_start_ = 0;  // total - free device memory when init() ran
   cudaStream_t compute_ = nullptr, h2d_ = nullptr, d2h_ = nullptr;
   std::unique_ptr<CudaGemm> gemm_;
 
@@ -223,9 +227,11 @@ CudaBackend::~CudaBackend() {
 Status CudaBackend::init() {
   TS_RETURN_IF_ERROR(cuda_status(cudaSetDevice(options_.device_index),
                                  "selecting CUDA device " + std::to_string(options_.device_index)));
+  bound_device = options_.device_index;
   size_t free_bytes = 0, total_bytes = 0;
   TS_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   capacity_ = total_bytes;
+  in_use_at_start_ = total_bytes - free_bytes;
   numa_node_ = gpu_numa_node(options_.device_index);
   for (cudaStream_t* s : {&compute_, &h2d_, &d2h_}) {
     TS_RETURN_IF_ERROR(
@@ -382,9 +388,13 @@ void CudaBackend::wait_fence(uint64_t fence) {
 }
 
 uint64_t CudaBackend::reserved_bytes(const StepLimits& limits) const {
+  // What was in use when the backend started (this process's CUDA context, other processes on
+  // the GPU), and what CUDA, cuBLAS and CUB allocate later on their own (kernel modules loaded
+  // lazily, graph instantiation): the budget of --gpu-memory-utilization never counts on them.
+  uint64_t bytes = in_use_at_start_ + kLazyDeviceBytes;
   // Created with the backend: attention scratch, GEMM scratch and cuBLAS workspace.
-  uint64_t bytes = options_.attention_scratch_bytes + kGemmScratchBytes +
-                   (options_.deterministic ? uint64_t{1} << 20 : 0);
+  bytes += options_.attention_scratch_bytes + kGemmScratchBytes +
+           (options_.deterministic ? uint64_t{1} << 20 : 0);
   const uint64_t seqs = static_cast<uint64_t>(std::max(limits.max_seqs, 0));
   bytes +=
       static_cast<uint64_t>(std::max(limits.max_tokens, 0)) * 3 * sizeof(int32_t) +
@@ -435,6 +445,7 @@ Result<int32_t> CudaBackend::end_capture() {
 
 void CudaBackend::replay(int32_t graph) {
   TS_CHECK(graph >= 0 && static_cast<size_t>(graph) < graphs_.size()) << "graph " << graph;
+  bind_device(options_.device_index);
   TS_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(graph)], compute_));
 }
 
@@ -442,6 +453,7 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
   if (limits.max_tokens <= 0 || limits.max_seqs <= 0 || limits.max_blocks_per_seq <= 0) {
     return invalid_argument("step limits must be positive");
   }
+  bind_device(options_.device_index);
   TS_CHECK(stage_host_ == nullptr) << "reserve_steps called twice";
   limits_ = limits;
   const size_t t = static_cast<size_t>(limits.max_tokens);
@@ -478,6 +490,7 @@ Status CudaBackend::reserve_steps(const StepLimits& limits) {
 }
 
 Status CudaBackend::reserve_sampling(const StepLimits& limits) {
+  bind_device(options_.device_index);
   const int64_t items = static_cast<int64_t>(limits.max_seqs) * limits.vocab_size;
   TS_CHECK(items < (int64_t{1} << 31)) << "sampling buffers of " << items << " logits";
   const size_t s = static_cast<size_t>(limits.max_seqs);

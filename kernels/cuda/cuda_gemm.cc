@@ -16,7 +16,9 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what cuBLAS advises for
 constexpr size_t kXScratchBytes = size_t{64} << 20;   // converted activations per call
 constexpr size_t kGatherBytes = size_t{64} << 20;     // act-order x, f32
 constexpr size_t kTileBytes = size_t{32} << 20;       // dequantized Q4 rows, f16
-static_assert(kWorkspaceBytes + kXScratchBytes + kGatherBytes + kTileBytes == kGemmScratchBytes);
+constexpr size_t kRowScaleBytes = kTileXRows * sizeof(float);
+static_assert(kWorkspaceBytes + kXScratchBytes + kGatherBytes + kTileBytes + kRowScaleBytes ==
+              kGemmScratchBytes);
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
@@ -49,6 +51,8 @@ Result<std::unique_ptr<CudaGemm>> CudaGemm::create(cudaStream_t stream, bool bat
       cuda_status(cudaMalloc(reinterpret_cast<void**>(&g->gather_scratch_), kGatherBytes),
                   "Q4 gather scratch"));
   TS_RETURN_IF_ERROR(cuda_status(cudaMalloc(&g->tile_scratch_, kTileBytes), "Q4 tile scratch"));
+  TS_RETURN_IF_ERROR(cuda_status(
+      cudaMalloc(reinterpret_cast<void**>(&g->row_scale_), kRowScaleBytes), "row scales"));
   if (batch_invariant) {
     TS_RETURN_IF_ERROR(cuda_status(
         cudaMalloc(reinterpret_cast<void**>(&g->y_scratch_),
@@ -65,6 +69,7 @@ CudaGemm::~CudaGemm() {
   cudaFree(y_scratch_);
   cudaFree(gather_scratch_);
   cudaFree(tile_scratch_);
+  cudaFree(row_scale_);
 }
 
 void CudaGemm::call(const void* x, int64_t ldx, const TensorView& w, int64_t n_begin, int64_t n,
@@ -175,21 +180,24 @@ void CudaGemm::run_f16_tiles(const float* xr, int64_t ldx, int64_t mr, int64_t n
                                                        int64_t rows, void* tile,
                                                        cudaStream_t stream),
                              const void* ctx) {
-  // Tiles of rows dequantized to f16, x rounded to f16, through cuBLAS.
-  const int64_t xrows =
-      std::max<int64_t>(1, static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)));
-  const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
+  // Tiles of rows dequantized to f16, x scaled and rounded to f16, through cuBLAS.
+  const int64_t xrows = std::clamp<int64_t>(
+      static_cast<int64_t>(x_scratch_bytes_ / (static_cast<size_t>(k) * 2)), 1, kTileXRows);
+  // Whole multiples of 64 rows where k allows, so that every tile's y columns stay aligned.
+  int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kTileBytes / (k * 2)));
+  if (tile >= 64) tile = tile / 64 * 64;
   TensorView tile_view =
       TensorView::contiguous(tile_scratch_, DType::kF16, {tile, k}, DeviceKind::kCuda);
   for (int64_t i = 0; i < mr; i += xrows) {
     const int64_t mi = std::min(xrows, mr - i);
     TS_CUDA_CHECK(
-        launch_convert_rows(xr + i * ldx, ldx, x_scratch_, ElemType::kF16, mi, k, stream_));
+        launch_convert_rows_f16_scaled(xr + i * ldx, ldx, x_scratch_, row_scale_, mi, k, stream_));
     for (int64_t c = 0; c < n; c += tile) {
       const int64_t nc = std::min(tile, n - c);
       TS_CUDA_CHECK(dequantize(ctx, c, nc, tile_scratch_, stream_));
       call(x_scratch_, k, tile_view, 0, nc, yr + i * n + c, n, mi);
     }
+    TS_CUDA_CHECK(launch_scale_rows(yr + i * n, n, row_scale_, mi, n, stream_));
   }
 }
 

@@ -27,8 +27,11 @@ namespace tierserve::cuda {
 
 inline constexpr int64_t kInvariantRows = 16;
 inline constexpr int64_t kInvariantCols = 8192;
+// Rows of x per pass of the f16-tile route (their power-of-two scales are kept on the device).
+inline constexpr int64_t kTileXRows = 8192;
 // Device bytes CudaGemm allocates at creation, beyond the batch-invariant staging.
-inline constexpr uint64_t kGemmScratchBytes = uint64_t{32 + 64 + 64 + 32} << 20;
+inline constexpr uint64_t kGemmScratchBytes =
+    (uint64_t{32 + 64 + 64 + 32} << 20) + kTileXRows * sizeof(float);
 
 class CudaGemm {
  public:
@@ -52,7 +55,9 @@ class CudaGemm {
   void run_q4(const TensorView& x, const TensorView& w, const TensorView& y);
   void run_q8(const TensorView& x, const TensorView& w, const TensorView& y);
   // yr[mr, n] (row stride n) = xr[mr, k] (ldx) . w^T through cuBLAS on f16 tiles of w's rows:
-  // `dequantize(ctx, row_begin, rows, tile)` enqueues the dequantization of a tile.
+  // `dequantize(ctx, row_begin, rows, tile)` enqueues the dequantization of a tile. Rows of x
+  // are f16 too, each divided by a power of two that keeps it finite (1 for ordinary
+  // activations) and y's rows multiplied back, so that large activations do not overflow f16.
   void run_f16_tiles(const float* xr, int64_t ldx, int64_t mr, int64_t n, int64_t k, float* yr,
                      cudaError_t (*dequantize)(const void* ctx, int64_t row_begin, int64_t rows,
                                                void* tile, cudaStream_t stream),
@@ -67,6 +72,7 @@ class CudaGemm {
   size_t x_scratch_bytes_ = 0;
   float* gather_scratch_ = nullptr;  // x in a Q4 weight's column order
   void* tile_scratch_ = nullptr;     // Q4 / Q8 rows dequantized to f16
+  float* row_scale_ = nullptr;       // [kTileXRows] powers of two the f16-tile route divides x by
 };
 
 }  // namespace tierserve::cuda

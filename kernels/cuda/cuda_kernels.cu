@@ -134,6 +134,38 @@ __global__ void convert_rows_kernel(const float* src, int64_t src_stride, T* dst
   }
 }
 
+// One block per row: the row's largest finite magnitude, its power-of-two scale, the row.
+__global__ void convert_rows_f16_scaled_kernel(const float* src, int64_t src_stride, __half* dst,
+                                               float* scale, int64_t k) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* row = src + r * src_stride;
+  float amax = 0.0f;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+    const float v = fabsf(row[i]);
+    if (isfinite(v)) amax = fmaxf(amax, v);  // inf and NaN stay as they are
+  }
+  amax = block_max(amax, shared);
+  // s = 2^e, e the smallest with amax / 2^e <= kF16SafeMagnitude; exact to divide by.
+  float s = 1.0f;
+  if (amax > kF16SafeMagnitude) s = exp2f(ceilf(log2f(amax / kF16SafeMagnitude)));
+  while (amax / s > kF16SafeMagnitude) s *= 2.0f;  // guards log2f's rounding
+  const float inv = 1.0f / s;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+    dst[r * k + i] = __float2half_rn(row[i] * inv);
+  }
+  if (threadIdx.x == 0) scale[r] = s;
+}
+
+__global__ void scale_rows_kernel(float* y, int64_t y_stride, const float* scale, int64_t n) {
+  const int64_t r = blockIdx.x;
+  const float s = scale[r];
+  for (int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+    y[r * y_stride + i] *= s;
+  }
+}
+
 __global__ void add_bias_kernel(float* y, int64_t y_stride, const void* bias, ElemType type,
                                 int64_t n) {
   const int64_t r = blockIdx.x;
@@ -294,6 +326,22 @@ cudaError_t launch_convert_rows(const float* src, int64_t src_stride, void* dst,
                                                              static_cast<float*>(dst), k);
       break;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_convert_rows_f16_scaled(const float* src, int64_t src_stride, void* dst,
+                                           float* scale, int64_t rows, int64_t k,
+                                           cudaStream_t stream) {
+  if (rows == 0 || k == 0) return cudaSuccess;
+  convert_rows_f16_scaled_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+      src, src_stride, static_cast<__half*>(dst), scale, k);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scale_rows(float* y, int64_t y_stride, const float* scale, int64_t rows,
+                              int64_t n, cudaStream_t stream) {
+  if (rows == 0 || n == 0) return cudaSuccess;
+  scale_rows_kernel<<<row_grid(rows, n), kElemThreads, 0, stream>>>(y, y_stride, scale, n);
   return cudaGetLastError();
 }
 

@@ -251,18 +251,23 @@ TEST_P(BackendParityTest, Q4Gemm) {
 }
 
 // Q8 (W8A16) weights, GGUF's Q6_K (groups of 16) and Q8_0 (groups of 32) repacked: the fused
-// GEMV sizes and prefill (f16 tiles through cuBLAS on CUDA).
+// GEMV sizes and prefill (f16 tiles through cuBLAS on CUDA), also with rows of activations
+// beyond f16's range (every fifth row times 2e5, as massive activations reach in some models).
 TEST_P(BackendParityTest, Q8Gemm) {
   struct Case {
     int64_t m, n, k;
     int32_t group_size;
     bool bias;
+    float big_rows;  // factor of every fifth row of x
   };
-  const Case cases[] = {
-      {1, 256, 512, 16, false}, {8, 96, 256, 32, true}, {70, 128, 1024, 16, true}};
+  const Case cases[] = {{1, 256, 512, 16, false, 1.0f},
+                        {8, 96, 256, 32, true, 1.0f},
+                        {70, 128, 1024, 16, true, 1.0f},
+                        {40, 64, 512, 32, false, 2e5f}};
   for (const Case& c : cases) {
     expect_parity("q8 gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
-                      std::to_string(c.n) + " g" + std::to_string(c.group_size),
+                      std::to_string(c.n) + " g" + std::to_string(c.group_size) +
+                      (c.big_rows != 1.0f ? " big rows" : ""),
                   2e-3, [&](Side& s, Random& r) {
                     auto layout = Q8Layout::make(c.n, c.k, c.group_size);
                     TS_CHECK(layout.is_ok());
@@ -274,8 +279,11 @@ TEST_P(BackendParityTest, Q8Gemm) {
                       const float scale = r.value(2e-3f);
                       std::memcpy(blob.data() + l.scales_offset + g * 4, &scale, 4);
                     }
-                    TensorView x =
-                        s.upload(r.values(static_cast<size_t>(c.m * c.k)), DType::kF32, {c.m, c.k});
+                    std::vector<float> xs = r.values(static_cast<size_t>(c.m * c.k));
+                    for (int64_t i = 0; i < c.m; i += 5) {
+                      for (int64_t j = 0; j < c.k; ++j) xs[i * c.k + j] *= c.big_rows;
+                    }
+                    TensorView x = s.upload(xs, DType::kF32, {c.m, c.k});
                     void* dev = s.raw(blob.size());
                     s.backend()->copy(dev, blob.data(), blob.size());
                     const TensorView w = q8_view(dev, l, s.backend()->device());
