@@ -13,38 +13,38 @@ namespace {
 // Block layouts from ggml (ggml-common.h; gguf-py's GGML_QUANT_SIZES).
 constexpr int64_t kQK = 256;  // elements per K-quant super-block
 constexpr GgmlTypeInfo kGgmlTypes[] = {
-    {GgmlType::kF32, "F32", 1, 4, true, 0},
-    {GgmlType::kF16, "F16", 1, 2, true, 0},
-    {GgmlType::kQ4_0, "Q4_0", 32, 2 + 16, true, 32},
-    {GgmlType::kQ4_1, "Q4_1", 32, 2 + 2 + 16, true, 0},
-    {GgmlType::kQ5_0, "Q5_0", 32, 2 + 4 + 16, true, 32},
-    {GgmlType::kQ5_1, "Q5_1", 32, 2 + 2 + 4 + 16, true, 0},
-    {GgmlType::kQ8_0, "Q8_0", 32, 2 + 32, true, 32},
-    {GgmlType::kQ8_1, "Q8_1", 32, 4 + 4 + 32, false, 0},
-    {GgmlType::kQ2_K, "Q2_K", kQK, 2 + 2 + kQK / 16 + kQK / 4, true, 0},
-    {GgmlType::kQ3_K, "Q3_K", kQK, 2 + kQK / 4 + kQK / 8 + 12, true, 16},
-    {GgmlType::kQ4_K, "Q4_K", kQK, 2 + 2 + 12 + kQK / 2, true, 0},
-    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, true, 0},
-    {GgmlType::kQ6_K, "Q6_K", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2, true, 16},
-    {GgmlType::kQ8_K, "Q8_K", kQK, 4 + kQK + kQK / 8, false, 0},
-    {GgmlType::kIQ2_XXS, "IQ2_XXS", kQK, 2 + kQK / 4, false, 0},
-    {GgmlType::kIQ2_XS, "IQ2_XS", kQK, 2 + kQK / 4 + kQK / 32, false, 0},
-    {GgmlType::kIQ3_XXS, "IQ3_XXS", kQK, 2 + kQK / 4 + kQK / 8, false, 0},
-    {GgmlType::kIQ1_S, "IQ1_S", kQK, 2 + kQK / 8 + kQK / 16, false, 0},
-    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 2 + 16, true, 32},
-    {GgmlType::kIQ3_S, "IQ3_S", kQK, 2 + kQK / 4 + kQK / 8 + kQK / 32 + 4, false, 0},
-    {GgmlType::kIQ2_S, "IQ2_S", kQK, 2 + kQK / 4 + kQK / 16, false, 0},
-    {GgmlType::kIQ4_XS, "IQ4_XS", kQK, 2 + 2 + kQK / 2 + kQK / 64, true, 32},
-    {GgmlType::kI8, "I8", 1, 1, false, 0},
-    {GgmlType::kI16, "I16", 1, 2, false, 0},
-    {GgmlType::kI32, "I32", 1, 4, false, 0},
-    {GgmlType::kI64, "I64", 1, 8, false, 0},
-    {GgmlType::kF64, "F64", 1, 8, false, 0},
-    {GgmlType::kIQ1_M, "IQ1_M", kQK, kQK / 8 + kQK / 16 + kQK / 32, false, 0},
-    {GgmlType::kBF16, "BF16", 1, 2, true, 0},
-    {GgmlType::kTQ1_0, "TQ1_0", kQK, 2 + 4 * 13, false, 0},
-    {GgmlType::kTQ2_0, "TQ2_0", kQK, 2 + 64, false, 0},
-    {GgmlType::kMXFP4, "MXFP4", 32, 1 + 16, false, 0},
+    {GgmlType::kF32, "F32", 1, 4, true, 0, false},
+    {GgmlType::kF16, "F16", 1, 2, true, 0, false},
+    {GgmlType::kQ4_0, "Q4_0", 32, 2 + 16, true, 32, false},
+    {GgmlType::kQ4_1, "Q4_1", 32, 2 + 2 + 16, true, 32, true},
+    {GgmlType::kQ5_0, "Q5_0", 32, 2 + 4 + 16, true, 32, false},
+    {GgmlType::kQ5_1, "Q5_1", 32, 2 + 2 + 4 + 16, true, 32, true},
+    {GgmlType::kQ8_0, "Q8_0", 32, 2 + 32, true, 32, false},
+    {GgmlType::kQ8_1, "Q8_1", 32, 2 + 2 + 32, false, 0, false},  // {f16 d; f16 s; int8 qs[32]}
+    {GgmlType::kQ2_K, "Q2_K", kQK, 2 + 2 + kQK / 16 + kQK / 4, true, 16, true},
+    {GgmlType::kQ3_K, "Q3_K", kQK, 2 + kQK / 4 + kQK / 8 + 12, true, 16, false},
+    {GgmlType::kQ4_K, "Q4_K", kQK, 2 + 2 + 12 + kQK / 2, true, 32, true},
+    {GgmlType::kQ5_K, "Q5_K", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2, true, 32, true},
+    {GgmlType::kQ6_K, "Q6_K", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2, true, 16, false},
+    {GgmlType::kQ8_K, "Q8_K", kQK, 4 + kQK + kQK / 8, false, 0, false},
+    {GgmlType::kIQ2_XXS, "IQ2_XXS", kQK, 2 + kQK / 4, false, 0, false},
+    {GgmlType::kIQ2_XS, "IQ2_XS", kQK, 2 + kQK / 4 + kQK / 32, false, 0, false},
+    {GgmlType::kIQ3_XXS, "IQ3_XXS", kQK, 2 + kQK / 4 + kQK / 8, false, 0, false},
+    {GgmlType::kIQ1_S, "IQ1_S", kQK, 2 + kQK / 8 + kQK / 16, false, 0, false},
+    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 2 + 16, true, 32, false},
+    {GgmlType::kIQ3_S, "IQ3_S", kQK, 2 + kQK / 4 + kQK / 8 + kQK / 32 + 4, false, 0, false},
+    {GgmlType::kIQ2_S, "IQ2_S", kQK, 2 + kQK / 4 + kQK / 16, false, 0, false},
+    {GgmlType::kIQ4_XS, "IQ4_XS", kQK, 2 + 2 + kQK / 2 + kQK / 64, true, 32, false},
+    {GgmlType::kI8, "I8", 1, 1, false, 0, false},
+    {GgmlType::kI16, "I16", 1, 2, false, 0, false},
+    {GgmlType::kI32, "I32", 1, 4, false, 0, false},
+    {GgmlType::kI64, "I64", 1, 8, false, 0, false},
+    {GgmlType::kF64, "F64", 1, 8, false, 0, false},
+    {GgmlType::kIQ1_M, "IQ1_M", kQK, kQK / 8 + kQK / 16 + kQK / 32, false, 0, false},
+    {GgmlType::kBF16, "BF16", 1, 2, true, 0, false},
+    {GgmlType::kTQ1_0, "TQ1_0", kQK, 2 + 4 * 13, false, 0, false},
+    {GgmlType::kTQ2_0, "TQ2_0", kQK, 2 + 64, false, 0, false},
+    {GgmlType::kMXFP4, "MXFP4", 32, 1 + 16, false, 0, false},
 };
 
 // ---- Integer forms (ggml-quants.c's dequantize_row_* reference definitions) -----------------
@@ -167,34 +167,30 @@ void iq4_xs_block(const uint8_t* block, int8_t* q, float* scales) {
   }
 }
 
-// ---- Types with a min (ggml-quants.c's dequantize_row_* reference definitions) ---------------
-// Products and sums in separate statements: rounded twice, as ggml's reference, never contracted
-// into one fused multiply-add.
+// ---- Types with a min (the same reference definitions) ----------------------------------------
+// Each also writes its per-group mins: x = scale * q - min, the product and the difference each
+// rounded as ggml's reference does (q * d + m for Q4_1 and Q5_1, whose m is stored negated).
 
 // block_q4_1 {f16 d; f16 m; uint8 qs[16]}: Q4_0's nibble order; x = q * d + m.
-void dequantize_q4_1(const uint8_t* block, float* y) {
-  const float d = load_f16(block);
-  const float m = load_f16(block + 2);
+void q4_1_block(const uint8_t* block, int8_t* q, float* scales, float* mins) {
+  scales[0] = load_f16(block);
+  mins[0] = -load_f16(block + 2);
   const uint8_t* qs = block + 4;
   for (int j = 0; j < 16; ++j) {
-    const float lo = static_cast<float>(qs[j] & 0x0F) * d;
-    y[j] = lo + m;
-    const float hi = static_cast<float>(qs[j] >> 4) * d;
-    y[j + 16] = hi + m;
+    q[j] = static_cast<int8_t>(qs[j] & 0x0F);
+    q[j + 16] = static_cast<int8_t>(qs[j] >> 4);
   }
 }
 
 // block_q5_1 {f16 d; f16 m; uint8 qh[4]; uint8 qs[16]}: Q5_0's bits, unsigned; x = q * d + m.
-void dequantize_q5_1(const uint8_t* block, float* y) {
-  const float d = load_f16(block);
-  const float m = load_f16(block + 2);
+void q5_1_block(const uint8_t* block, int8_t* q, float* scales, float* mins) {
+  scales[0] = load_f16(block);
+  mins[0] = -load_f16(block + 2);
   const uint32_t qh = load_u32(block + 4);
   const uint8_t* qs = block + 8;
   for (int j = 0; j < 16; ++j) {
-    const float lo = static_cast<float>((qs[j] & 0x0F) | (((qh >> j) & 1) << 4)) * d;
-    y[j] = lo + m;
-    const float hi = static_cast<float>((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * d;
-    y[j + 16] = hi + m;
+    q[j] = static_cast<int8_t>((qs[j] & 0x0F) | (((qh >> j) & 1) << 4));
+    q[j + 16] = static_cast<int8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
   }
 }
 
@@ -202,18 +198,17 @@ void dequantize_q5_1(const uint8_t* block, float* y) {
 // 16: x = d * (scales[i] & 15) * q - dmin * (scales[i] >> 4), q = 2 bits of qs, laid out as
 // Q3_K's low bits (sub-block 8 * half + 2j takes bit pair j of bytes 0..15 of the half's 32,
 // 2j + 1 of bytes 16..31).
-void dequantize_q2_k(const uint8_t* block, float* y) {
+void q2_k_block(const uint8_t* block, int8_t* q, float* scales, float* mins) {
   const uint8_t* sc = block;
   const uint8_t* qs = block + 16;
   const float d = load_f16(block + 80);
   const float dmin = load_f16(block + 82);
   for (int i = 0; i < 16; ++i) {
     const int half = i / 8, j = (i % 8) / 2, part = i % 2;
-    const float dl = d * static_cast<float>(sc[i] & 0x0F);
-    const float ml = dmin * static_cast<float>(sc[i] >> 4);
+    scales[i] = d * static_cast<float>(sc[i] & 0x0F);
+    mins[i] = dmin * static_cast<float>(sc[i] >> 4);
     for (int l = 0; l < 16; ++l) {
-      const float prod = dl * static_cast<float>((qs[32 * half + 16 * part + l] >> (2 * j)) & 3);
-      y[16 * i + l] = prod - ml;
+      q[16 * i + l] = static_cast<int8_t>((qs[32 * half + 16 * part + l] >> (2 * j)) & 3);
     }
   }
 }
@@ -221,50 +216,31 @@ void dequantize_q2_k(const uint8_t* block, float* y) {
 // block_q4_K {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}, 256 elements in 8 sub-blocks
 // of 32: x = d * scale_j * q - dmin * min_j. Each group of 32 bytes of qs holds two sub-blocks:
 // low nibbles the first, high nibbles the second.
-void dequantize_q4_k(const uint8_t* block, float* y) {
+void q4_k_block(const uint8_t* block, int8_t* q, float* scales, float* mins) {
   const float d = load_f16(block);
   const float dmin = load_f16(block + 2);
-  const uint8_t* scales = block + 4;
-  const uint8_t* qs = block + 16;
-  for (int group = 0; group < 4; ++group, qs += 32, y += 64) {
-    uint8_t scale = 0;
-    uint8_t min = 0;
-    q4_k_scale_min(2 * group, scales, &scale, &min);
-    const float d1 = d * static_cast<float>(scale);
-    const float m1 = dmin * static_cast<float>(min);
-    q4_k_scale_min(2 * group + 1, scales, &scale, &min);
-    const float d2 = d * static_cast<float>(scale);
-    const float m2 = dmin * static_cast<float>(min);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t scale = 0, min = 0;
+    q4_k_scale_min(j, block + 4, &scale, &min);
+    scales[j] = d * static_cast<float>(scale);
+    mins[j] = dmin * static_cast<float>(min);
+    const uint8_t* qs = block + 16 + 32 * (j / 2);
     for (int l = 0; l < 32; ++l) {
-      const float lo = d1 * static_cast<float>(qs[l] & 0x0F);
-      y[l] = lo - m1;
-      const float hi = d2 * static_cast<float>(qs[l] >> 4);
-      y[l + 32] = hi - m2;
+      q[32 * j + l] = static_cast<int8_t>(j % 2 == 0 ? qs[l] & 0x0F : qs[l] >> 4);
     }
   }
 }
 
 // block_q5_K {f16 d; f16 dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}: Q4_K's layout
-// with a fifth bit per element: bit j of qh[l] belongs to element l of sub-block j (in qs chunk
-// j / 2, low nibbles for even j); x = d * scale_j * q - dmin * min_j.
-void dequantize_q5_k(const uint8_t* block, float* y) {
-  const float d = load_f16(block);
-  const float dmin = load_f16(block + 2);
-  const uint8_t* scales = block + 4;
+// with a fifth bit per element: bit j of qh[l] belongs to element l of sub-block j.
+void q5_k_block(const uint8_t* block, int8_t* q, float* scales, float* mins) {
+  q4_k_block(block, q, scales, mins);  // the same header; qs lies 32 bytes further
   const uint8_t* qh = block + 16;
   const uint8_t* qs = block + 48;
   for (int j = 0; j < 8; ++j) {
-    uint8_t scale = 0;
-    uint8_t min = 0;
-    q4_k_scale_min(j, scales, &scale, &min);
-    const float d1 = d * static_cast<float>(scale);
-    const float m1 = dmin * static_cast<float>(min);
-    const uint8_t* q = qs + 32 * (j / 2);
     for (int l = 0; l < 32; ++l) {
-      const int low = j % 2 == 0 ? q[l] & 0x0F : q[l] >> 4;
-      const int high = (qh[l] >> j) & 1;
-      const float prod = d1 * static_cast<float>(low + 16 * high);
-      y[32 * j + l] = prod - m1;
+      const int low = j % 2 == 0 ? qs[32 * (j / 2) + l] & 0x0F : qs[32 * (j / 2) + l] >> 4;
+      q[32 * j + l] = static_cast<int8_t>(low + 16 * ((qh[l] >> j) & 1));
     }
   }
 }
@@ -281,7 +257,7 @@ void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) 
   }
 }
 
-void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* scales) {
+void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* scales, float* mins) {
   switch (type) {
     case GgmlType::kQ8_0:
       return q8_0_block(block, q, scales);
@@ -297,6 +273,16 @@ void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* sca
       return iq4_nl_block(block, q, scales);
     case GgmlType::kIQ4_XS:
       return iq4_xs_block(block, q, scales);
+    case GgmlType::kQ4_1:
+      return q4_1_block(block, q, scales, mins);
+    case GgmlType::kQ5_1:
+      return q5_1_block(block, q, scales, mins);
+    case GgmlType::kQ2_K:
+      return q2_k_block(block, q, scales, mins);
+    case GgmlType::kQ4_K:
+      return q4_k_block(block, q, scales, mins);
+    case GgmlType::kQ5_K:
+      return q5_k_block(block, q, scales, mins);
     default:
       TS_CHECK(false) << "ggml type " << ggml_type_name(type) << " has no 8-bit integer form";
   }
@@ -326,21 +312,6 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
                             std::string(info->name) + ": not a multiple of its block size " +
                             std::to_string(info->block_size));
   }
-  const int64_t blocks = n / info->block_size;
-  const int64_t bytes = info->block_bytes;
-  if (info->q8_group > 0) {
-    int8_t q[kQK];
-    float scales[kQK / 16];
-    for (int64_t b = 0; b < blocks; ++b) {
-      ggml_block_to_q8(type, src + b * bytes, q, scales);
-      float* y = dst + b * info->block_size;
-      for (int64_t j = 0; j < info->block_size; ++j) {
-        y[j] = scales[j / info->q8_group] * static_cast<float>(q[j]);
-      }
-    }
-    return Status::ok();
-  }
-  void (*block_fn)(const uint8_t*, float*) = nullptr;
   switch (type) {
     case GgmlType::kF32:
       if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
@@ -351,25 +322,21 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
     case GgmlType::kBF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src + 2 * i));
       return Status::ok();
-    case GgmlType::kQ4_1:
-      block_fn = dequantize_q4_1;
-      break;
-    case GgmlType::kQ5_1:
-      block_fn = dequantize_q5_1;
-      break;
-    case GgmlType::kQ2_K:
-      block_fn = dequantize_q2_k;
-      break;
-    case GgmlType::kQ4_K:
-      block_fn = dequantize_q4_k;
-      break;
-    case GgmlType::kQ5_K:
-      block_fn = dequantize_q5_k;
-      break;
     default:
-      TS_CHECK(false) << "ggml type " << info->name << " is marked dequantizable but has no code";
+      break;
   }
-  for (int64_t b = 0; b < blocks; ++b) block_fn(src + b * bytes, dst + b * info->block_size);
+  TS_CHECK(info->q8_group > 0) << "ggml type " << info->name << " is dequantizable without code";
+  int8_t q[kQK];
+  float scales[kQK / 16], mins[kQK / 16];
+  for (int64_t b = 0; b < n / info->block_size; ++b) {
+    ggml_block_to_q8(type, src + b * info->block_bytes, q, scales, mins);
+    float* y = dst + b * info->block_size;
+    for (int64_t j = 0; j < info->block_size; ++j) {
+      const int64_t g = j / info->q8_group;
+      const float product = scales[g] * static_cast<float>(q[j]);
+      y[j] = info->q8_mins ? product - mins[g] : product;  // rounded twice, as ggml's
+    }
+  }
   return Status::ok();
 }
 

@@ -57,8 +57,9 @@ struct GgmlTypeInfo {
   int64_t block_size;     // elements per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0, 256 for K
   int64_t block_bytes;    // bytes per block, e.g. 34 for Q8_0, 144 for Q4_K, 210 for Q6_K
   bool dequantize;        // dequantize_gguf_row() supports it (kGgmlDequantizableTypes)
-  int64_t q8_group;       // > 0: every element is scale * q with an int8 q and an f32 scale
-                          // per q8_group elements (ggml_block_to_q8); 0 otherwise
+  int64_t q8_group;       // > 0: every element is scale * q (- min) with an int8 q and an f32
+                          // scale (and min) per q8_group elements (ggml_block_to_q8)
+  bool q8_mins;           // with a min per group
 };
 
 // The layout of ggml type id `id`, or null for an id ggml does not define (or removed).
@@ -82,11 +83,15 @@ Status dequantize_gguf_row(GgmlType type, const uint8_t* src, int64_t n, float* 
 // {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}.)
 void q4_k_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
 
-// One block of a type with q8_group > 0 (Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL, IQ4_XS) as integers and
-// scales: writes block_size int8 values to `q` and block_size / q8_group scales to `scales` such
-// that scales[j / q8_group] * q[j], one f32 product, is exactly what dequantize_gguf_row() gives
-// for element j (each scale is an f16 times a small integer, exact in f32, as ggml computes it).
-void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* scales);
+// One block of a type with q8_group > 0 (every quantized type dequantize_gguf_row() supports) as
+// integers, scales and mins: writes block_size int8 values to `q`, and block_size / q8_group
+// scales to `scales` and, for a type with q8_mins, as many mins to `mins`, such that
+//   scales[g] * q[j]              (one f32 product), or
+//   scales[g] * q[j] - mins[g]    (the product, then the difference, each rounded to f32)
+// with g = j / q8_group is exactly what ggml's dequantize_row_* gives for element j. Each scale
+// and min is an f16 times a small integer, exact in f32, as ggml computes it; where ggml adds a
+// min (Q4_1, Q5_1), `mins` holds it negated.
+void ggml_block_to_q8(GgmlType type, const uint8_t* block, int8_t* q, float* scales, float* mins);
 
 // The types dequantize_gguf_row() supports, for error messages.
 inline constexpr const char* kGgmlDequantizableTypes =

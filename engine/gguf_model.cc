@@ -234,16 +234,20 @@ Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols) {
 
 void ggml_to_q8(GgmlType type, const uint8_t* data, const Q8Layout& l, void* dst) {
   const GgmlTypeInfo& info = *ggml_type_info(type);
-  TS_CHECK(info.q8_group == l.group_size && l.k % info.block_size == 0)
-      << info.name << " into groups of " << l.group_size;
+  TS_CHECK(info.q8_group == l.group_size && info.q8_mins == l.with_mins &&
+           l.k % info.block_size == 0)
+      << info.name << " into groups of " << l.group_size << (l.with_mins ? " with mins" : "");
   std::memset(dst, 0, l.bytes);  // the alignment padding too: a unit's bytes are deterministic
+  uint8_t* base = static_cast<uint8_t*>(dst);
   int8_t* values = static_cast<int8_t*>(dst);
-  float* scales = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + l.scales_offset);
+  float* scales = reinterpret_cast<float*>(base + l.scales_offset);
+  float* mins = l.with_mins ? reinterpret_cast<float*>(base + l.mins_offset) : nullptr;
   const int64_t blocks = l.n * l.k / info.block_size;
-  const int64_t scales_per_block = info.block_size / info.q8_group;
+  const int64_t groups_per_block = info.block_size / info.q8_group;
   for (int64_t b = 0; b < blocks; ++b) {
     ggml_block_to_q8(type, data + b * info.block_bytes, values + b * info.block_size,
-                     scales + b * scales_per_block);
+                     scales + b * groups_per_block,
+                     mins != nullptr ? mins + b * groups_per_block : nullptr);
   }
 }
 

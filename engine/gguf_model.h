@@ -6,10 +6,10 @@
 // head into interleaved rope order; the loader undoes that, back to Hugging Face's rotate_half
 // order ("qwen2" and "qwen3" files keep Hugging Face's order). Q4_0 and Q4_K gemm weights
 // load as Q4 blobs (exactly: Q4_0 as scale d, zero 8; Q4_K in the k-quant form; groups of 32),
-// Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL and IQ4_XS ones as Q8 blobs (exactly: int8 values, f32 scales
-// per 32 or 16); F32/F16/BF16 tensors as they are; the types with a min (Q4_1, Q5_1, Q2_K, Q5_K)
-// and quantized embeddings are dequantized to the model's float dtype, as transformers does when
-// it loads a GGUF file.
+// those of the other quantized types as Q8 blobs (exactly: int8 values, f32 scales per 32 or 16,
+// and f32 mins for Q4_1, Q5_1, Q2_K and Q5_K); F32/F16/BF16 tensors as they are; quantized
+// embeddings are dequantized to the model's float dtype, as transformers does when it loads a
+// GGUF file.
 #pragma once
 
 #include <cstdint>
@@ -48,9 +48,9 @@ Q4Source q4_0_to_q4(const uint8_t* data, int64_t rows, int64_t cols);
 // super-block's 8 sub-blocks of 32 become groups, their 6-bit scales and mins kept as they are
 // under the block's d and dmin, so that the weight dequantizes exactly as ggml's does.
 Q4Source q4_k_to_q4(const uint8_t* data, int64_t rows, int64_t cols);
-// A tensor of a ggml type with an 8-bit integer form (GgmlTypeInfo::q8_group > 0: Q8_0, Q5_0,
-// Q3_K, Q6_K, IQ4_NL, IQ4_XS) as a Q8 weight blob at `dst`, whose layout has the type's q8_group:
-// the values and scales of ggml_block_to_q8, so that the weight dequantizes exactly as ggml's.
+// A tensor of a ggml type with an 8-bit integer form (GgmlTypeInfo::q8_group > 0) as a Q8 weight
+// blob at `dst`, whose layout has the type's q8_group and q8_mins: the values, scales and mins of
+// ggml_block_to_q8, so that the weight dequantizes exactly as ggml's.
 void ggml_to_q8(GgmlType type, const uint8_t* data, const Q8Layout& layout, void* dst);
 
 }  // namespace tierserve

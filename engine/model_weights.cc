@@ -406,8 +406,10 @@ Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path
           w->dtypes[i] = DType::kQ4;
           w->specs[i].quantized = true;
         } else if (ggml_type_info(t->type)->q8_group > 0 && is_gemm_weight(config, s)) {
+          const GgmlTypeInfo& info = *ggml_type_info(t->type);
           TS_ASSIGN_OR_RETURN(
-              w->q8[i], Q8Layout::make(s.shape[0], s.shape[1], ggml_type_info(t->type)->q8_group));
+              w->q8[i], Q8Layout::make(s.shape[0], s.shape[1], static_cast<int32_t>(info.q8_group),
+                                       info.q8_mins));
           w->dtypes[i] = DType::kQ8;
           w->specs[i].quantized = true;
         } else {
@@ -437,11 +439,16 @@ void write_gguf(const ResolvedWeights& w, size_t i, void* dst) {
       to = blob.data();
     }
     ggml_to_q8(t.type, data, l, to);
-    if (s.gguf_heads > 0) {  // rows permute as wholes, in both sections
+    if (s.gguf_heads > 0) {  // rows permute as wholes, in every section
       char* out8 = static_cast<char*>(dst);
+      std::memset(dst, 0, l.bytes);  // the padding between sections
       unpermute_gguf_rows(blob.data(), out8, rows, cols, 1, s.gguf_heads);
       unpermute_gguf_rows(blob.data() + l.scales_offset, out8 + l.scales_offset, rows, l.groups(),
                           4, s.gguf_heads);
+      if (l.with_mins) {
+        unpermute_gguf_rows(blob.data() + l.mins_offset, out8 + l.mins_offset, rows, l.groups(), 4,
+                            s.gguf_heads);
+      }
     }
     return;
   }

@@ -33,6 +33,8 @@ struct TensorView {
   int32_t group_size = 0;
   bool act_order = false;
   bool k_quant = false;
+  // A kQ8 weight (kernels/q8_weight.h) with a mins section; group_size is its too.
+  bool with_mins = false;
 
   // A row-major contiguous view of `shape`.
   static TensorView contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,

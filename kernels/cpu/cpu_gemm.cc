@@ -452,6 +452,7 @@ void CpuGemm::run_q8(const float* x, int64_t ldx, const TensorView& w, const flo
     args.group_size = l.group_size;
     args.values = reinterpret_cast<const int8_t*>(base);
     args.scales = reinterpret_cast<const float*>(base + l.scales_offset);
+    args.mins = l.with_mins ? reinterpret_cast<const float*>(base + l.mins_offset) : nullptr;
     args.bias = bias;
     args.y = y;
     args.ldy = n;

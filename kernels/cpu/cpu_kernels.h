@@ -63,8 +63,9 @@ struct Q4GemvArgs {
 using Q4GemvFn = void (*)(const Q4GemvArgs& args, int64_t r_begin, int64_t r_end);
 
 // The W8A16 GEMV over output rows [r_begin, r_end) of a Q8 weight (kernels/q8_weight.h):
-//   y[i, r] = sum_c (scale[r, c / group_size] * q[r, c]) * x[i, c] (+ bias[r])
-// each weight rounded to f32 once, as llama.cpp dequantizes it. Batch-invariant as GemvFn.
+//   y[i, r] = sum_c w[r, c] * x[i, c] (+ bias[r]),  w = scale[r, g] * q[r, c] (- min[r, g])
+// each weight formed in f32 as llama.cpp dequantizes it (the product, then the difference, each
+// rounded). Batch-invariant as GemvFn.
 struct Q8GemvArgs {
   const float* x = nullptr;  // [m, ldx]
   int64_t ldx = 0;
@@ -73,6 +74,7 @@ struct Q8GemvArgs {
   int32_t group_size = 0;          // 16 or 32
   const int8_t* values = nullptr;  // the blob's sections
   const float* scales = nullptr;
+  const float* mins = nullptr;  // null without mins
   const float* bias = nullptr;  // [n] or null
   float* y = nullptr;           // [m, ldy]
   int64_t ldy = 0;

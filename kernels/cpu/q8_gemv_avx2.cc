@@ -11,13 +11,14 @@ namespace {
 
 constexpr int64_t kPrefetchBytes = 2048;
 
-template <int M>
+template <int M, bool kMins>
 void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
   const int64_t groups = a.k / a.group_size;
   const int shift = a.group_size == 16 ? 4 : 5;
   for (int64_t r = r_begin; r < r_end; ++r) {
     const int8_t* row = a.values + r * a.k;
     const float* scales = a.scales + r * groups;
+    const float* mins = kMins ? a.mins + r * groups : nullptr;
     __m256 acc0[M], acc1[M];
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
@@ -30,11 +31,19 @@ void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
       const __m256 s0 = _mm256_set1_ps(scales[c >> shift]);
       const __m256 s1 = _mm256_set1_ps(scales[(c + 16) >> shift]);
       // Columns c + 0..7, 8..15 (scale s0), 16..23, 24..31 (scale s1).
-      const __m256 w[4] = {
+      __m256 w[4] = {
           _mm256_mul_ps(s0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0))),
           _mm256_mul_ps(s0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8)))),
           _mm256_mul_ps(s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1))),
           _mm256_mul_ps(s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8))))};
+      if (kMins) {  // a separate rounding, never fused with the product
+        const __m256 m0 = _mm256_set1_ps(mins[c >> shift]);
+        const __m256 m1 = _mm256_set1_ps(mins[(c + 16) >> shift]);
+        w[0] = _mm256_sub_ps(w[0], m0);
+        w[1] = _mm256_sub_ps(w[1], m0);
+        w[2] = _mm256_sub_ps(w[2], m1);
+        w[3] = _mm256_sub_ps(w[3], m1);
+      }
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i) {
         const float* x = a.x + i * a.ldx + c;
@@ -55,19 +64,25 @@ void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
   }
 }
 
+template <bool kMins>
+void dispatch(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
+  switch (a.m) {
+    case 1:
+      return rows<1, kMins>(a, r_begin, r_end);
+    case 2:
+      return rows<2, kMins>(a, r_begin, r_end);
+    case 3:
+      return rows<3, kMins>(a, r_begin, r_end);
+    default:
+      return rows<4, kMins>(a, r_begin, r_end);
+  }
+}
+
 }  // namespace
 
 void q8_gemv_avx2(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
-  switch (a.m) {
-    case 1:
-      return rows<1>(a, r_begin, r_end);
-    case 2:
-      return rows<2>(a, r_begin, r_end);
-    case 3:
-      return rows<3>(a, r_begin, r_end);
-    default:
-      return rows<4>(a, r_begin, r_end);
-  }
+  if (a.mins != nullptr) return dispatch<true>(a, r_begin, r_end);
+  return dispatch<false>(a, r_begin, r_end);
 }
 
 }  // namespace tierserve

@@ -23,13 +23,14 @@ namespace {
 // As the Q4 GEMV: the row stream is prefetched this far ahead into L1 in software.
 constexpr int64_t kPrefetchBytes = 2048;
 
-template <int M>
+template <int M, bool kMins>
 void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
   const int64_t groups = a.k / a.group_size;
   const int shift = a.group_size == 16 ? 4 : 5;
   for (int64_t r = r_begin; r < r_end; ++r) {
     const int8_t* row = a.values + r * a.k;
     const float* scales = a.scales + r * groups;
+    const float* mins = kMins ? a.mins + r * groups : nullptr;
     __m512 acc0[M], acc1[M];
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
@@ -39,10 +40,14 @@ void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
       }
       const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c));
       const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c + 16));
-      const __m512 w0 = _mm512_mul_ps(_mm512_set1_ps(scales[c >> shift]),
-                                      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)));
-      const __m512 w1 = _mm512_mul_ps(_mm512_set1_ps(scales[(c + 16) >> shift]),
-                                      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)));
+      __m512 w0 = _mm512_mul_ps(_mm512_set1_ps(scales[c >> shift]),
+                                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)));
+      __m512 w1 = _mm512_mul_ps(_mm512_set1_ps(scales[(c + 16) >> shift]),
+                                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)));
+      if (kMins) {  // a separate rounding, never fused with the product
+        w0 = _mm512_sub_ps(w0, _mm512_set1_ps(mins[c >> shift]));
+        w1 = _mm512_sub_ps(w1, _mm512_set1_ps(mins[(c + 16) >> shift]));
+      }
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i) {
         const float* x = a.x + i * a.ldx + c;
@@ -58,19 +63,25 @@ void rows(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
   }
 }
 
+template <bool kMins>
+void dispatch(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
+  switch (a.m) {
+    case 1:
+      return rows<1, kMins>(a, r_begin, r_end);
+    case 2:
+      return rows<2, kMins>(a, r_begin, r_end);
+    case 3:
+      return rows<3, kMins>(a, r_begin, r_end);
+    default:
+      return rows<4, kMins>(a, r_begin, r_end);
+  }
+}
+
 }  // namespace
 
 void q8_gemv_avx512(const Q8GemvArgs& a, int64_t r_begin, int64_t r_end) {
-  switch (a.m) {
-    case 1:
-      return rows<1>(a, r_begin, r_end);
-    case 2:
-      return rows<2>(a, r_begin, r_end);
-    case 3:
-      return rows<3>(a, r_begin, r_end);
-    default:
-      return rows<4>(a, r_begin, r_end);
-  }
+  if (a.mins != nullptr) return dispatch<true>(a, r_begin, r_end);
+  return dispatch<false>(a, r_begin, r_end);
 }
 
 }  // namespace tierserve

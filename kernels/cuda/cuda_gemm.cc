@@ -210,6 +210,8 @@ void CudaGemm::run_q8(const TensorView& x, const TensorView& w, const TensorView
   a.k = k;
   a.group_size = l.group_size;
   a.scales_offset = l.scales_offset;
+  a.with_mins = l.with_mins;
+  a.mins_offset = l.mins_offset;
   const float* xp = x.ptr<const float>();
   float* yp = y.ptr<float>();
   if (batch_invariant_ || m <= kQ4GemvMaxRows) {

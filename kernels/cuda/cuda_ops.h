@@ -208,6 +208,8 @@ struct Q8Args {
   int64_t n = 0, k = 0;
   int32_t group_size = 0;  // 16 or 32
   uint64_t scales_offset = 0;
+  bool with_mins = false;  // w = scale * q - min, each step rounded (else scale * q)
+  uint64_t mins_offset = 0;
 };
 // As launch_q4_gemv, for a Q8 weight (up to kQ4GemvMaxRows rows of x per call).
 cudaError_t launch_q8_gemv(const Q8Args& w, const float* x, int64_t ldx, int32_t m, float* y,

@@ -8,8 +8,15 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
+// The weight scale * q (- min), each step rounded to f32 on its own (no fused multiply-add), as
+// the CPU reference forms it.
+__device__ __forceinline__ float q8_weight(float scale, int8_t q, const float* min) {
+  const float product = __fmul_rn(scale, static_cast<float>(q));
+  return min != nullptr ? __fsub_rn(product, *min) : product;
+}
+
 // One warp per output row. Lane l takes 32-column blocks l, l + 32, ...: for each it loads the
-// 32 int8 values (two 16-byte loads), forms each weight as scale * q in f32 and adds w * x for
+// 32 int8 values (two 16-byte loads), forms each weight in f32 (q8_weight) and adds w * x for
 // every row of x; the warp then reduces by shuffles. A row of x is summed in an order that
 // depends only on k, not on m.
 template <int M>
@@ -21,6 +28,8 @@ __global__ void q8_gemv_kernel(Q8Args a, const float* x, int64_t ldx, int32_t m,
   const int64_t groups = a.k / a.group_size;
   const int8_t* row = reinterpret_cast<const int8_t*>(a.blob) + r * a.k;
   const float* scales = reinterpret_cast<const float*>(a.blob + a.scales_offset) + r * groups;
+  const float* mins =
+      a.with_mins ? reinterpret_cast<const float*>(a.blob + a.mins_offset) + r * groups : nullptr;
   float acc[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[i] = 0.0f;
@@ -28,17 +37,20 @@ __global__ void q8_gemv_kernel(Q8Args a, const float* x, int64_t ldx, int32_t m,
     const int4 raw[2] = {*reinterpret_cast<const int4*>(row + b * 32),
                          *reinterpret_cast<const int4*>(row + b * 32 + 16)};
     const int8_t* q = reinterpret_cast<const int8_t*>(raw);
-    const float s0 = scales[b * 32 / a.group_size], s1 = scales[(b * 32 + 16) / a.group_size];
+    const int64_t g0 = b * 32 / a.group_size, g1 = (b * 32 + 16) / a.group_size;
+    const float s0 = scales[g0], s1 = scales[g1];
+    const float* m0 = mins != nullptr ? mins + g0 : nullptr;
+    const float* m1 = mins != nullptr ? mins + g1 : nullptr;
+    float w[32];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) w[j] = j < 16 ? q8_weight(s0, q[j], m0) : q8_weight(s1, q[j], m1);
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       if (i >= m) break;
       const float* xb = x + i * ldx + b * 32;
       float dot = 0.0f;
 #pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        const float w = (j < 16 ? s0 : s1) * static_cast<float>(q[j]);
-        dot += w * xb[j];
-      }
+      for (int j = 0; j < 32; ++j) dot += w[j] * xb[j];
       acc[i] += dot;
     }
   }
@@ -50,15 +62,17 @@ __global__ void q8_gemv_kernel(Q8Args a, const float* x, int64_t ldx, int32_t m,
   }
 }
 
-// Rows [row_begin, row_begin + rows) dequantized to f16: out[i, c] = scale * q.
+// Rows [row_begin, row_begin + rows) dequantized to f16: out[i, c] = scale * q (- min).
 __global__ void q8_dequantize_kernel(Q8Args a, int64_t row_begin, int64_t rows, __half* out) {
   const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= rows * a.k) return;
   const int64_t i = item / a.k, c = item % a.k, r = row_begin + i;
-  const float s = reinterpret_cast<const float*>(
-      a.blob + a.scales_offset)[r * (a.k / a.group_size) + c / a.group_size];
+  const int64_t g = r * (a.k / a.group_size) + c / a.group_size;
+  const float s = reinterpret_cast<const float*>(a.blob + a.scales_offset)[g];
+  const float* min =
+      a.with_mins ? reinterpret_cast<const float*>(a.blob + a.mins_offset) + g : nullptr;
   const int8_t q = reinterpret_cast<const int8_t*>(a.blob)[r * a.k + c];
-  out[item] = __float2half_rn(s * static_cast<float>(q));
+  out[item] = __float2half_rn(q8_weight(s, q, min));
 }
 
 int64_t grid_for(int64_t items, int threads) { return (items + threads - 1) / threads; }

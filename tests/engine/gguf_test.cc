@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -599,37 +600,45 @@ TEST(GgufQ4Test, Q4_0AndQ4_KRepackExactly) {
   }
 }
 
-// The gemm weights of the types with an 8-bit integer form (Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL,
-// IQ4_XS; Q4_0 has one too, though it loads as Q4) are repacked into 8-bit blobs: the same values
-// as ggml's, element for element.
-TEST(GgufQ8Test, TypesWithAnIntegerFormRepackExactly) {
+// Every quantized type's gemm weights can be repacked into 8-bit blobs (the Q4 types load as Q4
+// blobs, the others as these): the same values as ggml's, element for element, mins included.
+TEST(GgufQ8Test, QuantizedTypesRepackExactly) {
   std::mt19937 rng(13);
   const int64_t rows = 3, cols = 512;
   struct Case {
     GgmlType type;
-    int64_t d_offset;  // of the block's f16 d
+    std::vector<int64_t> f16_offsets;  // of the block's f16 fields (d, and m or dmin)
   };
-  for (const Case c : {Case{GgmlType::kQ8_0, 0}, Case{GgmlType::kQ4_0, 0}, Case{GgmlType::kQ5_0, 0},
-                       Case{GgmlType::kQ3_K, 108}, Case{GgmlType::kQ6_K, 208},
-                       Case{GgmlType::kIQ4_NL, 0}, Case{GgmlType::kIQ4_XS, 0}}) {
+  const Case cases[] = {
+      {GgmlType::kQ8_0, {0}},      {GgmlType::kQ4_0, {0}},    {GgmlType::kQ5_0, {0}},
+      {GgmlType::kQ3_K, {108}},    {GgmlType::kQ6_K, {208}},  {GgmlType::kIQ4_NL, {0}},
+      {GgmlType::kIQ4_XS, {0}},    {GgmlType::kQ4_1, {0, 2}}, {GgmlType::kQ5_1, {0, 2}},
+      {GgmlType::kQ2_K, {80, 82}}, {GgmlType::kQ4_K, {0, 2}}, {GgmlType::kQ5_K, {0, 2}},
+  };
+  for (const Case& c : cases) {
     const GgmlTypeInfo& info = *ggml_type_info(c.type);
     SCOPED_TRACE(info.name);
     ASSERT_GT(info.q8_group, 0);
     const int64_t blocks = rows * cols / info.block_size;
     std::vector<uint8_t> data(static_cast<size_t>(blocks * info.block_bytes));
     for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
-    for (int64_t b = 0; b < blocks; ++b) {  // a finite f16 d
-      put_u16_at(data, static_cast<size_t>(b * info.block_bytes + c.d_offset),
-                 f32_to_f16(static_cast<float>(rng() % 2000) * 1e-6f));
+    for (int64_t b = 0; b < blocks; ++b) {  // finite f16 fields of either sign
+      for (const int64_t at : c.f16_offsets) {
+        const float v = static_cast<float>(static_cast<int>(rng() % 4001) - 2000) * 1e-6f;
+        put_u16_at(data, static_cast<size_t>(b * info.block_bytes + at), f32_to_f16(v));
+      }
     }
-    auto layout = Q8Layout::make(rows, cols, static_cast<int32_t>(info.q8_group));
+    auto layout = Q8Layout::make(rows, cols, static_cast<int32_t>(info.q8_group), info.q8_mins);
     ASSERT_TRUE(layout.is_ok()) << layout.status().to_string();
     std::vector<uint8_t> blob(layout.value().bytes, 0xAB);
     ggml_to_q8(c.type, data.data(), layout.value(), blob.data());
     std::vector<float> got(static_cast<size_t>(rows * cols)), want(got.size());
     dequantize_q8_rows(blob.data(), layout.value(), 0, rows, got.data());
     ASSERT_TRUE(dequantize_gguf_row(c.type, data.data(), rows * cols, want.data()).is_ok());
-    for (size_t e = 0; e < want.size(); ++e) ASSERT_EQ(got[e], want[e]) << "element " << e;
+    for (size_t e = 0; e < want.size(); ++e) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[e]), std::bit_cast<uint32_t>(want[e]))
+          << "element " << e;
+    }
   }
 }
 
@@ -667,17 +676,18 @@ TEST(GgmlTypeTest, LayoutsMatchGgml) {
     int64_t block_bytes;
     bool dequantize;
     int64_t q8_group;
+    bool q8_mins;
   };
   const Case cases[] = {
-      {GgmlType::kF32, 1, 4, true, 0},         {GgmlType::kF16, 1, 2, true, 0},
-      {GgmlType::kBF16, 1, 2, true, 0},        {GgmlType::kQ8_0, 32, 34, true, 32},
-      {GgmlType::kQ4_0, 32, 18, true, 32},     {GgmlType::kQ4_1, 32, 20, true, 0},
-      {GgmlType::kQ5_0, 32, 22, true, 32},     {GgmlType::kQ5_1, 32, 24, true, 0},
-      {GgmlType::kQ4_K, 256, 144, true, 0},    {GgmlType::kQ6_K, 256, 210, true, 16},
-      {GgmlType::kQ5_K, 256, 176, true, 0},    {GgmlType::kQ2_K, 256, 84, true, 0},
-      {GgmlType::kQ3_K, 256, 110, true, 16},   {GgmlType::kIQ4_NL, 32, 18, true, 32},
-      {GgmlType::kIQ4_XS, 256, 136, true, 32}, {GgmlType::kQ8_K, 256, 292, false, 0},
-      {GgmlType::kIQ2_XXS, 256, 66, false, 0},
+      {GgmlType::kF32, 1, 4, true, 0, false},       {GgmlType::kF16, 1, 2, true, 0, false},
+      {GgmlType::kBF16, 1, 2, true, 0, false},      {GgmlType::kQ8_0, 32, 34, true, 32, false},
+      {GgmlType::kQ8_1, 32, 36, false, 0, false},   {GgmlType::kQ4_0, 32, 18, true, 32, false},
+      {GgmlType::kQ4_1, 32, 20, true, 32, true},    {GgmlType::kQ5_0, 32, 22, true, 32, false},
+      {GgmlType::kQ5_1, 32, 24, true, 32, true},    {GgmlType::kQ4_K, 256, 144, true, 32, true},
+      {GgmlType::kQ6_K, 256, 210, true, 16, false}, {GgmlType::kQ5_K, 256, 176, true, 32, true},
+      {GgmlType::kQ2_K, 256, 84, true, 16, true},   {GgmlType::kQ3_K, 256, 110, true, 16, false},
+      {GgmlType::kIQ4_NL, 32, 18, true, 32, false}, {GgmlType::kIQ4_XS, 256, 136, true, 32, false},
+      {GgmlType::kQ8_K, 256, 292, false, 0, false}, {GgmlType::kIQ2_XXS, 256, 66, false, 0, false},
   };
   for (const Case& c : cases) {
     const GgmlTypeInfo* info = ggml_type_info(c.type);
@@ -686,6 +696,7 @@ TEST(GgmlTypeTest, LayoutsMatchGgml) {
     EXPECT_EQ(info->block_bytes, c.block_bytes) << info->name;
     EXPECT_EQ(info->dequantize, c.dequantize) << info->name;
     EXPECT_EQ(info->q8_group, c.q8_group) << info->name;
+    EXPECT_EQ(info->q8_mins, c.q8_mins) << info->name;
   }
   EXPECT_EQ(ggml_type_info(4u), nullptr);
   EXPECT_EQ(ggml_type_name(GgmlType::kQ4_K), "Q4_K");

@@ -143,10 +143,9 @@ TEST(ModelWeightsTest, GemmWeightsPackedUnlessDeterministic) {
 }
 
 // Quantized checkpoints stay quantized in the loaded weights: AWQ projections and GGUF Q4_0 /
-// Q4_K ones as 4-bit blobs (Q4_K in the k-quant form), GGUF Q8_0 / Q6_K / Q3_K / Q5_0 / IQ4_NL /
-// IQ4_XS ones (lm_head included) as 8-bit blobs, while embeddings and norms are float, and so
-// are the GGUF types with a min (Q2_K, Q4_1, Q5_1), dequantized. A streamed layer then moves the
-// quantized bytes (DESIGN.md's tiers move these blobs as they are).
+// Q4_K ones as 4-bit blobs (Q4_K in the k-quant form), those of GGUF's other types (lm_head
+// included; Q2_K and Q5_1 with mins) as 8-bit blobs, while embeddings and norms are float. A
+// streamed layer then moves the quantized bytes (DESIGN.md's tiers move these blobs as they are).
 TEST(ModelWeightsTest, QuantizedCheckpointsStayQuantized) {
   struct Case {
     const char* model;
@@ -158,7 +157,7 @@ TEST(ModelWeightsTest, QuantizedCheckpointsStayQuantized) {
       {"llama_awq_f16", DType::kQ4, false, DType::kQ4, DType::kQ4, DType::kQ4, DType::kF16},
       {"llama_gguf_f32", DType::kQ4, false, DType::kQ8, DType::kQ8, DType::kQ4, DType::kQ8},
       {"llama_gguf_q4k", DType::kQ4, true, DType::kQ8, DType::kQ4, DType::kQ8, DType::kQ8},
-      {"llama_gguf_mix", DType::kQ8, false, DType::kQ8, DType::kF16, DType::kQ8, DType::kF16},
+      {"llama_gguf_mix", DType::kQ8, false, DType::kQ8, DType::kQ8, DType::kQ8, DType::kQ8},
   };
   auto backend = create_backend(BackendOptions{});
   ASSERT_TRUE(backend.is_ok());

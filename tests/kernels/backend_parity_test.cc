@@ -250,26 +250,27 @@ TEST_P(BackendParityTest, Q4Gemm) {
   }
 }
 
-// Q8 (W8A16) weights, GGUF's Q6_K (groups of 16) and Q8_0 (groups of 32) repacked: the fused
-// GEMV sizes and prefill (f16 tiles through cuBLAS on CUDA), also with rows of activations
-// beyond f16's range (every fifth row times 2e5, as massive activations reach in some models).
+// Q8 (W8A16) weights, GGUF's Q6_K (groups of 16) and Q8_0 (groups of 32) repacked, and with mins
+// (Q5_K, Q4_1, Q2_K): the fused GEMV sizes and prefill (f16 tiles through cuBLAS on CUDA), also
+// with rows of activations beyond f16's range (every fifth row times 2e5, as massive activations
+// reach in some models).
 TEST_P(BackendParityTest, Q8Gemm) {
   struct Case {
     int64_t m, n, k;
     int32_t group_size;
     bool bias;
     float big_rows;  // factor of every fifth row of x
+    bool mins = false;
   };
-  const Case cases[] = {{1, 256, 512, 16, false, 1.0f},
-                        {8, 96, 256, 32, true, 1.0f},
-                        {70, 128, 1024, 16, true, 1.0f},
-                        {40, 64, 512, 32, false, 2e5f}};
+  const Case cases[] = {{1, 256, 512, 16, false, 1.0f},     {8, 96, 256, 32, true, 1.0f},
+                        {70, 128, 1024, 16, true, 1.0f},    {40, 64, 512, 32, false, 2e5f},
+                        {3, 96, 512, 32, true, 1.0f, true}, {24, 64, 256, 16, false, 1.0f, true}};
   for (const Case& c : cases) {
     expect_parity("q8 gemm " + std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
                       std::to_string(c.n) + " g" + std::to_string(c.group_size) +
-                      (c.big_rows != 1.0f ? " big rows" : ""),
+                      (c.big_rows != 1.0f ? " big rows" : "") + (c.mins ? " mins" : ""),
                   2e-3, [&](Side& s, Random& r) {
-                    auto layout = Q8Layout::make(c.n, c.k, c.group_size);
+                    auto layout = Q8Layout::make(c.n, c.k, c.group_size, c.mins);
                     TS_CHECK(layout.is_ok());
                     const Q8Layout& l = layout.value();
                     std::vector<uint8_t> blob(l.bytes);
@@ -278,6 +279,10 @@ TEST_P(BackendParityTest, Q8Gemm) {
                     for (int64_t g = 0; g < c.n * l.groups(); ++g) {
                       const float scale = r.value(2e-3f);
                       std::memcpy(blob.data() + l.scales_offset + g * 4, &scale, 4);
+                      if (c.mins) {
+                        const float min = r.value(2e-2f);
+                        std::memcpy(blob.data() + l.mins_offset + g * 4, &min, 4);
+                      }
                     }
                     std::vector<float> xs = r.values(static_cast<size_t>(c.m * c.k));
                     for (int64_t i = 0; i < c.m; i += 5) {

@@ -31,7 +31,19 @@ TEST(Q8WeightTest, LayoutTakesGroupsOf16Or32) {
   }
 }
 
-// A random blob: int8 values over the whole range, f32 scales ~1e-3.
+TEST(Q8WeightTest, MinsFollowTheScales) {
+  auto l = Q8Layout::make(3, 64, 16, /*with_mins=*/true);
+  ASSERT_TRUE(l.is_ok()) << l.status().to_string();
+  EXPECT_EQ(l.value().scales_offset, 192u);
+  EXPECT_EQ(l.value().mins_offset, 256u);  // 48 bytes of scales, aligned
+  EXPECT_EQ(l.value().bytes, 320u);
+  const TensorView v = q8_view(nullptr, l.value());
+  EXPECT_TRUE(v.with_mins);
+  EXPECT_EQ(Q8Layout::of(v).mins_offset, 256u);
+}
+
+// A random blob: int8 values over the whole range, f32 scales ~1e-3, and mins ~1e-2 (of
+// either sign) when the layout has them.
 std::vector<uint8_t> random_blob(const Q8Layout& l, Random& rng) {
   std::vector<uint8_t> blob(l.bytes);
   for (int64_t i = 0; i < l.n * l.k; ++i)
@@ -39,6 +51,10 @@ std::vector<uint8_t> random_blob(const Q8Layout& l, Random& rng) {
   for (int64_t g = 0; g < l.n * l.groups(); ++g) {
     const float s = rng.value(2e-3f);
     std::memcpy(blob.data() + l.scales_offset + g * 4, &s, 4);
+    if (l.with_mins) {
+      const float m = rng.value(2e-2f);
+      std::memcpy(blob.data() + l.mins_offset + g * 4, &m, 4);
+    }
   }
   return blob;
 }
@@ -47,11 +63,13 @@ struct Q8Case {
   int64_t m, n, k;
   int32_t group_size;
   bool bias;
+  bool mins = false;
 };
 
 const Q8Case kQ8Cases[] = {
-    {1, 64, 256, 16, false}, {1, 40, 512, 32, true},  {3, 72, 256, 16, true},
-    {6, 24, 768, 32, false}, {37, 66, 512, 16, true},
+    {1, 64, 256, 16, false},      {1, 40, 512, 32, true},         {3, 72, 256, 16, true},
+    {6, 24, 768, 32, false},      {37, 66, 512, 16, true},        {1, 48, 256, 32, false, true},
+    {4, 40, 512, 16, true, true}, {35, 24, 256, 32, false, true},
 };
 
 class Q8GemmTest : public ::testing::TestWithParam<CpuIsa> {
@@ -68,8 +86,9 @@ TEST_P(Q8GemmTest, FusedGemmMatchesDequantizeThenMatmul) {
   const CpuKernels& kernels = cpu_kernels(GetParam());
   Random rng(9);
   for (const Q8Case& c : kQ8Cases) {
-    SCOPED_TRACE(::testing::Message() << c.m << "x" << c.n << "x" << c.k << " g" << c.group_size);
-    auto layout = Q8Layout::make(c.n, c.k, c.group_size);
+    SCOPED_TRACE(::testing::Message() << c.m << "x" << c.n << "x" << c.k << " g" << c.group_size
+                                      << (c.mins ? " mins" : ""));
+    auto layout = Q8Layout::make(c.n, c.k, c.group_size, c.mins);
     ASSERT_TRUE(layout.is_ok());
     const std::vector<uint8_t> blob = random_blob(layout.value(), rng);
     std::vector<float> w(static_cast<size_t>(c.n * c.k));
