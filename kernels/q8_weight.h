@@ -10,7 +10,7 @@
 // IQ4_XS) or that and a min (Q4_1, Q5_1, Q2_K, Q5_K: their mins negated where ggml adds them)
 // are repacked into this one layout at load, exactly: a K-quant's d * scale is exact in f32. It
 // then moves between tiers as plain bytes: 8 bits a weight plus 32 bits a group (10 bits a weight
-// for Q6_K, 9 for Q8_0), 64 with mins (12 for Q5_K), against 16 for bf16.
+// for Q6_K, 9 for Q8_0), 64 with mins (10 for Q5_K, 12 for Q2_K), against 16 for bf16.
 //
 // One weight is one blob of these sections, each 64-byte aligned:
 //   values  [n][k] i8
