@@ -828,8 +828,7 @@ void check_fixture(const std::string& stem) {
     ASSERT_LE(begin + t.numel(), values.size());
     const GgmlTypeInfo* info = ggml_type_info(t.type);
     const int64_t row_bytes = t.row_length() / info->block_size * info->block_bytes;
-    const bool exact =
-        t.type != GgmlType::kQ4_K && t.type != GgmlType::kQ5_K && t.type != GgmlType::kQ6_K;
+    // Every type bit for bit: the reference rounds each product and difference in ggml's order.
     std::vector<float> rows(t.numel());
     for (int64_t r = 0; r < t.num_rows(); ++r) {
       float* row = rows.data() + r * t.row_length();
@@ -838,19 +837,8 @@ void check_fixture(const std::string& stem) {
               .is_ok());
       for (int64_t e = 0; e < t.row_length(); ++e) {
         const float want_v = values[begin + r * t.row_length() + e];
-        if (exact) {
-          ASSERT_EQ(float_bits(row[e]), float_bits(want_v))
-              << "row " << r << " element " << e << ": " << row[e] << " vs " << want_v;
-        } else {
-          // K-quants: a few float roundings of the super-block's scale; allow for another
-          // rounding order, relative to the largest magnitude in the super-block.
-          float block_max = 0;
-          const int64_t b0 = e / 256 * 256;
-          for (int64_t k = b0; k < b0 + 256; ++k) {
-            block_max = std::max(block_max, std::fabs(values[begin + r * t.row_length() + k]));
-          }
-          ASSERT_NEAR(row[e], want_v, 4e-7f * block_max) << "row " << r << " element " << e;
-        }
+        ASSERT_EQ(float_bits(row[e]), float_bits(want_v))
+            << "row " << r << " element " << e << ": " << row[e] << " vs " << want_v;
       }
     }
     // The whole tensor at once gives the same values as row by row.
