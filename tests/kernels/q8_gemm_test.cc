@@ -3,6 +3,7 @@
 // double precision.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "common/thread_pool.h"
 #include "kernels/cpu/cpu_gemm.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/q8_weight.h"
 #include "tests/kernels/quantized_gemm_util.h"
 #include "tests/kernels/test_util.h"
@@ -96,6 +98,43 @@ TEST_P(Q8GemmTest, FusedGemmMatchesDequantizeThenMatmul) {
     testing::expect_gemm_routes_match_dense(
         &pool, kernels, q8_view(const_cast<uint8_t*>(blob.data()), layout.value()), w, c.m, c.n,
         c.k, c.bias, rng);
+  }
+}
+
+// Each weight is formed exactly as dequantize_q8_rows forms it (the product, then the difference,
+// each rounded; never one fused multiply-add): with x one-hot at column c, y[r] is w[r, c].
+TEST_P(Q8GemmTest, GemvFormsEachWeightAsTheDequantizer) {
+  const CpuKernels& kernels = cpu_kernels(GetParam());
+  Random rng(5);
+  for (const bool mins : {false, true}) {
+    SCOPED_TRACE(mins ? "with mins" : "without mins");
+    const int64_t n = 8, k = 64;
+    auto layout = Q8Layout::make(n, k, 16, mins);
+    ASSERT_TRUE(layout.is_ok());
+    const Q8Layout& l = layout.value();
+    const std::vector<uint8_t> blob = random_blob(l, rng);
+    std::vector<float> w(static_cast<size_t>(n * k)), x(static_cast<size_t>(k)), y(n);
+    dequantize_q8_rows(blob.data(), l, 0, n, w.data());
+    for (int64_t c = 0; c < k; ++c) {
+      std::fill(x.begin(), x.end(), 0.0f);
+      x[static_cast<size_t>(c)] = 1.0f;
+      Q8GemvArgs a;
+      a.x = x.data();
+      a.ldx = k;
+      a.m = 1;
+      a.k = k;
+      a.group_size = l.group_size;
+      a.values = reinterpret_cast<const int8_t*>(blob.data());
+      a.scales = reinterpret_cast<const float*>(blob.data() + l.scales_offset);
+      a.mins = mins ? reinterpret_cast<const float*>(blob.data() + l.mins_offset) : nullptr;
+      a.y = y.data();
+      a.ldy = n;
+      kernels.gemv_q8(a, 0, n);
+      for (int64_t r = 0; r < n; ++r) {
+        ASSERT_EQ(y[static_cast<size_t>(r)], w[static_cast<size_t>(r * k + c)])
+            << "row " << r << " column " << c;
+      }
+    }
   }
 }
 
