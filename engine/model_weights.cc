@@ -367,9 +367,9 @@ void write_quantized(const ModelConfig& config, const ResolvedWeights& w, size_t
 }
 
 // A GGUF model's tensors (ModelConfig::gguf): present, of the spec's shape, of a type this
-// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs; those of the other types with an
-// 8-bit integer form (Q8_0, Q5_0, Q3_K, Q6_K, IQ4_NL, IQ4_XS) Q8 blobs; F32/F16/BF16 stay; the
-// rest are dequantized to config.dtype.
+// build reads. Q4_0 and Q4_K gemm weights become Q4 blobs, those of the other quantized types
+// Q8 blobs (with mins for Q4_1, Q5_1, Q2_K, Q5_K); F32/F16/BF16 stay; other tensors of quantized
+// types (embeddings) are dequantized to config.dtype.
 Status resolve_gguf(const ModelConfig& config, const std::filesystem::path& path,
                     ResolvedWeights* w) {
   const std::optional<std::filesystem::path> gguf = gguf_file_of(path);

@@ -146,10 +146,11 @@ __global__ void convert_rows_f16_scaled_kernel(const float* src, int64_t src_str
     if (isfinite(v)) amax = fmaxf(amax, v);  // inf and NaN stay as they are
   }
   amax = block_max(amax, shared);
-  // s = 2^e, e the smallest with amax / 2^e <= kF16SafeMagnitude; exact to divide by.
-  float s = 1.0f;
-  if (amax > kF16SafeMagnitude) s = exp2f(ceilf(log2f(amax / kF16SafeMagnitude)));
-  while (amax / s > kF16SafeMagnitude) s *= 2.0f;  // guards log2f's rounding
+  // s = 2^e with amax / kF16SafeMagnitude = f * 2^e, f in [0.5, 1): amax / s < the safe
+  // magnitude. frexpf and ldexpf are exact, so dividing by s and multiplying back are too.
+  int e = 0;
+  frexpf(amax / kF16SafeMagnitude, &e);
+  const float s = amax > kF16SafeMagnitude ? ldexpf(1.0f, e) : 1.0f;
   const float inv = 1.0f / s;
   for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
     dst[r * k + i] = __float2half_rn(row[i] * inv);

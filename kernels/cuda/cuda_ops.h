@@ -78,9 +78,9 @@ cudaError_t launch_softmax(float* x, int64_t stride, int64_t rows, int64_t n, cu
 cudaError_t launch_convert_rows(const float* src, int64_t src_stride, void* dst, ElemType type,
                                 int64_t rows, int64_t k, cudaStream_t stream);
 
-// dst[r, 0..k) (contiguous f16) = src[r] / scale[r] (f32, row stride src_stride), scale[r] the
-// smallest power of two >= 1 that brings the row's largest finite magnitude within
-// kF16SafeMagnitude (1 for every row of ordinary activations, whose values are then converted
+// dst[r, 0..k) (contiguous f16) = src[r] / scale[r] (f32, row stride src_stride), scale[r] a power
+// of two that brings the row's largest finite magnitude below kF16SafeMagnitude (1 for every row
+// whose magnitudes are already within it: ordinary activations, whose values are then converted
 // exactly as launch_convert_rows does). No finite activation overflows f16 this way: a GEMM of
 // the scaled rows is made whole by launch_scale_rows. `scale` receives `rows` floats.
 inline constexpr float kF16SafeMagnitude = 32768.0f;
